@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
+/*
+ * steer: the XDP program of xdpip.
+ *
+ * It decides, for every frame received on an interface the engine serves,
+ * whether the engine (through the AF_XDP socket of this rx queue) or the
+ * kernel (XDP_PASS) takes it. The kernel keeps everything the engine does not
+ * claim: ARP, IPv6, VLAN-tagged frames, traffic to local addresses on
+ * unclaimed ports, and every IPv4 packet the engine's fast path cannot
+ * forward as is (options, TTL about to expire, no route or no resolved
+ * neighbour, too big for the egress MTU). The kernel then does what Linux
+ * does for them: ICMP errors, ARP resolution, fragmentation.
+ *
+ * Built by engine/build.rs with clang -target bpf; the engine loads it with
+ * aya. The layout of every map value is mirrored in engine/src/ebpf.rs.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* The socket of (port, queue) sits at port * MAX_QUEUES + queue in `xsks`. */
+#define MAX_PORTS 32
+#define MAX_QUEUES 256
+
+/* Verdict counters, one slot each in the per-CPU array `counters`.
+ * Keep in sync with `Verdict` in engine/src/ebpf.rs. */
+enum verdict {
+	V_PASS_NOT_IPV4 = 0,	/* ARP, IPv6, LLDP, ...: kernel */
+	V_PASS_VLAN,		/* 802.1Q/802.1ad tagged: VLAN devices are the kernel's */
+	V_PASS_MALFORMED,	/* truncated or bad version/IHL: kernel drops, counts InHdrErrors */
+	V_PASS_LOCAL,		/* to a local address, port not claimed */
+	V_PASS_MULTICAST,	/* multicast or limited broadcast */
+	V_PASS_FORWARDING_OFF,	/* forwarding disabled in the engine's config */
+	V_PASS_TTL,		/* TTL <= 1: kernel sends ICMP time exceeded */
+	V_PASS_OPTIONS,		/* IP options: kernel updates RR/TS, source routes */
+	V_PASS_NO_ROUTE,	/* blackhole/unreachable/prohibit/no route: kernel answers */
+	V_PASS_NO_NEIGH,	/* next hop unresolved: kernel resolves (ARP) */
+	V_PASS_FRAG_NEEDED,	/* larger than the egress MTU: kernel fragments or answers */
+	V_PASS_FWD_DISABLED,	/* forwarding disabled on the ingress device (sysctl) */
+	V_PASS_FOREIGN_EGRESS,	/* egress device is not served by the engine */
+	V_REDIRECT_FORWARD,	/* to the engine, to be forwarded */
+	V_REDIRECT_LOCAL,	/* to the engine, claimed local traffic */
+	V_PASS_NO_SOCKET,	/* no AF_XDP socket on this queue: kernel */
+	V_MAX,
+};
+
+/* Engine configuration, slot 0 of `config`. */
+struct config {
+	__u32 forwarding;	/* 1: forward IPv4 through the engine */
+	__u32 fib_gate;		/* 1: forward only what bpf_fib_lookup resolves */
+};
+
+/* A claimed (protocol, port) pair; port 0 claims the whole protocol. */
+struct claim_key {
+	__u8 protocol;
+	__u8 pad;
+	__be16 port;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_PORTS * MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+/* Local and broadcast addresses of the namespace (the kernel's local table). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, __u32);
+} local_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct claim_key);
+	__type(value, __u32);
+} claimed SEC(".maps");
+
+/* Interfaces the engine serves: ifindex -> port number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, V_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline int count(__u32 v, int action)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &v);
+
+	if (c)
+		*c += 1; /* per-CPU slot: no atomic needed */
+	return action;
+}
+
+static __always_inline int to_engine(struct xdp_md *ctx, __u32 v)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 *port = bpf_map_lookup_elem(&ports, &ifindex);
+	int action;
+
+	if (!port || ctx->rx_queue_index >= MAX_QUEUES)
+		return count(V_PASS_NO_SOCKET, XDP_PASS);
+	action = bpf_redirect_map(&xsks, *port * MAX_QUEUES + ctx->rx_queue_index, XDP_PASS);
+
+	if (action == XDP_REDIRECT)
+		return count(v, action);
+	return count(V_PASS_NO_SOCKET, XDP_PASS);
+}
+
+/* Claimed when (protocol, destination port) or (protocol, any port) is in
+ * `claimed`. Non-first fragments carry no port and stay with the kernel. */
+static __always_inline int is_claimed(struct iphdr *iph, void *l4, void *data_end)
+{
+	struct claim_key key = { .protocol = iph->protocol };
+
+	if ((iph->protocol == IPPROTO_UDP || iph->protocol == IPPROTO_TCP) &&
+	    !(iph->frag_off & bpf_htons(0x1fff))) {
+		__be16 *ports = l4;
+
+		if ((void *)(ports + 2) > data_end)
+			return 0;
+		key.port = ports[1];
+		if (bpf_map_lookup_elem(&claimed, &key))
+			return 1;
+		key.port = 0;
+	}
+	return bpf_map_lookup_elem(&claimed, &key) != NULL;
+}
+
+static __always_inline int fib_verdict(int rc)
+{
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return V_PASS_NO_NEIGH;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return V_PASS_FRAG_NEEDED;
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		return V_PASS_FWD_DISABLED;
+	default:
+		return V_PASS_NO_ROUTE;
+	}
+}
+
+SEC("xdp")
+int xdpip_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 zero = 0;
+	struct config *cfg;
+	struct iphdr *iph;
+	__u16 proto;
+	__u32 ihl;
+
+	if ((void *)(eth + 1) > data_end)
+		return count(V_PASS_NOT_IPV4, XDP_PASS);
+	proto = eth->h_proto;
+	iph = (void *)(eth + 1);
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		/* One tag is parsed so that tagged IPv4 is recognised; the
+		 * VLAN devices on top of this interface are the kernel's. */
+		__be16 *inner = (void *)(eth + 1);
+
+		if ((void *)(inner + 2) > data_end)
+			return count(V_PASS_MALFORMED, XDP_PASS);
+		return count(inner[1] == bpf_htons(ETH_P_IP) ? V_PASS_VLAN : V_PASS_NOT_IPV4,
+			     XDP_PASS);
+	}
+	if (proto != bpf_htons(ETH_P_IP))
+		return count(V_PASS_NOT_IPV4, XDP_PASS);
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return count(V_PASS_FORWARDING_OFF, XDP_PASS);
+
+	if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5)
+		return count(V_PASS_MALFORMED, XDP_PASS);
+	ihl = iph->ihl * 4;
+	if (data + sizeof(*eth) + ihl > data_end)
+		return count(V_PASS_MALFORMED, XDP_PASS);
+
+	if (bpf_map_lookup_elem(&local_addrs, &iph->daddr)) {
+		if (is_claimed(iph, data + sizeof(*eth) + ihl, data_end))
+			return to_engine(ctx, V_REDIRECT_LOCAL);
+		return count(V_PASS_LOCAL, XDP_PASS);
+	}
+	/* 224.0.0.0/4 and 255.255.255.255 */
+	if ((iph->daddr & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000) ||
+	    iph->daddr == bpf_htonl(0xffffffff))
+		return count(V_PASS_MULTICAST, XDP_PASS);
+
+	if (!cfg->forwarding)
+		return count(V_PASS_FORWARDING_OFF, XDP_PASS);
+	if (iph->ihl != 5)
+		return count(V_PASS_OPTIONS, XDP_PASS);
+	if (iph->ttl <= 1)
+		return count(V_PASS_TTL, XDP_PASS);
+
+	if (cfg->fib_gate) {
+		struct bpf_fib_lookup fib = {};
+		__u16 tot_len = bpf_ntohs(iph->tot_len);
+		int rc;
+
+		fib.family = AF_INET;
+		fib.tos = iph->tos;
+		fib.l4_protocol = iph->protocol;
+		fib.tot_len = tot_len;
+		fib.ipv4_src = iph->saddr;
+		fib.ipv4_dst = iph->daddr;
+		fib.ifindex = ctx->ingress_ifindex;
+		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+			return count(fib_verdict(rc), XDP_PASS);
+		if (!bpf_map_lookup_elem(&ports, &fib.ifindex))
+			return count(V_PASS_FOREIGN_EGRESS, XDP_PASS);
+	}
+	return to_engine(ctx, V_REDIRECT_FORWARD);
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,541 @@
+//! The control plane: a live mirror of the kernel's links, IPv4 addresses,
+//! routes and neighbours, turned into snapshots for the workers and into
+//! the XDP program's map of local addresses.
+//!
+//! The kernel's tables are the engine's control plane: `ip route`, FRR or
+//! BIRD change them and the engine follows. The mirror starts with a full
+//! dump and then applies change notifications; a lost notification (ENOBUFS)
+//! triggers a full resync.
+
+pub mod netlink;
+
+use crate::ebpf::{SteerConfig, SteerMaps};
+use crate::fib::{Fib, NextHop, Route, RouteKind};
+use crate::neigh::{NeighTable, Neighbour};
+use crate::snapshot::{Port, Snapshot, SnapshotCell};
+use crate::stats::Counter;
+use crate::wire::MacAddr;
+use netlink::{Netlink, Received, Table};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const RT_TABLE_MAIN: u32 = 254;
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// A link as the mirror keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Name.
+    pub name: String,
+    /// MAC address.
+    pub mac: MacAddr,
+    /// MTU.
+    pub mtu: u32,
+    /// IFF_UP and IFF_LOWER_UP (carrier).
+    pub up: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RouteKey {
+    dst: u32,
+    len: u8,
+    tos: u8,
+    metric: u32,
+}
+
+/// The mirrored tables.
+#[derive(Debug, Default, Clone)]
+pub struct Mirror {
+    /// Links by ifindex.
+    pub links: FxHashMap<u32, Link>,
+    /// IPv4 addresses: (ifindex, address, prefix length).
+    pub addrs: BTreeSet<(u32, Ipv4Addr, u8)>,
+    routes: FxHashMap<RouteKey, Route>,
+    locals: FxHashMap<RouteKey, Ipv4Addr>,
+    neigh: NeighTable,
+}
+
+fn route_key(m: &RouteMessage) -> Option<(RouteKey, u32)> {
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut metric = 0;
+    let mut table = m.header.table as u32;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    (m.header.address_family == AddressFamily::Inet).then_some((
+        RouteKey {
+            dst: u32::from(dst),
+            len: m.header.destination_prefix_length,
+            tos: m.header.tos,
+            metric,
+        },
+        table,
+    ))
+}
+
+fn nexthops(m: &RouteMessage) -> Vec<NextHop> {
+    let mut gateway = None;
+    let mut oif = None;
+    let mut out = Vec::new();
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::MultiPath(hops) => {
+                for h in hops {
+                    let gw = h.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                        _ => None,
+                    });
+                    out.push(NextHop {
+                        gateway: gw,
+                        ifindex: h.interface_index,
+                        weight: h.hops as u32 + 1,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(ifindex) = oif {
+        out.insert(
+            0,
+            NextHop {
+                gateway,
+                ifindex,
+                weight: 1,
+            },
+        );
+    }
+    out
+}
+
+impl Mirror {
+    /// Applies one message (from a dump or a notification).
+    pub fn apply(&mut self, msg: RouteNetlinkMessage) {
+        match msg {
+            RouteNetlinkMessage::NewLink(l) => self.new_link(&l),
+            RouteNetlinkMessage::DelLink(l) => {
+                self.links.remove(&l.header.index);
+                self.neigh.remove_interface(l.header.index);
+                self.addrs.retain(|(i, _, _)| *i != l.header.index);
+            }
+            RouteNetlinkMessage::NewAddress(a) => {
+                if let Some(e) = addr_entry(&a) {
+                    self.addrs.insert(e);
+                }
+            }
+            RouteNetlinkMessage::DelAddress(a) => {
+                if let Some(e) = addr_entry(&a) {
+                    self.addrs.remove(&e);
+                }
+            }
+            RouteNetlinkMessage::NewRoute(r) => self.new_route(&r),
+            RouteNetlinkMessage::DelRoute(r) => {
+                if let Some((key, table)) = route_key(&r) {
+                    match table {
+                        RT_TABLE_MAIN => {
+                            self.routes.remove(&key);
+                        }
+                        RT_TABLE_LOCAL => {
+                            self.locals.remove(&key);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            RouteNetlinkMessage::NewNeighbour(n) => {
+                if let Some((ifindex, ip, neighbour)) = neigh_entry(&n) {
+                    self.neigh.insert(ifindex, ip, neighbour);
+                }
+            }
+            RouteNetlinkMessage::DelNeighbour(n) => {
+                if let Some((ifindex, ip, _)) = neigh_entry(&n) {
+                    self.neigh.remove(ifindex, ip);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn new_link(&mut self, l: &LinkMessage) {
+        let mut link = Link {
+            name: String::new(),
+            mac: MacAddr::default(),
+            mtu: 0,
+            up: link_up(l.header.flags),
+        };
+        for a in &l.attributes {
+            match a {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::Address(b) if b.len() == 6 => {
+                    link.mac = MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+                }
+                _ => {}
+            }
+        }
+        self.links.insert(l.header.index, link);
+    }
+
+    fn new_route(&mut self, r: &RouteMessage) {
+        let Some((key, table)) = route_key(r) else {
+            return;
+        };
+        let kind = match r.header.kind {
+            RouteType::Unicast => RouteKind::Unicast,
+            RouteType::BlackHole => RouteKind::Blackhole,
+            RouteType::Unreachable => RouteKind::Unreachable,
+            RouteType::Prohibit => RouteKind::Prohibit,
+            RouteType::Local | RouteType::Broadcast if table == RT_TABLE_LOCAL => {
+                self.locals.insert(key, Ipv4Addr::from(key.dst));
+                return;
+            }
+            _ => return,
+        };
+        if table != RT_TABLE_MAIN {
+            return;
+        }
+        let route = Route {
+            prefix: Ipv4Addr::from(key.dst),
+            len: key.len,
+            kind,
+            nexthops: if kind == RouteKind::Unicast {
+                nexthops(r)
+            } else {
+                Vec::new()
+            },
+            metric: key.metric,
+        };
+        if kind == RouteKind::Unicast && route.nexthops.is_empty() {
+            // e.g. a route through a nexthop object without compat info
+            log::debug!(
+                "route {}/{} without a usable next hop ignored",
+                route.prefix,
+                route.len
+            );
+            return;
+        }
+        self.routes.insert(key, route);
+    }
+
+    /// The routes of the main table as a FIB.
+    pub fn fib(&self) -> Fib {
+        let mut b = Fib::builder();
+        for r in self.routes.values() {
+            // Routes are validated when they enter the mirror.
+            let _ = b.add(r.clone());
+        }
+        b.build()
+    }
+
+    /// The neighbour table.
+    pub fn neighbours(&self) -> NeighTable {
+        self.neigh.clone()
+    }
+
+    /// Local and broadcast addresses (the kernel's local table).
+    pub fn local_addrs(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self.locals.values().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The engine's ports as the kernel now describes them.
+    pub fn ports(&self, ifindexes: &[u32]) -> Vec<Port> {
+        ifindexes
+            .iter()
+            .map(|&ifindex| {
+                let link = self.links.get(&ifindex);
+                Port {
+                    name: link.map(|l| l.name.clone()).unwrap_or_default(),
+                    ifindex,
+                    mac: link.map(|l| l.mac).unwrap_or_default(),
+                    mtu: link.map(|l| l.mtu).unwrap_or(0),
+                    up: link.is_some_and(|l| l.up),
+                    addr: self
+                        .addrs
+                        .iter()
+                        .find(|(i, _, _)| *i == ifindex)
+                        .map(|(_, a, _)| *a),
+                }
+            })
+            .collect()
+    }
+
+    /// Dumps every table into a fresh mirror.
+    pub fn dump(nl: &mut Netlink) -> io::Result<Mirror> {
+        let mut m = Mirror::default();
+        for t in [
+            Table::Links,
+            Table::Addresses,
+            Table::Routes,
+            Table::Neighbours,
+        ] {
+            for msg in nl.dump(t)? {
+                m.apply(msg);
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Administratively up with carrier: what the kernel needs to transmit
+/// (`netif_running() && netif_carrier_ok()`). IFF_RUNNING also waits for
+/// the operational state, which linkwatch updates up to a second late.
+fn link_up(flags: LinkFlags) -> bool {
+    flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp)
+}
+
+fn addr_entry(a: &AddressMessage) -> Option<(u32, Ipv4Addr, u8)> {
+    if a.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let addr = a.attributes.iter().find_map(|x| match x {
+        AddressAttribute::Local(IpAddr::V4(v)) => Some(*v),
+        _ => None,
+    });
+    let addr = addr.or_else(|| {
+        a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
+            _ => None,
+        })
+    })?;
+    Some((a.header.index, addr, a.header.prefix_len))
+}
+
+fn neigh_entry(n: &NeighbourMessage) -> Option<(u32, Ipv4Addr, Neighbour)> {
+    if n.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let mut ip = None;
+    let mut mac = MacAddr::default();
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => ip = Some(*d),
+            NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+                mac = MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+            }
+            _ => {}
+        }
+    }
+    Some((
+        n.header.ifindex,
+        ip?,
+        Neighbour {
+            mac,
+            state: u16::from(n.header.state),
+        },
+    ))
+}
+
+/// Reads an IPv4 sysctl of the current network namespace
+/// (`/proc/sys/net/ipv4/<name>`).
+pub fn read_sysctl(name: &str) -> io::Result<String> {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).map(|s| s.trim().to_string())
+}
+
+/// Counters of the control thread.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    /// Snapshots published.
+    pub publications: Counter,
+    /// Full resyncs after lost notifications.
+    pub resyncs: Counter,
+    /// Netlink messages applied.
+    pub messages: Counter,
+}
+
+/// The control thread's state.
+pub struct Control {
+    events: Netlink,
+    dumper: Netlink,
+    mirror: Mirror,
+    ports: Vec<u32>,
+    generation: u64,
+    fib_gate: bool,
+    cell: Arc<SnapshotCell>,
+    maps: Arc<Mutex<SteerMaps>>,
+    counters: Arc<ControlCounters>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("ports", &self.ports)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// The mirror, dumped, with its sockets, before the engine has anything to
+/// publish to.
+#[derive(Debug)]
+pub struct Opened {
+    events: Netlink,
+    dumper: Netlink,
+    /// The tables as dumped.
+    pub mirror: Mirror,
+}
+
+impl Control {
+    /// Subscribes to changes, then dumps the tables, so that no change
+    /// between the two is lost.
+    pub fn open() -> io::Result<Opened> {
+        let events = Netlink::subscribed(Duration::from_millis(100))?;
+        let mut dumper = Netlink::new()?;
+        let mirror = Mirror::dump(&mut dumper)?;
+        Ok(Opened {
+            events,
+            dumper,
+            mirror,
+        })
+    }
+
+    /// The control thread's state, serving `ports` (ifindexes by port).
+    pub fn new(
+        opened: Opened,
+        ports: Vec<u32>,
+        fib_gate: bool,
+        cell: Arc<SnapshotCell>,
+        maps: Arc<Mutex<SteerMaps>>,
+        counters: Arc<ControlCounters>,
+    ) -> Control {
+        Control {
+            events: opened.events,
+            dumper: opened.dumper,
+            mirror: opened.mirror,
+            ports,
+            generation: 0,
+            fib_gate,
+            cell,
+            maps,
+            counters,
+        }
+    }
+
+    /// A snapshot of a mirror.
+    pub fn snapshot(mirror: &Mirror, ports: &[u32], generation: u64) -> Snapshot {
+        Snapshot {
+            fib: Arc::new(mirror.fib()),
+            neigh: Arc::new(mirror.neighbours()),
+            ports: mirror.ports(ports),
+            generation,
+        }
+    }
+
+    /// Publishes the mirror to the workers and the XDP program.
+    pub fn publish(&mut self) {
+        self.generation += 1;
+        self.cell.publish(Control::snapshot(
+            &self.mirror,
+            &self.ports,
+            self.generation,
+        ));
+        let locals = self.mirror.local_addrs();
+        if let Ok(mut maps) = self.maps.lock() {
+            if let Err(e) = maps.set_local_addrs(&locals) {
+                log::error!("updating local addresses in the XDP program: {e}");
+            }
+        }
+        self.counters.publications.add(1);
+    }
+
+    fn sync_sysctls(&mut self) {
+        let forwarding = read_sysctl("ip_forward").map(|v| v == "1").unwrap_or(true);
+        let want = SteerConfig {
+            forwarding: forwarding as u32,
+            fib_gate: self.fib_gate as u32,
+        };
+        if let Ok(mut maps) = self.maps.lock() {
+            if maps.config().ok() != Some(want) {
+                log::info!(
+                    "ip_forward is {}: forwarding through the engine {}",
+                    forwarding as u8,
+                    if forwarding { "on" } else { "off" }
+                );
+                if let Err(e) = maps.set_config(want) {
+                    log::error!("updating the XDP program's config: {e}");
+                }
+            }
+        }
+    }
+
+    /// Follows the kernel until `stop` is set.
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        self.sync_sysctls();
+        self.publish();
+        let mut last_sysctl = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let mut changed = false;
+            // Drain what is queued, then publish once.
+            loop {
+                match self.events.receive() {
+                    Ok(Received::Messages(msgs)) if msgs.is_empty() => break,
+                    Ok(Received::Messages(msgs)) => {
+                        self.counters.messages.add(msgs.len() as u64);
+                        for m in msgs {
+                            self.log_change(&m);
+                            self.mirror.apply(m);
+                        }
+                        changed = true;
+                    }
+                    Ok(Received::Overrun) => {
+                        log::warn!("netlink notifications lost (ENOBUFS): resyncing");
+                        self.counters.resyncs.add(1);
+                        match Mirror::dump(&mut self.dumper) {
+                            Ok(m) => self.mirror = m,
+                            Err(e) => log::error!("netlink resync failed: {e}"),
+                        }
+                        changed = true;
+                    }
+                    Err(e) => {
+                        log::error!("netlink receive: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            if changed {
+                self.publish();
+            }
+            if last_sysctl.elapsed() >= Duration::from_secs(1) {
+                last_sysctl = Instant::now();
+                self.sync_sysctls();
+            }
+        }
+    }
+
+    fn log_change(&self, m: &RouteNetlinkMessage) {
+        if let RouteNetlinkMessage::NewLink(l) = m {
+            if let (Some(old), true) = (
+                self.mirror.links.get(&l.header.index),
+                self.ports.contains(&l.header.index),
+            ) {
+                let up = link_up(l.header.flags);
+                if old.up != up {
+                    log::info!("{}: link {}", old.name, if up { "up" } else { "down" });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The forwarding decision for one frame, made in place on its buffer.
+//!
+//! [`forward`] is pure: bytes and a [`Snapshot`] in, a [`Verdict`] out, the
+//! frame rewritten for transmission (TTL − 1 with the RFC 1624 checksum
+//! update, MAC addresses of the next hop and of the egress port). Workers
+//! call it on frames in UMEM; tests and benchmarks call it on plain buffers.
+//!
+//! The checks follow the order of Linux's receive and forward paths
+//! (`ip_rcv_core()`, `ip_route_input_slow()`, `ip_forward()`), so that a
+//! packet with several faults is counted under the reason Linux gives it.
+
+use crate::fib::RouteKind;
+use crate::snapshot::Snapshot;
+use crate::stats::DropReason;
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::ipv4::{self, Packet};
+use std::net::Ipv4Addr;
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit the first `len` bytes of the rewritten frame on `port`.
+    Transmit {
+        /// Egress port number.
+        port: usize,
+        /// Frame length to transmit (Ethernet padding trimmed).
+        len: usize,
+    },
+    /// Drop it, counting `DropReason`.
+    Drop(DropReason),
+}
+
+/// Source addresses Linux refuses on input (`martian_source`).
+#[inline]
+fn martian_source(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[0] == 0 || o[0] == 127 || a.is_multicast() || a.is_broadcast()
+}
+
+/// Destinations that are never forwarded (`martian_destination`, and the
+/// broadcast and multicast the XDP program leaves to the kernel).
+#[inline]
+fn martian_destination(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[0] == 0 || o[0] == 127 || a.is_multicast() || a.is_broadcast()
+}
+
+/// The L3 flow hash the kernel's default multipath policy uses
+/// (`fib_multipath_hash_policy` = 0: source and destination addresses).
+#[inline]
+fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
+    let x = (u32::from(src) as u64) << 32 | u32::from(dst) as u64;
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
+}
+
+/// Decides what happens to one received frame and, when it is to be
+/// forwarded, rewrites it in place.
+///
+/// ```
+/// use xdpip::forward::{forward, Verdict};
+/// use xdpip::fib::{Fib, NextHop, Route, RouteKind};
+/// use xdpip::neigh::{nud, Neighbour};
+/// use xdpip::snapshot::{Port, Snapshot};
+/// use xdpip::stats::DropReason;
+/// use xdpip::wire::{ipv4, MacAddr};
+/// use std::net::Ipv4Addr;
+///
+/// let mut snap = Snapshot::default();
+/// for (i, name) in ["eth0", "eth1"].iter().enumerate() {
+///     snap.ports.push(Port {
+///         name: name.to_string(), ifindex: 10 + i as u32, mac: MacAddr([2, 0, 0, 0, 0, i as u8]),
+///         mtu: 1500, up: true, addr: None,
+///     });
+/// }
+/// let mut fib = Fib::builder();
+/// fib.add(Route {
+///     prefix: Ipv4Addr::new(10, 2, 0, 0), len: 24, kind: RouteKind::Unicast, metric: 0,
+///     nexthops: vec![NextHop { gateway: None, ifindex: 11, weight: 1 }],
+/// }).unwrap();
+/// snap.fib = std::sync::Arc::new(fib.build());
+/// let sink_mac = MacAddr([2, 0, 0, 0, 9, 9]);
+/// let mut neigh = xdpip::neigh::NeighTable::default();
+/// neigh.insert(11, Ipv4Addr::new(10, 2, 0, 2), Neighbour { mac: sink_mac, state: nud::REACHABLE });
+/// snap.neigh = std::sync::Arc::new(neigh);
+///
+/// // An Ethernet frame carrying a 28-byte UDP datagram, TTL 64.
+/// let mut frame = vec![0u8; 14 + 28];
+/// frame[12..14].copy_from_slice(&[0x08, 0x00]);
+/// let repr = ipv4::Repr {
+///     src: Ipv4Addr::new(10, 1, 0, 1), dst: Ipv4Addr::new(10, 2, 0, 2),
+///     protocol: 17, ttl: 64, payload_len: 8, ..ipv4::Repr::default()
+/// };
+/// repr.emit(&mut ipv4::Packet::new_unchecked(&mut frame[14..]));
+///
+/// assert_eq!(forward(&mut frame, &snap), Verdict::Transmit { port: 1, len: 42 });
+/// assert_eq!(frame[..6], sink_mac.0);
+/// let ip = ipv4::Packet::new_checked(&frame[14..]).unwrap();
+/// assert_eq!(ip.ttl(), 63);
+/// assert!(ip.verify_checksum());
+///
+/// frame[14 + 10] ^= 0xff; // corrupt the checksum
+/// assert_eq!(forward(&mut frame, &snap), Verdict::Drop(DropReason::BadChecksum));
+/// ```
+#[inline]
+pub fn forward(frame: &mut [u8], snap: &Snapshot) -> Verdict {
+    match forward_inner(frame, snap) {
+        Ok(v) => v,
+        Err(reason) => Verdict::Drop(reason),
+    }
+}
+
+#[inline(always)]
+fn forward_inner(frame: &mut [u8], snap: &Snapshot) -> Result<Verdict, DropReason> {
+    if frame.len() < ethernet::HEADER_LEN
+        || u16::from_be_bytes([frame[12], frame[13]]) != ethertype::IPV4
+    {
+        return Err(DropReason::NotIpv4);
+    }
+    let (eth, ip) = frame.split_at_mut(ethernet::HEADER_LEN);
+    let pkt = Packet::new_unchecked(&mut *ip);
+    pkt.check_header()?;
+    if !pkt.verify_checksum() {
+        return Err(DropReason::BadChecksum);
+    }
+    pkt.check_len()?;
+    let (src, dst) = (pkt.src(), pkt.dst());
+    if martian_source(src) {
+        return Err(DropReason::MartianSource);
+    }
+    if martian_destination(dst) {
+        return Err(DropReason::MartianDestination);
+    }
+    if pkt.header_len() != ipv4::MIN_HEADER_LEN {
+        return Err(DropReason::Options);
+    }
+
+    let route = snap.fib.lookup(dst).ok_or(DropReason::NoRoute)?;
+    match route.kind {
+        RouteKind::Unicast => {}
+        RouteKind::Unreachable => return Err(DropReason::RouteUnreachable),
+        RouteKind::Prohibit => return Err(DropReason::RouteProhibit),
+        RouteKind::Blackhole => return Err(DropReason::RouteBlackhole),
+    }
+    let hash = if route.nexthops.len() > 1 {
+        flow_hash(src, dst)
+    } else {
+        0
+    };
+    let nh = route.nexthop(hash).ok_or(DropReason::NoRoute)?;
+    let port_no = snap.port_of(nh.ifindex).ok_or(DropReason::ForeignEgress)?;
+    let port = &snap.ports[port_no];
+    if !port.up {
+        return Err(DropReason::PortDown);
+    }
+
+    if pkt.ttl() <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    let total = pkt.total_len() as usize;
+    if total > port.mtu as usize {
+        return Err(DropReason::TooBig);
+    }
+    let mac = snap
+        .neigh
+        .resolve(nh.ifindex, nh.gateway.unwrap_or(dst))
+        .ok_or(DropReason::NeighbourMissing)?;
+
+    let mut pkt = pkt;
+    pkt.decrement_ttl();
+    eth[0..6].copy_from_slice(&mac.0);
+    eth[6..12].copy_from_slice(&port.mac.0);
+    Ok(Verdict::Transmit {
+        port: port_no,
+        len: ethernet::HEADER_LEN + total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fib::{Fib, NextHop, Route};
+    use crate::neigh::{nud, Neighbour};
+    use crate::snapshot::Port;
+    use crate::wire::MacAddr;
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 254);
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot::default();
+        for i in 0..2u8 {
+            s.ports.push(Port {
+                name: format!("eth{i}"),
+                ifindex: 10 + i as u32,
+                mac: MacAddr([2, 0, 0, 0, 0, i]),
+                mtu: 1500,
+                up: true,
+                addr: None,
+            });
+        }
+        let mut b = Fib::builder();
+        let add = |b: &mut crate::fib::FibBuilder, p: [u8; 4], len, kind, gw, ifindex| {
+            b.add(Route {
+                prefix: Ipv4Addr::from(p),
+                len,
+                kind,
+                metric: 0,
+                nexthops: vec![NextHop {
+                    gateway: gw,
+                    ifindex,
+                    weight: 1,
+                }],
+            })
+            .unwrap()
+        };
+        add(&mut b, [10, 2, 0, 0], 24, RouteKind::Unicast, None, 11);
+        add(&mut b, [10, 9, 0, 0], 16, RouteKind::Unicast, Some(GW), 11);
+        add(&mut b, [10, 7, 0, 0], 16, RouteKind::Unicast, None, 99);
+        add(&mut b, [10, 6, 1, 0], 24, RouteKind::Blackhole, None, 11);
+        add(&mut b, [10, 6, 2, 0], 24, RouteKind::Unreachable, None, 11);
+        add(&mut b, [10, 6, 3, 0], 24, RouteKind::Prohibit, None, 11);
+        add(
+            &mut b,
+            [10, 6, 4, 0],
+            24,
+            RouteKind::Unicast,
+            Some(Ipv4Addr::new(10, 2, 0, 77)),
+            11,
+        );
+        s.fib = std::sync::Arc::new(b.build());
+        let n = |m| Neighbour {
+            mac: MacAddr([2, 0, 0, 0, 9, m]),
+            state: nud::REACHABLE,
+        };
+        let mut t = crate::neigh::NeighTable::default();
+        t.insert(11, Ipv4Addr::new(10, 2, 0, 2), n(2));
+        t.insert(11, GW, n(254));
+        t.insert(
+            11,
+            Ipv4Addr::new(10, 2, 0, 77),
+            Neighbour {
+                mac: MacAddr::default(),
+                state: nud::FAILED,
+            },
+        );
+        s.neigh = std::sync::Arc::new(t);
+        s
+    }
+
+    fn frame(src: [u8; 4], dst: [u8; 4], ttl: u8, payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + payload];
+        f[12] = 0x08;
+        let repr = ipv4::Repr {
+            src: Ipv4Addr::from(src),
+            dst: Ipv4Addr::from(dst),
+            protocol: 17,
+            ttl,
+            payload_len: payload,
+            ..ipv4::Repr::default()
+        };
+        repr.emit(&mut Packet::new_unchecked(&mut f[14..]));
+        f
+    }
+
+    fn verdict(f: &mut [u8]) -> Verdict {
+        forward(f, &snapshot())
+    }
+
+    #[test]
+    fn forwards_via_gateway_with_rewritten_macs() {
+        let mut f = frame([10, 1, 0, 1], [10, 9, 3, 4], 64, 10);
+        let orig = f.clone();
+        assert_eq!(
+            verdict(&mut f),
+            Verdict::Transmit {
+                port: 1,
+                len: f.len()
+            }
+        );
+        assert_eq!(f[0..6], [2, 0, 0, 0, 9, 254]);
+        assert_eq!(f[6..12], [2, 0, 0, 0, 0, 1]);
+        assert_eq!(f[14 + 8], 63);
+        assert!(Packet::new_checked(&f[14..]).unwrap().verify_checksum());
+        // Nothing else changed: TTL and checksum are the only IP bytes touched.
+        for i in 14..f.len() {
+            if ![14 + 8, 14 + 10, 14 + 11].contains(&i) {
+                assert_eq!(f[i], orig[i], "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn ethernet_padding_is_trimmed() {
+        let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 0);
+        f.resize(60, 0); // a 34-byte frame padded to the Ethernet minimum
+        assert_eq!(verdict(&mut f), Verdict::Transmit { port: 1, len: 34 });
+    }
+
+    #[test]
+    fn each_fault_has_its_reason() {
+        use DropReason::*;
+        let cases: Vec<(Vec<u8>, DropReason)> = vec![
+            (frame([10, 1, 0, 1], [11, 0, 0, 1], 64, 0), NoRoute),
+            (frame([10, 1, 0, 1], [10, 2, 0, 2], 1, 0), TtlExceeded),
+            (frame([10, 1, 0, 1], [10, 2, 0, 3], 64, 0), NeighbourMissing),
+            (frame([10, 1, 0, 1], [10, 6, 4, 1], 64, 0), NeighbourMissing),
+            (frame([10, 1, 0, 1], [10, 7, 0, 1], 64, 0), ForeignEgress),
+            (frame([10, 1, 0, 1], [10, 6, 1, 1], 64, 0), RouteBlackhole),
+            (frame([10, 1, 0, 1], [10, 6, 2, 1], 64, 0), RouteUnreachable),
+            (frame([10, 1, 0, 1], [10, 6, 3, 1], 64, 0), RouteProhibit),
+            (frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 1481), TooBig),
+            (frame([127, 0, 0, 1], [10, 2, 0, 2], 64, 0), MartianSource),
+            (frame([0, 1, 2, 3], [10, 2, 0, 2], 64, 0), MartianSource),
+            (frame([224, 0, 0, 1], [10, 2, 0, 2], 64, 0), MartianSource),
+            (
+                frame([10, 1, 0, 1], [127, 0, 0, 1], 64, 0),
+                MartianDestination,
+            ),
+            (
+                frame([10, 1, 0, 1], [255, 255, 255, 255], 64, 0),
+                MartianDestination,
+            ),
+        ];
+        for (mut f, want) in cases {
+            assert_eq!(verdict(&mut f), Verdict::Drop(want));
+        }
+        // Exactly the MTU passes.
+        let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 1480);
+        assert!(matches!(verdict(&mut f), Verdict::Transmit { .. }));
+    }
+
+    #[test]
+    fn malformed_headers() {
+        use DropReason::*;
+        let good = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 8);
+        let mut f = good.clone();
+        f[12] = 0x86;
+        f[13] = 0xdd;
+        assert_eq!(verdict(&mut f), Verdict::Drop(NotIpv4));
+        assert_eq!(
+            verdict(&mut good.clone()[..13].to_vec()),
+            Verdict::Drop(NotIpv4)
+        );
+        assert_eq!(
+            verdict(&mut good.clone()[..30].to_vec()),
+            Verdict::Drop(Truncated)
+        );
+        let mut f = good.clone();
+        f[14] = 0x44;
+        assert_eq!(verdict(&mut f), Verdict::Drop(BadHeaderLength));
+        let mut f = good.clone();
+        f[14] = 0x55;
+        assert_eq!(verdict(&mut f), Verdict::Drop(BadVersion));
+        let mut f = good.clone();
+        f[14 + 10] ^= 1;
+        assert_eq!(verdict(&mut f), Verdict::Drop(BadChecksum));
+        // Total length beyond the frame: checksum fixed up so only the length is wrong.
+        let mut f = good.clone();
+        f[14 + 2..14 + 4].copy_from_slice(&200u16.to_be_bytes());
+        Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        assert_eq!(verdict(&mut f), Verdict::Drop(TotalLengthBeyondFrame));
+        let mut f = good.clone();
+        f[14 + 2..14 + 4].copy_from_slice(&19u16.to_be_bytes());
+        Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        assert_eq!(verdict(&mut f), Verdict::Drop(TotalLengthBelowHeader));
+        // A bad checksum is found before a bad length, as in ip_rcv_core().
+        let mut f = good.clone();
+        f[14 + 2..14 + 4].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(verdict(&mut f), Verdict::Drop(BadChecksum));
+        // Options
+        let mut f = vec![0u8; 14 + 24];
+        f[12] = 0x08;
+        f[14] = 0x46;
+        f[14 + 2..14 + 4].copy_from_slice(&24u16.to_be_bytes());
+        f[14 + 8] = 64;
+        f[14 + 12..14 + 16].copy_from_slice(&[10, 1, 0, 1]);
+        f[14 + 16..14 + 20].copy_from_slice(&[10, 2, 0, 2]);
+        Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        assert_eq!(verdict(&mut f), Verdict::Drop(Options));
+    }
+
+    #[test]
+    fn port_down_stops_forwarding() {
+        let mut s = snapshot();
+        s.ports[1].up = false;
+        let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 0);
+        assert_eq!(forward(&mut f, &s), Verdict::Drop(DropReason::PortDown));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let s = snapshot();
+        let mut x = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 100) as usize;
+            let mut f: Vec<u8> = (0..len).map(|i| (x >> (i % 60)) as u8).collect();
+            if f.len() > 14 {
+                f[12] = 0x08;
+                f[13] = 0x00;
+                f[14] = 0x45;
+            }
+            let _ = forward(&mut f, &s);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Counters: IP-MIB counters with the names `nstat` gives them (without the
+//! `Ip` prefix), a counter for every reason the engine drops a packet, and
+//! per-port packet and byte counts.
+//!
+//! Every counter has one writer, the worker that owns it, so an increment is
+//! a plain load and store (no atomic read-modify-write, no shared cache line
+//! on the fast path); readers sum the workers' counters.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A counter written by one thread and read by any.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker calls this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+
+    /// Sets a gauge or a value read elsewhere. Only the owning worker calls
+    /// this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+        impl $name {
+            /// Every value, in counter order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            /// Number of values.
+            pub const COUNT: usize = $name::ALL.len();
+            /// The counter's name.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// IP-MIB counters (RFC 4293) the engine keeps, as Linux counts them.
+    Mib {
+        /// Packets received from the engine's sockets.
+        InReceives = "InReceives",
+        /// Header errors: version, IHL, checksum, total length; TTL expired in transit.
+        InHdrErrors = "InHdrErrors",
+        /// Header checksum errors (also counted in InHdrErrors).
+        InCsumErrors = "InCsumErrors",
+        /// Frames shorter than the IPv4 total length.
+        InTruncatedPkts = "InTruncatedPkts",
+        /// Martian source or destination addresses.
+        InAddrErrors = "InAddrErrors",
+        /// No route to the destination.
+        InNoRoutes = "InNoRoutes",
+        /// Datagrams forwarded.
+        ForwDatagrams = "ForwDatagrams",
+        /// Datagrams dropped on output for lack of resources (tx ring full).
+        OutDiscards = "OutDiscards",
+        /// Datagrams that needed fragmenting and could not be.
+        FragFails = "FragFails",
+    }
+}
+
+named_enum! {
+    /// Why the engine dropped a packet. Each reason has its own counter and
+    /// adds to the IP-MIB counters Linux would increment ([`DropReason::mib`]).
+    DropReason {
+        /// The frame is not IPv4 (the XDP program should have passed it).
+        NotIpv4 = "not_ipv4",
+        /// Shorter than an IPv4 header or its IHL.
+        Truncated = "truncated",
+        /// IP version not 4.
+        BadVersion = "bad_version",
+        /// IHL below 5.
+        BadHeaderLength = "bad_header_length",
+        /// Header checksum does not verify.
+        BadChecksum = "bad_checksum",
+        /// Total length below the header length.
+        TotalLengthBelowHeader = "total_length_below_header",
+        /// Total length beyond the received frame.
+        TotalLengthBeyondFrame = "total_length_beyond_frame",
+        /// Source address that cannot be a source (0/8, 127/8, multicast, broadcast).
+        MartianSource = "martian_source",
+        /// Destination that cannot be forwarded (0/8, 127/8, multicast, broadcast).
+        MartianDestination = "martian_destination",
+        /// TTL would reach zero.
+        TtlExceeded = "ttl_exceeded",
+        /// IP options present (the kernel handles those; see the XDP program).
+        Options = "options",
+        /// No route to the destination.
+        NoRoute = "no_route",
+        /// An `unreachable` route matched.
+        RouteUnreachable = "route_unreachable",
+        /// A `prohibit` route matched.
+        RouteProhibit = "route_prohibit",
+        /// A `blackhole` route matched.
+        RouteBlackhole = "route_blackhole",
+        /// The route leaves through an interface the engine does not serve.
+        ForeignEgress = "foreign_egress",
+        /// The egress port is down.
+        PortDown = "port_down",
+        /// The next hop's MAC is unknown or its entry FAILED.
+        NeighbourMissing = "neighbour_missing",
+        /// Larger than the egress MTU.
+        TooBig = "too_big",
+        /// The egress transmit ring was full.
+        TxRingFull = "tx_ring_full",
+        /// The worker has no socket on the egress interface.
+        NoTxQueue = "no_tx_queue",
+    }
+}
+
+impl DropReason {
+    /// The IP-MIB counters Linux increments when it drops a packet for the
+    /// same reason (`ip_rcv_core()`, `ip_forward()`, `ip_error()`).
+    pub fn mib(self) -> &'static [Mib] {
+        use DropReason::*;
+        match self {
+            Truncated | BadVersion | BadHeaderLength | TotalLengthBelowHeader | TtlExceeded => {
+                &[Mib::InHdrErrors]
+            }
+            BadChecksum => &[Mib::InCsumErrors, Mib::InHdrErrors],
+            TotalLengthBeyondFrame => &[Mib::InTruncatedPkts],
+            MartianSource | MartianDestination => &[Mib::InAddrErrors],
+            NoRoute => &[Mib::InNoRoutes],
+            TooBig => &[Mib::FragFails],
+            TxRingFull | NoTxQueue => &[Mib::OutDiscards],
+            NotIpv4 | Options | RouteUnreachable | RouteProhibit | RouteBlackhole
+            | ForeignEgress | PortDown | NeighbourMissing => &[],
+        }
+    }
+}
+
+impl From<crate::wire::ipv4::Error> for DropReason {
+    fn from(e: crate::wire::ipv4::Error) -> Self {
+        use crate::wire::ipv4::Error as E;
+        match e {
+            E::Truncated => DropReason::Truncated,
+            E::Version(_) => DropReason::BadVersion,
+            E::HeaderLength(_) => DropReason::BadHeaderLength,
+            E::Checksum => DropReason::BadChecksum,
+            E::TotalLengthBelowHeader(_) => DropReason::TotalLengthBelowHeader,
+            E::TotalLengthBeyondFrame { .. } => DropReason::TotalLengthBeyondFrame,
+        }
+    }
+}
+
+/// Packet and byte counts of one port in one worker.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: Counter,
+    /// Bytes received (Ethernet header included).
+    pub rx_bytes: Counter,
+    /// Frames transmitted.
+    pub tx_packets: Counter,
+    /// Bytes transmitted.
+    pub tx_bytes: Counter,
+}
+
+/// State of one AF_XDP socket, refreshed by its worker about once a second.
+#[derive(Debug, Default)]
+pub struct SocketCounters {
+    /// `XDP_STATISTICS.rx_dropped`
+    pub rx_dropped: Counter,
+    /// `XDP_STATISTICS.rx_invalid_descs`
+    pub rx_invalid_descs: Counter,
+    /// `XDP_STATISTICS.tx_invalid_descs`
+    pub tx_invalid_descs: Counter,
+    /// `XDP_STATISTICS.rx_ring_full`
+    pub rx_ring_full: Counter,
+    /// `XDP_STATISTICS.rx_fill_ring_empty_descs`
+    pub fill_ring_empty: Counter,
+    /// `XDP_STATISTICS.tx_ring_empty_descs`
+    pub tx_ring_empty: Counter,
+    /// Frames given to the fill ring and not yet received (gauge).
+    pub fill_level: Counter,
+    /// Frames on the tx ring not yet completed (gauge).
+    pub tx_in_flight: Counter,
+}
+
+/// The counters of one worker.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    /// IP-MIB counters, indexed by [`Mib`].
+    pub mib: [Counter; Mib::COUNT],
+    /// Drop counters, indexed by [`DropReason`].
+    pub drops: [Counter; DropReason::COUNT],
+    /// Per port, indexed by port number.
+    pub ports: Vec<PortCounters>,
+    /// Batches processed.
+    pub batches: Counter,
+    /// Times the worker went to sleep in poll(2) for lack of work.
+    pub sleeps: Counter,
+    /// Wake-up system calls made (need_wakeup set, or copy-mode transmit).
+    pub wakeups: Counter,
+    /// Free frames in the worker's pool (gauge).
+    pub free_frames: Counter,
+    /// Per socket, in the order of the worker's sockets.
+    pub sockets: Vec<SocketCounters>,
+}
+
+impl WorkerCounters {
+    /// Zeroed counters for `ports` ports and `sockets` sockets.
+    pub fn new(ports: usize, sockets: usize) -> Self {
+        WorkerCounters {
+            mib: std::array::from_fn(|_| Counter::default()),
+            drops: std::array::from_fn(|_| Counter::default()),
+            ports: (0..ports).map(|_| PortCounters::default()).collect(),
+            batches: Counter::default(),
+            sleeps: Counter::default(),
+            wakeups: Counter::default(),
+            free_frames: Counter::default(),
+            sockets: (0..sockets).map(|_| SocketCounters::default()).collect(),
+        }
+    }
+
+    /// Counts one drop under its reason and its IP-MIB counters.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].add(1);
+        for m in reason.mib() {
+            self.mib[*m as usize].add(1);
+        }
+    }
+
+    /// Adds to an IP-MIB counter.
+    #[inline]
+    pub fn mib(&self, m: Mib, n: u64) {
+        self.mib[m as usize].add(n);
+    }
+}
+
+/// Totals of one port, summed over workers.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PortTotals {
+    /// Interface name.
+    pub name: String,
+    /// Frames the engine received on it.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames the engine transmitted on it.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+}
+
+/// Sums counters of several workers into named totals.
+pub fn sum_ports(workers: &[&WorkerCounters], names: &[String]) -> Vec<PortTotals> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut t = PortTotals {
+                name: name.clone(),
+                ..PortTotals::default()
+            };
+            for w in workers {
+                if let Some(p) = w.ports.get(i) {
+                    t.rx_packets += p.rx_packets.get();
+                    t.rx_bytes += p.rx_bytes.get();
+                    t.tx_packets += p.tx_packets.get();
+                    t.tx_bytes += p.tx_bytes.get();
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_drops_feed_the_mib() {
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|d| d.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        let w = WorkerCounters::new(2, 2);
+        w.count_drop(DropReason::BadChecksum);
+        w.count_drop(DropReason::TtlExceeded);
+        assert_eq!(w.mib[Mib::InHdrErrors as usize].get(), 2);
+        assert_eq!(w.mib[Mib::InCsumErrors as usize].get(), 1);
+        assert_eq!(w.drops[DropReason::BadChecksum as usize].get(), 1);
+    }
+}

@@ -1,0 +1,330 @@
+//! A worker: one thread per queue index, pinned to a core, running the fast
+//! path to completion over batches.
+//!
+//! Each round: receive a batch from every socket, decide and rewrite each
+//! frame in place ([`crate::forward::forward`]), push the frames to the
+//! transmit rings of their egress sockets, return completed frames to the
+//! worker's pool, and refill the fill rings from the pool. Frames are
+//! descriptors into the worker's own UMEM; the pool is a plain stack owned by
+//! the worker (no atomics). The only system calls are wake-ups the kernel
+//! asks for and poll(2) when there is nothing to do.
+
+use crate::forward::{forward, Verdict};
+use crate::snapshot::{SnapshotCell, MAX_PORTS};
+use crate::stats::{DropReason, Mib, WorkerCounters};
+use crate::xsk::{self, BindMode, WorkerSockets};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xsk_rs::FrameDesc;
+
+/// Idle rounds spent spinning before sleeping in poll(2).
+const SPIN_ROUNDS: u32 = 2000;
+/// Frames the kernel transmits per sendto(2) in copy mode
+/// (`TX_BATCH_SIZE`, the default `max_tx_budget`).
+const COPY_TX_BUDGET: u32 = 32;
+
+/// What a worker is given.
+pub struct Worker {
+    /// Worker number.
+    pub id: usize,
+    /// Queue index it serves on every interface.
+    pub queue: u32,
+    /// Core to pin to.
+    pub core: Option<usize>,
+    /// Frames per batch.
+    pub batch: usize,
+    /// Its UMEM and sockets.
+    pub xsk: WorkerSockets,
+    /// Where snapshots are published.
+    pub snapshot: Arc<SnapshotCell>,
+    /// Its counters.
+    pub counters: Arc<WorkerCounters>,
+    /// Set to stop.
+    pub stop: Arc<AtomicBool>,
+    /// Told once the fill rings hold frames, so the sockets can be
+    /// registered with the XDP program without losing the first packets.
+    pub ready: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+struct SocketState {
+    /// Frames given to the fill ring, not yet received.
+    fill_level: u32,
+    /// Frames on the tx ring or in flight, not yet completed.
+    in_flight: u32,
+    /// Frames produced in copy mode that no sendto(2) has covered yet.
+    unkicked: u32,
+    /// Frames waiting to be pushed to the tx ring this round.
+    pending: Vec<FrameDesc>,
+}
+
+impl Worker {
+    /// Runs until `stop` is set.
+    pub fn run(self) {
+        if let Some(core) = self.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                log::warn!("worker {}: could not pin to core {core}", self.id);
+            }
+        }
+        let Worker {
+            id,
+            batch,
+            mut xsk,
+            snapshot,
+            counters,
+            stop,
+            ready,
+            ..
+        } = self;
+        let WorkerSockets {
+            ref umem,
+            ref mut frames,
+            ref mut sockets,
+            mode,
+            ring_size,
+        } = xsk;
+        let copy_mode = mode == BindMode::Copy;
+        let mut pool: Vec<FrameDesc> = std::mem::take(frames);
+        let mut port_socket = [usize::MAX; MAX_PORTS];
+        for (i, s) in sockets.iter().enumerate() {
+            port_socket[s.port] = i;
+        }
+        let mut state: Vec<SocketState> = sockets
+            .iter()
+            .map(|_| SocketState {
+                fill_level: 0,
+                in_flight: 0,
+                unkicked: 0,
+                pending: Vec::with_capacity(batch * sockets.len()),
+            })
+            .collect();
+        let mut rx = vec![FrameDesc::default(); batch];
+        let mut comp = vec![FrameDesc::default(); ring_size as usize];
+        let mut pollfds: Vec<libc::pollfd> = sockets
+            .iter()
+            .map(|s| libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+
+        for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {
+            refill(s, st, &mut pool, batch, ring_size, &counters);
+        }
+        log::debug!(
+            "worker {id}: {} sockets, {} free frames",
+            sockets.len(),
+            pool.len()
+        );
+        if let Some(r) = ready {
+            let _ = r.send(());
+        }
+
+        let mut idle = 0u32;
+        let mut rounds = 0u32;
+        let mut last_refresh = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let snap = snapshot.load();
+            let mut work = 0usize;
+
+            for (si, s) in sockets.iter_mut().enumerate() {
+                // SAFETY: rx descriptors come from this worker's UMEM, to
+                // which the socket is bound.
+                let n = unsafe { s.rx.consume(&mut rx) };
+                if n == 0 {
+                    continue;
+                }
+                work += n;
+                state[si].fill_level -= n as u32;
+                let mut bytes = 0u64;
+                for d in rx[..n].iter_mut() {
+                    bytes += d.lengths().data() as u64;
+                    let verdict = {
+                        // SAFETY: the frame was just received on this UMEM and
+                        // is owned by the worker until it is put on a ring.
+                        let mut data = unsafe { umem.data_mut(d) };
+                        let v = forward(data.contents_mut(), &snap);
+                        if let Verdict::Transmit { len, .. } = v {
+                            data.cursor().set_pos(len);
+                        }
+                        v
+                    };
+                    match verdict {
+                        Verdict::Transmit { port, .. } => match port_socket.get(port) {
+                            Some(&e) if e != usize::MAX => state[e].pending.push(*d),
+                            _ => {
+                                counters.count_drop(DropReason::NoTxQueue);
+                                pool.push(*d);
+                            }
+                        },
+                        Verdict::Drop(reason) => {
+                            counters.count_drop(reason);
+                            pool.push(*d);
+                        }
+                    }
+                }
+                counters.mib(Mib::InReceives, n as u64);
+                let pc = &counters.ports[s.port];
+                pc.rx_packets.add(n as u64);
+                pc.rx_bytes.add(bytes);
+            }
+
+            for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {
+                if !st.pending.is_empty() {
+                    let (sent, bytes) = transmit(s, &st.pending);
+                    for d in &st.pending[sent..] {
+                        counters.count_drop(DropReason::TxRingFull);
+                        pool.push(*d);
+                    }
+                    st.pending.clear();
+                    st.in_flight += sent as u32;
+                    st.unkicked += sent as u32;
+                    counters.mib(Mib::ForwDatagrams, sent as u64);
+                    let pc = &counters.ports[s.port];
+                    pc.tx_packets.add(sent as u64);
+                    pc.tx_bytes.add(bytes);
+                }
+                // Copy mode transmits a budget of frames per sendto(2), so
+                // it takes one kick per budget; a zero-copy driver takes the
+                // whole ring on one kick, and none when it is not asleep.
+                while st.unkicked > 0 && s.tx.needs_wakeup() {
+                    let _ = s.tx.wakeup();
+                    counters.wakeups.add(1);
+                    st.unkicked = if copy_mode {
+                        st.unkicked.saturating_sub(COPY_TX_BUDGET)
+                    } else {
+                        0
+                    };
+                }
+                st.unkicked = 0;
+
+                // SAFETY: completions are addresses of this UMEM's frames.
+                let n = unsafe { s.cq.consume(&mut comp) };
+                if n > 0 {
+                    work += n;
+                    st.in_flight -= n as u32;
+                    pool.extend_from_slice(&comp[..n]);
+                }
+            }
+
+            for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {
+                refill(s, st, &mut pool, batch, ring_size, &counters);
+            }
+            drop(snap);
+            if work > 0 {
+                counters.batches.add(1);
+            }
+
+            rounds = rounds.wrapping_add(1);
+            if work == 0 {
+                idle += 1;
+                if idle >= SPIN_ROUNDS {
+                    idle = 0;
+                    let busy_tx = state.iter().any(|st| st.in_flight > 0);
+                    counters.sleeps.add(1);
+                    // In copy mode poll(2) also drives pending transmits.
+                    // SAFETY: pollfds holds valid descriptors of live sockets.
+                    unsafe {
+                        libc::poll(
+                            pollfds.as_mut_ptr(),
+                            pollfds.len() as libc::nfds_t,
+                            if busy_tx { 1 } else { 50 },
+                        )
+                    };
+                    rounds = 0;
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else {
+                idle = 0;
+            }
+            if rounds % 1024 == 0 && last_refresh.elapsed() >= Duration::from_secs(1) {
+                last_refresh = Instant::now();
+                refresh(sockets, &state, &counters, pool.len());
+            }
+        }
+        refresh(sockets, &state, &counters, pool.len());
+        log::debug!("worker {id}: stopped");
+    }
+}
+
+/// Puts `frames` on the tx ring, all of them if there is room, else as many
+/// as fit. Returns the number put and their bytes.
+fn transmit(s: &mut xsk::QueueSocket, frames: &[FrameDesc]) -> (usize, u64) {
+    let mut off = 0;
+    let mut chunk = frames.len();
+    // libxdp reserves all or nothing: halve the chunk until it fits.
+    while off < frames.len() && chunk > 0 {
+        let end = (off + chunk).min(frames.len());
+        // SAFETY: the descriptors belong to this socket's UMEM.
+        let n = unsafe { s.tx.produce(&frames[off..end]) };
+        if n == 0 {
+            chunk /= 2;
+        } else {
+            off += n;
+        }
+    }
+    let bytes = frames[..off]
+        .iter()
+        .map(|d| d.lengths().data() as u64)
+        .sum();
+    (off, bytes)
+}
+
+/// Tops the fill ring up from the pool, a batch at a time.
+fn refill(
+    s: &mut xsk::QueueSocket,
+    st: &mut SocketState,
+    pool: &mut Vec<FrameDesc>,
+    batch: usize,
+    ring: u32,
+    counters: &WorkerCounters,
+) {
+    let mut added = 0;
+    while pool.len() >= batch && st.fill_level + batch as u32 <= ring {
+        let from = pool.len() - batch;
+        // SAFETY: the frames belong to this UMEM and are owned by the pool.
+        let n = unsafe { s.fq.produce(&pool[from..]) };
+        if n == 0 {
+            break;
+        }
+        pool.truncate(from);
+        st.fill_level += n as u32;
+        added += n;
+    }
+    if added > 0 && s.fq.needs_wakeup() {
+        let _ = s.fq.wakeup(s.rx.fd_mut(), 0);
+        counters.wakeups.add(1);
+    }
+}
+
+fn refresh(
+    sockets: &[xsk::QueueSocket],
+    state: &[SocketState],
+    counters: &WorkerCounters,
+    free: usize,
+) {
+    counters.free_frames.set(free as u64);
+    for ((s, st), c) in sockets.iter().zip(state).zip(&counters.sockets) {
+        if let Ok(x) = xsk::statistics(s.fd()) {
+            c.rx_dropped.set(x.rx_dropped);
+            c.rx_invalid_descs.set(x.rx_invalid_descs);
+            c.tx_invalid_descs.set(x.tx_invalid_descs);
+            c.rx_ring_full.set(x.rx_ring_full);
+            c.fill_ring_empty.set(x.rx_fill_ring_empty_descs);
+            c.tx_ring_empty.set(x.tx_ring_empty_descs);
+        }
+        c.fill_level.set(st.fill_level as u64);
+        c.tx_in_flight.set(st.in_flight as u64);
+    }
+}
