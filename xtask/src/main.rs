@@ -1,1 +1,120 @@
-fn main() {}
+//! `cargo xtask demo` and `cargo xtask test`: the README's two commands.
+//!
+//! Both run as root on a fresh Debian 12 (or Ubuntu) machine that has only
+//! the Rust toolchain: they install the system packages the build and the
+//! tests need, then build and run. Exit codes of every step are passed on.
+
+use std::process::{exit, Command};
+
+/// Debian packages: the build (clang and headers for the XDP program; m4,
+/// make, libelf and zlib for libxdp/libbpf), and the test hosts (iproute2,
+/// ping, ethtool, setpriv from util-linux).
+const PACKAGES: &[&str] = &[
+    "clang",
+    "llvm",
+    "libbpf-dev",
+    "libelf-dev",
+    "zlib1g-dev",
+    "pkg-config",
+    "m4",
+    "make",
+    "linux-libc-dev",
+    "iproute2",
+    "iputils-ping",
+    "ethtool",
+    "util-linux",
+];
+
+fn run(cmd: &mut Command) {
+    eprintln!("+ {cmd:?}");
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("xtask: {cmd:?} failed: {s}");
+            exit(s.code().unwrap_or(1));
+        }
+        Err(e) => {
+            eprintln!("xtask: cannot run {cmd:?}: {e}");
+            exit(1);
+        }
+    }
+}
+
+fn require_root(what: &str) {
+    let out = Command::new("id").arg("-u").output();
+    let uid = out
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string());
+    if uid.as_deref() != Some("0") {
+        eprintln!(
+            "xtask: {what} needs root (it installs packages, creates network namespaces and \
+             attaches XDP programs); run it as root, e.g. `sudo -E env PATH=$PATH cargo xtask {what}`"
+        );
+        exit(2);
+    }
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn install_packages() {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        eprintln!("xtask: no apt-get here; install these packages yourself: {}", missing.join(" "));
+        exit(1);
+    }
+    run(Command::new("apt-get").args(["update", "-q"]));
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing));
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => ("", &[][..]),
+    };
+    match task {
+        "demo" => {
+            require_root("demo");
+            install_packages();
+            run(cargo().args(["build", "--release", "-p", "xdpip", "-p", "xdpip-bench"]));
+            let root = std::env::var("CARGO_MANIFEST_DIR").map(|d| d + "/..").unwrap_or(".".into());
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or(format!("{root}/target"));
+            run(Command::new(format!("{target}/release/xdpip-bench"))
+                .arg("demo")
+                .args(rest));
+        }
+        "test" => {
+            require_root("test");
+            install_packages();
+            // Unit tests, doc tests, and the datapath tests on veth pairs.
+            run(cargo()
+                .args(["test", "--workspace", "--features", "xdpip/datapath-tests"])
+                .args(rest));
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask demo [ARGS...]   build, and route UDP through the kernel and \
+                 through xdpip on a veth topology\n       cargo xtask test [ARGS...]   install \
+                 what the build needs, run every test (root)"
+            );
+            exit(2);
+        }
+    }
+}
