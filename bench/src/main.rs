@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use testbed::{Child, Topology};
 
 #[derive(Parser)]
-#[command(name = "xdpip-bench", version, about = "Traffic and measurements for xdpip")]
+#[command(
+    name = "xdpip-bench",
+    version,
+    about = "Traffic and measurements for xdpip"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -88,29 +92,27 @@ fn traffic(t: &Topology, secs: f64, payload: usize, flows: u16) -> Result<Run> {
         Ok(())
     })?;
     std::thread::sleep(Duration::from_millis(200));
-    let (sent, elapsed) = t
-        .gen
-        .run(move || -> std::io::Result<(u64, f64)> {
-            let socks: Vec<UdpSocket> = (0..flows)
-                .map(|f| UdpSocket::bind(("10.1.0.1", 20000 + f)))
-                .collect::<std::io::Result<_>>()?;
+    let (sent, elapsed) = t.gen.run(move || -> std::io::Result<(u64, f64)> {
+        let socks: Vec<UdpSocket> = (0..flows)
+            .map(|f| UdpSocket::bind(("10.1.0.1", 20000 + f)))
+            .collect::<std::io::Result<_>>()?;
+        for s in &socks {
+            s.connect("10.2.0.2:9000")?;
+        }
+        let msg = vec![0x5au8; payload];
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
             for s in &socks {
-                s.connect("10.2.0.2:9000")?;
-            }
-            let msg = vec![0x5au8; payload];
-            let start = Instant::now();
-            let mut sent = 0u64;
-            while start.elapsed().as_secs_f64() < secs {
-                for s in &socks {
-                    for _ in 0..16 {
-                        if s.send(&msg).is_ok() {
-                            sent += 1;
-                        }
+                for _ in 0..16 {
+                    if s.send(&msg).is_ok() {
+                        sent += 1;
                     }
                 }
             }
-            Ok((sent, start.elapsed().as_secs_f64()))
-        })??;
+        }
+        Ok((sent, start.elapsed().as_secs_f64()))
+    })??;
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     sink.join().map_err(|_| "sink thread panicked")??;
@@ -123,7 +125,11 @@ fn traffic(t: &Topology, secs: f64, payload: usize, flows: u16) -> Result<Run> {
 }
 
 fn ping_ttls(t: &Topology) -> Result<(u32, Vec<u8>)> {
-    let out = t.gen.command("ping").args(["-c", "3", "-i", "0.2", "-W", "2", "10.2.0.2"]).output()?;
+    let out = t
+        .gen
+        .command("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "2", "10.2.0.2"])
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let ttls: Vec<u8> = text
         .split_whitespace()
@@ -141,7 +147,11 @@ fn find_xdpip(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if p.exists() {
         Ok(p)
     } else {
-        Err(format!("no xdpip binary next to {}; pass --xdpip PATH", me.display()).into())
+        Err(format!(
+            "no xdpip binary next to {}; pass --xdpip PATH",
+            me.display()
+        )
+        .into())
     }
 }
 
@@ -151,7 +161,11 @@ fn line(name: &str, r: &Run) {
          sink socket buffer overflows {}",
         r.sent,
         r.received,
-        if r.sent > 0 { 100.0 * r.received as f64 / r.sent as f64 } else { 0.0 },
+        if r.sent > 0 {
+            100.0 * r.received as f64 / r.sent as f64
+        } else {
+            0.0
+        },
         r.received as f64 / r.secs,
         r.rcvbuf_errors
     );
@@ -180,9 +194,10 @@ fn demo(secs: f64, payload: usize, flows: u16, xdpip: Option<PathBuf>) -> Result
     let mut cmd = t.dut.command(xdpip.to_str().ok_or("path is not UTF-8")?);
     cmd.args(["run", "--json", "-i", "eth0", "-i", "eth1"]);
     let mut engine = Child::spawn(cmd)?;
-    let started: Value = serde_json::from_str(
-        &engine.wait_for_line(Duration::from_secs(30), |l| l.contains("\"event\":\"started\""))?,
-    )?;
+    let started: Value =
+        serde_json::from_str(&engine.wait_for_line(Duration::from_secs(30), |l| {
+            l.contains("\"event\":\"started\"")
+        })?)?;
     for p in started["mode"]["ports"].as_array().into_iter().flatten() {
         println!(
             "  {}: driver {}, XDP {} mode, AF_XDP {} mode",
@@ -218,11 +233,21 @@ fn demo(secs: f64, payload: usize, flows: u16, xdpip: Option<PathBuf>) -> Result
         .filter(|(_, v)| v.as_u64() > Some(0))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    println!("  drops in xdpip: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    println!(
+        "  drops in xdpip: {}",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(" ")
+        }
+    );
     println!(
         "  ping gen → sink through xdpip: {}/{pings} replies, ttl {}",
         ttls.len(),
-        ttls.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")
+        ttls.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     println!(
         "\nsummary: kernel router {:.0} pps, xdpip {:.0} pps received at sink (ratio {:.2}); \

@@ -69,7 +69,10 @@ fn install_packages() {
         return;
     }
     if Command::new("apt-get").arg("--version").output().is_err() {
-        eprintln!("xtask: no apt-get here; install these packages yourself: {}", missing.join(" "));
+        eprintln!(
+            "xtask: no apt-get here; install these packages yourself: {}",
+            missing.join(" ")
+        );
         exit(1);
     }
     run(Command::new("apt-get").args(["update", "-q"]));
@@ -94,7 +97,9 @@ fn main() {
             require_root("demo");
             install_packages();
             run(cargo().args(["build", "--release", "-p", "xdpip", "-p", "xdpip-bench"]));
-            let root = std::env::var("CARGO_MANIFEST_DIR").map(|d| d + "/..").unwrap_or(".".into());
+            let root = std::env::var("CARGO_MANIFEST_DIR")
+                .map(|d| d + "/..")
+                .unwrap_or(".".into());
             let target = std::env::var("CARGO_TARGET_DIR").unwrap_or(format!("{root}/target"));
             run(Command::new(format!("{target}/release/xdpip-bench"))
                 .arg("demo")
