@@ -213,6 +213,9 @@ fn demo(secs: f64, payload: usize, flows: u16, xdpip: Option<PathBuf>) -> Result
     let e1 = t.dut.snmp()?["IpForwDatagrams"];
     engine.signal(libc::SIGTERM);
     let status = engine.wait(Duration::from_secs(20))?;
+    if !status.success() {
+        return Err(format!("xdpip exited with {status}: {}", engine.stderr().join("\n")).into());
+    }
     let report: Value = engine
         .stdout()
         .iter()
@@ -220,9 +223,6 @@ fn demo(secs: f64, payload: usize, flows: u16, xdpip: Option<PathBuf>) -> Result
         .map(|l| serde_json::from_str(l))
         .transpose()?
         .ok_or("xdpip printed no final report")?;
-    if !status.success() {
-        return Err(format!("xdpip exited with {status}: {}", engine.stderr().join("\n")).into());
-    }
     line("xdpip", &ours);
     let fwd = report["mib"]["ForwDatagrams"].as_u64().unwrap_or(0);
     println!("  xdpip forwarded {fwd} datagrams (IP-MIB ForwDatagrams); the kernel of dut forwarded {} meanwhile", e1 - e0);

@@ -11,9 +11,13 @@ pub struct Child {
     child: std::process::Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    pumps: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn pump(r: impl io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+fn pump(
+    r: impl io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             match line {
@@ -21,7 +25,7 @@ fn pump(r: impl io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
                 Err(_) => break,
             }
         }
-    });
+    })
 }
 
 impl Child {
@@ -34,12 +38,15 @@ impl Child {
             .spawn()?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        pump(child.stdout.take().expect("piped"), stdout.clone());
-        pump(child.stderr.take().expect("piped"), stderr.clone());
+        let pumps = vec![
+            pump(child.stdout.take().expect("piped"), stdout.clone()),
+            pump(child.stderr.take().expect("piped"), stderr.clone()),
+        ];
         Ok(Child {
             child,
             stdout,
             stderr,
+            pumps,
         })
     }
 
@@ -100,8 +107,11 @@ impl Child {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.try_wait()? {
-                // Let the pumps drain the pipes.
-                std::thread::sleep(Duration::from_millis(100));
+                // The pipes reach EOF once the process is gone: take every
+                // line it wrote before returning.
+                for p in self.pumps.drain(..) {
+                    let _ = p.join();
+                }
                 return Ok(st);
             }
             if Instant::now() > deadline {
