@@ -8,7 +8,7 @@ use std::process::{exit, Command};
 const INSTALL_HINT: &str = "install the build dependencies: apt-get install -y clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make (Debian/Ubuntu), or run `cargo xtask test` which installs them";
 
 fn find_clang() -> Option<String> {
-    if let Ok(c) = env::var("CLANG") {
+    if let Some(c) = env::var("CLANG").ok().filter(|c| !c.is_empty()) {
         return Some(c);
     }
     let candidates = [
