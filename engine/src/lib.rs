@@ -29,6 +29,8 @@ pub mod iface;
 pub mod neigh;
 pub mod snapshot;
 pub mod stats;
+#[cfg(test)]
+mod testutil;
 pub mod wire;
 pub mod worker;
 pub mod xsk;

@@ -1,6 +1,7 @@
 //! The `xdpip` command.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -237,11 +238,11 @@ fn rate(bytes: u64, dt: f64) -> String {
     }
 }
 
-fn drops_line(r: &Report, base: Option<&Report>) -> String {
-    let v: Vec<String> = r
-        .drops
+/// `name=value` for the non-zero values (minus `base`), or `none`.
+fn nonzero(values: &BTreeMap<&str, u64>, base: Option<&BTreeMap<&str, u64>>) -> String {
+    let v: Vec<String> = values
         .iter()
-        .map(|(k, n)| (k, n - base.map_or(0, |b| b.drops[k])))
+        .map(|(k, n)| (k, n - base.map_or(0, |b| b[k])))
         .filter(|(_, n)| *n > 0)
         .map(|(k, n)| format!("{k}={n}"))
         .collect();
@@ -273,7 +274,7 @@ fn print_line(now: &Report, last: &Report, dt: f64) {
         now.uptime,
         ports.join(" | "),
         now.mib["ForwDatagrams"] - last.mib["ForwDatagrams"],
-        drops_line(now, Some(last))
+        nonzero(&now.drops, Some(&last.drops))
     );
 }
 
@@ -285,33 +286,7 @@ fn print_summary(r: &Report, secs: f64) {
             p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes
         );
     }
-    let mib: Vec<String> = r
-        .mib
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    println!(
-        "IP-MIB: {}",
-        if mib.is_empty() {
-            "all zero".into()
-        } else {
-            mib.join(" ")
-        }
-    );
-    println!("drops: {}", drops_line(r, None));
-    let xdp: Vec<String> = r
-        .xdp
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    println!(
-        "XDP verdicts: {}",
-        if xdp.is_empty() {
-            "none".into()
-        } else {
-            xdp.join(" ")
-        }
-    );
+    println!("IP-MIB: {}", nonzero(&r.mib, None));
+    println!("drops: {}", nonzero(&r.drops, None));
+    println!("XDP verdicts: {}", nonzero(&r.xdp, None));
 }

@@ -298,13 +298,8 @@ mod tests {
 
     #[test]
     fn matches_linear_scan_on_random_tables() {
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut rng = crate::testutil::XorShift(0x2545_f491_4f6c_dd1d);
+        let mut next = || rng.next();
         let mut routes = Vec::new();
         let mut b = Fib::builder();
         for i in 0..2000 {

@@ -389,13 +389,10 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         let s = snapshot();
-        let mut x = 0x0123_4567_89ab_cdefu64;
+        let mut x = crate::testutil::XorShift(0x0123_4567_89ab_cdef);
         for _ in 0..50_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 100) as usize;
-            let mut f: Vec<u8> = (0..len).map(|i| (x >> (i % 60)) as u8).collect();
+            let len = (x.next() % 100) as usize;
+            let mut f = x.bytes(len);
             if f.len() > 14 {
                 f[12] = 0x08;
                 f[13] = 0x00;

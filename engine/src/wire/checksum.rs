@@ -80,6 +80,7 @@ pub fn update(check: u16, old: u16, new: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::XorShift;
 
     /// Bit-by-bit reference: 16-bit words, end-around carry after each add.
     fn reference(data: &[u8]) -> u16 {
@@ -96,21 +97,14 @@ mod tests {
         !(acc as u16)
     }
 
-    fn xorshift(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
-
     #[test]
     fn matches_reference_on_random_buffers() {
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut s = XorShift(0x9e37_79b9_7f4a_7c15);
         for len in 0..300 {
-            let buf: Vec<u8> = (0..len).map(|_| xorshift(&mut s) as u8).collect();
+            let buf = s.bytes(len);
             assert_eq!(checksum(&buf), reference(&buf), "len {len}");
         }
-        let big: Vec<u8> = (0..65535).map(|_| xorshift(&mut s) as u8).collect();
+        let big = s.bytes(65535);
         assert_eq!(checksum(&big), reference(&big));
         let ones = vec![0xffu8; 65535];
         assert_eq!(checksum(&ones), reference(&ones));
@@ -118,22 +112,22 @@ mod tests {
 
     #[test]
     fn incremental_update_equals_recomputation() {
-        let mut s = 0x1234_5678_9abc_def1u64;
+        let mut s = XorShift(0x1234_5678_9abc_def1);
         for _ in 0..10_000 {
             let mut hdr = [0u8; 20];
             for b in hdr.iter_mut() {
-                *b = xorshift(&mut s) as u8;
+                *b = s.next() as u8;
             }
             hdr[10] = 0;
             hdr[11] = 0;
             let c = checksum(&hdr);
             hdr[10..12].copy_from_slice(&c.to_be_bytes());
-            let word = (xorshift(&mut s) % 10) as usize * 2;
+            let word = (s.next() % 10) as usize * 2;
             if word == 10 {
                 continue;
             }
             let old = u16::from_be_bytes([hdr[word], hdr[word + 1]]);
-            let new = xorshift(&mut s) as u16;
+            let new = s.next() as u16;
             hdr[word..word + 2].copy_from_slice(&new.to_be_bytes());
             let upd = update(c, old, new);
             hdr[10..12].copy_from_slice(&upd.to_be_bytes());

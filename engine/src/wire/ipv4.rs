@@ -516,13 +516,10 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut s = 0xdead_beefu64;
+        let mut s = crate::testutil::XorShift(0xdead_beef);
         for _ in 0..20_000 {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let len = (s % 80) as usize;
-            let buf: Vec<u8> = (0..len).map(|i| (s >> (i % 56)) as u8).collect();
+            let len = (s.next() % 80) as usize;
+            let buf = s.bytes(len);
             if let Ok(p) = Packet::new_checked(&buf[..]) {
                 let _ = (p.payload(), p.options(), p.src(), p.verify_checksum());
             }

@@ -170,6 +170,18 @@ fn queue_size(n: u32, queue: u32, mode: BindMode) -> Result<QueueSize, XskError>
     })
 }
 
+/// The errno inside an xsk-rs error (which wraps it as its source), so that
+/// callers can tell EBUSY and EOPNOTSUPP apart.
+fn os_error(e: &dyn std::error::Error) -> io::Error {
+    e.source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(|i| i.raw_os_error())
+        .map_or_else(
+            || io::Error::other(e.to_string()),
+            io::Error::from_raw_os_error,
+        )
+}
+
 /// Creates the UMEM of a worker and binds a socket on `queue` of every
 /// interface in `ports` (port number, name), all in `mode`.
 ///
@@ -204,13 +216,7 @@ pub fn open(
         .map_err(|e| err(None, "UMEM configuration", io::Error::other(e.to_string())))?;
     let frames = NonZeroU32::new(cfg.frames_for(ports.len(), batch)).expect("at least one port");
     let (umem, frames) = Umem::new(umem_cfg, frames, false).map_err(|e| {
-        let io = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<io::Error>())
-            .and_then(|i| i.raw_os_error())
-            .map_or_else(
-                || io::Error::other(e.to_string()),
-                io::Error::from_raw_os_error,
-            );
+        let io = os_error(&e);
         err(None, "creating the UMEM", io)
     })?;
 
@@ -245,13 +251,7 @@ pub fn open(
             match unsafe { Socket::new(sock_cfg, &umem, &ifname, queue) } {
                 Ok(s) => break s,
                 Err(e) => {
-                    let io = std::error::Error::source(&e)
-                        .and_then(|s| s.downcast_ref::<io::Error>())
-                        .and_then(|i| i.raw_os_error())
-                        .map_or_else(
-                            || io::Error::other(e.to_string()),
-                            io::Error::from_raw_os_error,
-                        );
+                    let io = os_error(&e);
                     if io.raw_os_error() == Some(libc::EBUSY) && tries < 20 {
                         tries += 1;
                         std::thread::sleep(Duration::from_millis(100));
