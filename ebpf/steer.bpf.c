@@ -6,10 +6,9 @@
  * whether the engine (through the AF_XDP socket of this rx queue) or the
  * kernel (XDP_PASS) takes it. The kernel keeps everything the engine does not
  * claim: ARP, IPv6, VLAN-tagged frames, traffic to local addresses on
- * unclaimed ports, and every IPv4 packet the engine's fast path cannot
- * forward as is (options, TTL about to expire, no route or no resolved
- * neighbour, too big for the egress MTU). The kernel then does what Linux
- * does for them: ICMP errors, ARP resolution, fragmentation.
+ * unclaimed ports, multicast and broadcast, and - depending on the gate
+ * mode - packets whose next hop the kernel has not resolved (it resolves
+ * and queues them) or everything its FIB cannot forward as is.
  *
  * Built by engine/build.rs with clang -target bpf; the engine loads it with
  * aya. The layout of every map value is mirrored in engine/src/ebpf.rs.
@@ -54,7 +53,15 @@ enum verdict {
 /* Engine configuration, slot 0 of `config`. */
 struct config {
 	__u32 forwarding;	/* 1: forward IPv4 through the engine */
-	__u32 fib_gate;		/* 1: forward only what bpf_fib_lookup resolves */
+	__u32 fib_gate;		/* enum gate */
+};
+
+/* What the kernel's FIB decides before the engine sees a packet.
+ * Keep in sync with `GateMode` in engine/src/ebpf.rs. */
+enum gate {
+	GATE_OFF = 0,		/* the engine decides everything */
+	GATE_NEIGH = 1,		/* unresolved next hops, forwarding off: kernel */
+	GATE_FULL = 2,		/* anything bpf_fib_lookup cannot forward: kernel */
 };
 
 /* A claimed (protocol, port) pair; port 0 claims the whole protocol. */
@@ -217,28 +224,35 @@ int xdpip_steer(struct xdp_md *ctx)
 
 	if (!cfg->forwarding)
 		return count(V_PASS_FORWARDING_OFF, XDP_PASS);
-	if (iph->ihl != 5)
-		return count(V_PASS_OPTIONS, XDP_PASS);
-	if (iph->ttl <= 1)
-		return count(V_PASS_TTL, XDP_PASS);
+	if (cfg->fib_gate == GATE_FULL) {
+		/* The kernel handles options and TTL expiry in this mode. */
+		if (iph->ihl != 5)
+			return count(V_PASS_OPTIONS, XDP_PASS);
+		if (iph->ttl <= 1)
+			return count(V_PASS_TTL, XDP_PASS);
+	}
 
-	if (cfg->fib_gate) {
+	if (cfg->fib_gate != GATE_OFF) {
 		struct bpf_fib_lookup fib = {};
-		__u16 tot_len = bpf_ntohs(iph->tot_len);
 		int rc;
 
 		fib.family = AF_INET;
 		fib.tos = iph->tos;
 		fib.l4_protocol = iph->protocol;
-		fib.tot_len = tot_len;
+		/* tot_len asks for the MTU check: only the full gate wants it. */
+		if (cfg->fib_gate == GATE_FULL)
+			fib.tot_len = bpf_ntohs(iph->tot_len);
 		fib.ipv4_src = iph->saddr;
 		fib.ipv4_dst = iph->daddr;
 		fib.ifindex = ctx->ingress_ifindex;
 		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+			if (!bpf_map_lookup_elem(&ports, &fib.ifindex))
+				return count(V_PASS_FOREIGN_EGRESS, XDP_PASS);
+		} else if (cfg->fib_gate == GATE_FULL || rc == BPF_FIB_LKUP_RET_NO_NEIGH ||
+			   rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
 			return count(fib_verdict(rc), XDP_PASS);
-		if (!bpf_map_lookup_elem(&ports, &fib.ifindex))
-			return count(V_PASS_FOREIGN_EGRESS, XDP_PASS);
+		}
 	}
 	return to_engine(ctx, V_REDIRECT_FORWARD);
 }

@@ -110,15 +110,42 @@ impl Verdict {
     }
 }
 
+/// Which packets the XDP program leaves to the kernel after asking the
+/// kernel's FIB (`bpf_fib_lookup`) about them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GateMode {
+    /// Ask nothing: every forwardable packet goes to the engine, which
+    /// drops and counts those whose next hop it cannot resolve.
+    Off = 0,
+    /// Packets whose next hop the kernel has not resolved, and packets
+    /// arriving on an interface with forwarding disabled, go to the kernel,
+    /// which resolves (ARP) and queues them as Linux does; the engine
+    /// answers everything else itself (ICMP errors, fragmentation).
+    #[default]
+    Neighbours = 1,
+    /// Everything the kernel's FIB cannot forward as is goes to the kernel:
+    /// no route, unresolved neighbour, too big for the egress MTU,
+    /// forwarding disabled.
+    Full = 2,
+}
+
+impl fmt::Display for GateMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GateMode::Off => "off",
+            GateMode::Neighbours => "neigh",
+            GateMode::Full => "full",
+        })
+    }
+}
+
 /// `struct config` of steer.bpf.c.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SteerConfig {
     /// Forward IPv4 through the engine.
     pub forwarding: u32,
-    /// Redirect for forwarding only what `bpf_fib_lookup` resolves to a
-    /// reachable neighbour on one of the engine's ports; the kernel keeps
-    /// the rest (errors, ARP, fragmentation).
+    /// A [`GateMode`] as a number.
     pub fib_gate: u32,
 }
 

@@ -4,7 +4,7 @@
 use crate::capability::{self, Capability};
 use crate::control::{Control, ControlCounters, Opened};
 use crate::ebpf::{
-    self, Steer, SteerConfig, SteerError, SteerMaps, Verdict, XdpMode, XdpModeRequest,
+    self, GateMode, Steer, SteerConfig, SteerError, SteerMaps, Verdict, XdpMode, XdpModeRequest,
 };
 use crate::iface::{Interface, LookupError};
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
@@ -133,7 +133,7 @@ pub struct EngineBuilder {
     replace: bool,
     xsk: XskConfig,
     batch: usize,
-    fib_gate: bool,
+    fib_gate: GateMode,
 }
 
 impl Default for EngineBuilder {
@@ -146,7 +146,7 @@ impl Default for EngineBuilder {
             replace: false,
             xsk: XskConfig::default(),
             batch: 64,
-            fib_gate: true,
+            fib_gate: GateMode::default(),
         }
     }
 }
@@ -201,11 +201,10 @@ impl EngineBuilder {
         self
     }
 
-    /// Forward only what the kernel's FIB resolves to a reachable neighbour
-    /// on one of the engine's ports, leaving the rest (ICMP errors, ARP,
-    /// fragmentation) to the kernel. On by default.
-    pub fn fib_gate(mut self, on: bool) -> Self {
-        self.fib_gate = on;
+    /// What the XDP program leaves to the kernel after asking its FIB
+    /// ([`GateMode`]; default: unresolved neighbours).
+    pub fn fib_gate(mut self, mode: GateMode) -> Self {
+        self.fib_gate = mode;
         self
     }
 
@@ -362,6 +361,7 @@ impl EngineBuilder {
         let mut threads = Vec::new();
         let mut registrations = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let nworkers = sockets.len();
         for (id, ws) in sockets.into_iter().enumerate() {
             let counters = Arc::new(WorkerCounters::new(ifaces.len(), ws.sockets.len()));
             for s in &ws.sockets {
@@ -384,6 +384,7 @@ impl EngineBuilder {
                 queue: id as u32,
                 core,
                 batch: self.batch,
+                workers: nworkers,
                 xsk: ws,
                 snapshot: cell.clone(),
                 counters,
@@ -518,7 +519,7 @@ pub struct EngineInfo {
     pub workers: Vec<WorkerInfo>,
     names: Vec<String>,
     /// Whether the XDP program's FIB gate is on.
-    pub fib_gate: bool,
+    pub fib_gate: GateMode,
 }
 
 /// A running engine. Dropping it stops it.
@@ -606,8 +607,8 @@ pub struct ModeReport {
     pub afxdp: String,
     /// Why zero-copy was refused, if it was.
     pub zero_copy_refused: Option<String>,
-    /// FIB gate in the XDP program.
-    pub fib_gate: bool,
+    /// FIB gate in the XDP program: off, neigh or full.
+    pub fib_gate: String,
 }
 
 /// Control thread counters in a [`Report`].
@@ -696,7 +697,7 @@ impl Engine {
                 ports: self.info.ports.clone(),
                 afxdp: self.info.bind_mode.to_string(),
                 zero_copy_refused: self.info.zero_copy_refused.clone(),
-                fib_gate: self.info.fib_gate,
+                fib_gate: self.info.fib_gate.to_string(),
             },
             ports: stats::sum_ports(&ws, &self.info.names),
             mib,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xdpip::ebpf::XdpModeRequest;
+use xdpip::ebpf::{GateMode, XdpModeRequest};
 use xdpip::xsk::ZeroCopy;
 use xdpip::{Engine, Report};
 
@@ -33,6 +33,16 @@ enum XdpModeArg {
     Native,
     /// Generic (skb) mode.
     Skb,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum GateArg {
+    /// The engine decides everything.
+    Off,
+    /// Unresolved next hops go to the kernel.
+    Neigh,
+    /// Anything the kernel's FIB cannot forward as is goes to the kernel.
+    Full,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -71,11 +81,12 @@ struct RunArgs {
     /// Frames per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Redirect every forwardable packet to the engine, even those the
-    /// kernel's FIB cannot resolve (no route, unresolved neighbour, too big):
-    /// the engine drops and counts them instead of the kernel answering them.
-    #[arg(long)]
-    no_fib_gate: bool,
+    /// What the XDP program leaves to the kernel after asking its FIB:
+    /// `neigh` (packets whose next hop the kernel has not resolved: it
+    /// resolves and queues them), `full` (everything the kernel's FIB cannot
+    /// forward as is: no route, too big, unresolved), `off` (nothing).
+    #[arg(long, value_enum, default_value = "neigh")]
+    fib_gate: GateArg,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -122,7 +133,11 @@ fn run(args: RunArgs) -> ExitCode {
         .frame_size(args.frame_size)
         .ring_size(args.ring_size)
         .batch_size(args.batch_size)
-        .fib_gate(!args.no_fib_gate);
+        .fib_gate(match args.fib_gate {
+            GateArg::Off => GateMode::Off,
+            GateArg::Neigh => GateMode::Neighbours,
+            GateArg::Full => GateMode::Full,
+        });
     for i in &args.interfaces {
         b = b.interface(i);
     }

@@ -27,8 +27,88 @@ pub struct Port {
     pub mtu: u32,
     /// Administratively and operationally up.
     pub up: bool,
-    /// Its first IPv4 address, the source of ICMP errors it sends.
-    pub addr: Option<Ipv4Addr>,
+    /// Its IPv4 addresses with prefix lengths, primaries first, in the
+    /// kernel's order.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// `net.ipv4.conf.<port>.forwarding`: forward what arrives here.
+    pub forwarding: bool,
+    /// `accept_source_route` of `conf/all` and of the port, both set.
+    pub accept_source_route: bool,
+}
+
+impl Port {
+    /// The source address for a packet leaving through this port towards
+    /// `dst`, as `inet_select_addr()` picks it: the first primary address
+    /// whose subnet holds `dst`, else the first address.
+    ///
+    /// ```
+    /// use xdpip::snapshot::Port;
+    /// use std::net::Ipv4Addr;
+    /// let p = Port {
+    ///     addrs: vec![(Ipv4Addr::new(10, 0, 0, 1), 24), (Ipv4Addr::new(10, 9, 0, 1), 16)],
+    ///     ..Port::default()
+    /// };
+    /// assert_eq!(p.select_addr(Ipv4Addr::new(10, 9, 3, 3)), Some(Ipv4Addr::new(10, 9, 0, 1)));
+    /// assert_eq!(p.select_addr(Ipv4Addr::new(8, 8, 8, 8)), Some(Ipv4Addr::new(10, 0, 0, 1)));
+    /// ```
+    pub fn select_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let d = u32::from(dst);
+        self.addrs
+            .iter()
+            .find(|(a, len)| {
+                let m = if *len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - *len as u32)
+                };
+                u32::from(*a) & m == d & m
+            })
+            .or(self.addrs.first())
+            .map(|(a, _)| *a)
+    }
+}
+
+impl Default for Port {
+    fn default() -> Self {
+        Port {
+            name: String::new(),
+            ifindex: 0,
+            mac: MacAddr::default(),
+            mtu: 1500,
+            up: true,
+            addrs: Vec::new(),
+            forwarding: true,
+            accept_source_route: false,
+        }
+    }
+}
+
+/// The IPv4 tunables of ip(7) the fast path reads, with the kernel's
+/// defaults, read from the namespace's `/proc/sys/net/ipv4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sysctl {
+    /// `ip_default_ttl`: TTL of packets the engine originates.
+    pub ip_default_ttl: u8,
+    /// `icmp_ratelimit`: milliseconds per ICMP error per destination.
+    pub icmp_ratelimit: u32,
+    /// `icmp_ratemask`: the ICMP types that `icmp_ratelimit` applies to.
+    pub icmp_ratemask: u32,
+    /// `icmp_msgs_per_sec`: ICMP messages per second, all destinations.
+    pub icmp_msgs_per_sec: u32,
+    /// `icmp_msgs_burst`: burst allowed above `icmp_msgs_per_sec`.
+    pub icmp_msgs_burst: u32,
+}
+
+impl Default for Sysctl {
+    fn default() -> Self {
+        Sysctl {
+            ip_default_ttl: 64,
+            icmp_ratelimit: 1000,
+            icmp_ratemask: 6168,
+            icmp_msgs_per_sec: 1000,
+            icmp_msgs_burst: 50,
+        }
+    }
 }
 
 /// Everything a worker needs to forward, frozen.
@@ -41,11 +121,21 @@ pub struct Snapshot {
     pub neigh: Arc<NeighTable>,
     /// The engine's ports, by port number (the order of `-i` options).
     pub ports: Vec<Port>,
+    /// Local and broadcast addresses of the namespace (its local table).
+    pub locals: Arc<rustc_hash::FxHashSet<Ipv4Addr>>,
+    /// Tunables.
+    pub sysctl: Sysctl,
     /// Incremented at every publication.
     pub generation: u64,
 }
 
 impl Snapshot {
+    /// True for an address of the namespace (local or broadcast).
+    #[inline]
+    pub fn is_local(&self, a: Ipv4Addr) -> bool {
+        self.locals.contains(&a)
+    }
+
     /// The port number of an interface the engine serves.
     #[inline]
     pub fn port_of(&self, ifindex: u32) -> Option<usize> {

@@ -73,6 +73,22 @@ named_enum! {
         OutDiscards = "OutDiscards",
         /// Datagrams that needed fragmenting and could not be.
         FragFails = "FragFails",
+        /// Datagrams fragmented.
+        FragOKs = "FragOKs",
+        /// Fragments created.
+        FragCreates = "FragCreates",
+        /// ICMP messages sent.
+        IcmpOutMsgs = "IcmpOutMsgs",
+        /// ICMP destination unreachable messages sent.
+        IcmpOutDestUnreachs = "IcmpOutDestUnreachs",
+        /// ICMP time exceeded messages sent.
+        IcmpOutTimeExcds = "IcmpOutTimeExcds",
+        /// ICMP parameter problem messages sent.
+        IcmpOutParmProbs = "IcmpOutParmProbs",
+        /// ICMP errors not sent: per-destination limit.
+        IcmpOutRateLimitHost = "IcmpOutRateLimitHost",
+        /// ICMP errors not sent: global limit.
+        IcmpOutRateLimitGlobal = "IcmpOutRateLimitGlobal",
     }
 }
 
@@ -100,8 +116,19 @@ named_enum! {
         MartianDestination = "martian_destination",
         /// TTL would reach zero.
         TtlExceeded = "ttl_exceeded",
-        /// IP options present (the kernel handles those; see the XDP program).
-        Options = "options",
+        /// The frame was not addressed to the port's MAC (another host,
+        /// broadcast or multicast).
+        NotForHost = "not_for_host",
+        /// Malformed IP options (answered with a parameter problem).
+        BadOptions = "bad_options",
+        /// A source route option while `accept_source_route` is off.
+        SourceRoute = "source_route",
+        /// A source route option with `accept_source_route` on: the engine
+        /// does not route by source routes.
+        SourceRouteUnsupported = "source_route_unsupported",
+        /// Forwarding disabled on the ingress interface
+        /// (`conf/<iface>/forwarding`).
+        ForwardingDisabled = "forwarding_disabled",
         /// No route to the destination.
         NoRoute = "no_route",
         /// An `unreachable` route matched.
@@ -122,6 +149,8 @@ named_enum! {
         TxRingFull = "tx_ring_full",
         /// The worker has no socket on the egress interface.
         NoTxQueue = "no_tx_queue",
+        /// No free frame for a fragment or an ICMP error.
+        NoFreeFrame = "no_free_frame",
     }
 }
 
@@ -131,17 +160,28 @@ impl DropReason {
     pub fn mib(self) -> &'static [Mib] {
         use DropReason::*;
         match self {
-            Truncated | BadVersion | BadHeaderLength | TotalLengthBelowHeader | TtlExceeded => {
-                &[Mib::InHdrErrors]
-            }
+            Truncated
+            | BadVersion
+            | BadHeaderLength
+            | TotalLengthBelowHeader
+            | TtlExceeded
+            | BadOptions => &[Mib::InHdrErrors],
             BadChecksum => &[Mib::InCsumErrors, Mib::InHdrErrors],
             TotalLengthBeyondFrame => &[Mib::InTruncatedPkts],
-            MartianSource | MartianDestination => &[Mib::InAddrErrors],
+            MartianSource | MartianDestination | ForwardingDisabled => &[Mib::InAddrErrors],
             NoRoute => &[Mib::InNoRoutes],
             TooBig => &[Mib::FragFails],
-            TxRingFull | NoTxQueue => &[Mib::OutDiscards],
-            NotIpv4 | Options | RouteUnreachable | RouteProhibit | RouteBlackhole
-            | ForeignEgress | PortDown | NeighbourMissing => &[],
+            TxRingFull | NoTxQueue | NoFreeFrame => &[Mib::OutDiscards],
+            NotIpv4
+            | NotForHost
+            | SourceRoute
+            | SourceRouteUnsupported
+            | RouteUnreachable
+            | RouteProhibit
+            | RouteBlackhole
+            | ForeignEgress
+            | PortDown
+            | NeighbourMissing => &[],
         }
     }
 }

@@ -9,10 +9,13 @@
 //! the worker (no atomics). The only system calls are wake-ups the kernel
 //! asks for and poll(2) when there is nothing to do.
 
-use crate::forward::{forward, Verdict};
+use crate::forward::{forward, fragment, icmp, Verdict};
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::stats::{DropReason, Mib, WorkerCounters};
+use crate::wire::icmp::RouterError;
+use crate::wire::ipopt;
 use crate::xsk::{self, BindMode, WorkerSockets};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +37,9 @@ pub struct Worker {
     pub core: Option<usize>,
     /// Frames per batch.
     pub batch: usize,
+    /// Number of workers of the engine (each takes its share of the global
+    /// ICMP limit).
+    pub workers: usize,
     /// Its UMEM and sockets.
     pub xsk: WorkerSockets,
     /// Where snapshots are published.
@@ -78,6 +84,7 @@ impl Worker {
         let Worker {
             id,
             batch,
+            workers,
             mut xsk,
             snapshot,
             counters,
@@ -130,12 +137,18 @@ impl Worker {
             let _ = r.send(());
         }
 
+        let mut scratch = vec![0u8; 14 + 65535];
+        let mut icmp_state =
+            icmp::IcmpState::new(workers, (id as u16).wrapping_mul(0x9e37) ^ seed());
+        let started = Instant::now();
+        let mut clock = Clock::default();
         let mut idle = 0u32;
         let mut rounds = 0u32;
         let mut last_refresh = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let snap = snapshot.load();
             let mut work = 0usize;
+            clock.tick(started);
 
             for (si, s) in sockets.iter_mut().enumerate() {
                 // SAFETY: rx descriptors come from this worker's UMEM, to
@@ -147,31 +160,83 @@ impl Worker {
                 work += n;
                 state[si].fill_level -= n as u32;
                 let mut bytes = 0u64;
+                let ingress = s.port;
                 for d in rx[..n].iter_mut() {
                     bytes += d.lengths().data() as u64;
                     let verdict = {
                         // SAFETY: the frame was just received on this UMEM and
                         // is owned by the worker until it is put on a ring.
                         let mut data = unsafe { umem.data_mut(d) };
-                        let v = forward(data.contents_mut(), &snap);
+                        let v = forward(data.contents_mut(), ingress, &snap, clock.timestamp);
                         if let Verdict::Transmit { len, .. } = v {
                             data.cursor().set_pos(len);
                         }
                         v
                     };
+                    let mut out = Out {
+                        umem,
+                        pool: &mut pool,
+                        state: &mut state,
+                        port_socket: &port_socket,
+                        counters: &counters,
+                    };
                     match verdict {
-                        Verdict::Transmit { port, .. } => match port_socket.get(port) {
-                            Some(&e) if e != usize::MAX => state[e].pending.push(*d),
-                            _ => {
-                                counters.count_drop(DropReason::NoTxQueue);
-                                pool.push(*d);
+                        Verdict::Transmit { port, .. } => {
+                            counters.mib(Mib::ForwDatagrams, 1);
+                            out.send(port, *d);
+                            continue;
+                        }
+                        Verdict::Drop(reason) => counters.count_drop(reason),
+                        Verdict::Fragment { port, mtu } => {
+                            counters.mib(Mib::ForwDatagrams, 1);
+                            // SAFETY: the frame is still owned by the worker.
+                            let frame = unsafe { umem.data(d) };
+                            match fragment::split(frame.contents(), mtu, &mut scratch, |f| {
+                                out.emit(port, f);
+                            }) {
+                                Some(k) => {
+                                    counters.mib(Mib::FragOKs, 1);
+                                    counters.mib(Mib::FragCreates, k as u64);
+                                }
+                                None => counters.count_drop(DropReason::TooBig),
                             }
-                        },
-                        Verdict::Drop(reason) => {
+                        }
+                        Verdict::Icmp {
+                            error,
+                            origin,
+                            reason,
+                            options,
+                        } => {
                             counters.count_drop(reason);
-                            pool.push(*d);
+                            // SAFETY: the frame is still owned by the worker.
+                            let frame = unsafe { umem.data(d) };
+                            match icmp::build_error(
+                                frame.contents(),
+                                ingress,
+                                error,
+                                origin,
+                                options.as_ref(),
+                                &snap,
+                                &mut icmp_state,
+                                (clock.now_ms, clock.timestamp),
+                                &mut scratch,
+                            ) {
+                                Ok((port, len)) => {
+                                    if out.emit(port, &scratch[..len]) {
+                                        count_icmp(&counters, error);
+                                    }
+                                }
+                                Err(icmp::Suppressed::RateLimitHost) => {
+                                    counters.mib(Mib::IcmpOutRateLimitHost, 1)
+                                }
+                                Err(icmp::Suppressed::RateLimitGlobal) => {
+                                    counters.mib(Mib::IcmpOutRateLimitGlobal, 1)
+                                }
+                                Err(_) => {}
+                            }
                         }
                     }
+                    pool.push(*d);
                 }
                 counters.mib(Mib::InReceives, n as u64);
                 let pc = &counters.ports[s.port];
@@ -189,7 +254,6 @@ impl Worker {
                     st.pending.clear();
                     st.in_flight += sent as u32;
                     st.unkicked += sent as u32;
-                    counters.mib(Mib::ForwDatagrams, sent as u64);
                     let pc = &counters.ports[s.port];
                     pc.tx_packets.add(sent as u64);
                     pc.tx_bytes.add(bytes);
@@ -255,6 +319,87 @@ impl Worker {
         }
         refresh(sockets, &state, &counters, pool.len());
         log::debug!("worker {id}: stopped");
+    }
+}
+
+/// Times read once per round.
+#[derive(Debug, Default, Clone, Copy)]
+struct Clock {
+    /// Monotonic milliseconds since the worker started (rate limits).
+    now_ms: u64,
+    /// Milliseconds since midnight UTC (IP timestamp options).
+    timestamp: u32,
+}
+
+impl Clock {
+    fn tick(&mut self, started: Instant) {
+        self.now_ms = started.elapsed().as_millis() as u64 + 60_000;
+        self.timestamp = ipopt::timestamp_now();
+    }
+}
+
+/// A seed for IP IDs that differs between runs.
+fn seed() -> u16 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u16)
+}
+
+fn count_icmp(c: &WorkerCounters, e: RouterError) {
+    c.mib(Mib::IcmpOutMsgs, 1);
+    c.mib(
+        match e {
+            RouterError::TimeExceeded => Mib::IcmpOutTimeExcds,
+            RouterError::ParameterProblem { .. } => Mib::IcmpOutParmProbs,
+            _ => Mib::IcmpOutDestUnreachs,
+        },
+        1,
+    );
+}
+
+/// Where a round's outgoing frames go: the pending tx batch of their
+/// egress socket, in frames from the pool.
+struct Out<'a> {
+    umem: &'a xsk_rs::Umem,
+    pool: &'a mut Vec<FrameDesc>,
+    state: &'a mut [SocketState],
+    port_socket: &'a [usize; MAX_PORTS],
+    counters: &'a WorkerCounters,
+}
+
+impl Out<'_> {
+    /// Queues a frame (already in UMEM) for transmission on `port`.
+    fn send(&mut self, port: usize, d: FrameDesc) {
+        match self.port_socket.get(port) {
+            Some(&e) if e != usize::MAX => self.state[e].pending.push(d),
+            _ => {
+                self.counters.count_drop(DropReason::NoTxQueue);
+                self.pool.push(d);
+            }
+        }
+    }
+
+    /// Copies `bytes` into a free frame and queues it on `port`. False when
+    /// there is no free frame.
+    fn emit(&mut self, port: usize, bytes: &[u8]) -> bool {
+        let Some(mut d) = self.pool.pop() else {
+            self.counters.count_drop(DropReason::NoFreeFrame);
+            return false;
+        };
+        let written = {
+            // SAFETY: the frame came from the pool, so no ring holds it.
+            let mut data = unsafe { self.umem.data_mut(&mut d) };
+            let mut cur = data.cursor();
+            cur.set_pos(0);
+            cur.write_all(bytes).is_ok()
+        };
+        if !written {
+            self.counters.count_drop(DropReason::TooBig);
+            self.pool.push(d);
+            return false;
+        }
+        self.send(port, d);
+        true
     }
 }
 

@@ -8,7 +8,8 @@ use std::process::{exit, Command};
 
 /// Debian packages: the build (clang and headers for the XDP program; m4,
 /// make, libelf and zlib for libxdp/libbpf), and the test hosts (iproute2,
-/// ping, ethtool, setpriv from util-linux).
+/// ping, ethtool, setpriv from util-linux, and the tools the engine is
+/// compared with the kernel through: traceroute, tracepath).
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -23,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "ethtool",
     "util-linux",
+    "traceroute",
+    "iputils-tracepath",
 ];
 
 fn run(cmd: &mut Command) {

@@ -9,10 +9,10 @@
 
 pub mod netlink;
 
-use crate::ebpf::{SteerConfig, SteerMaps};
+use crate::ebpf::{GateMode, SteerConfig, SteerMaps};
 use crate::fib::{Fib, NextHop, Route, RouteKind};
 use crate::neigh::{NeighTable, Neighbour};
-use crate::snapshot::{Port, Snapshot, SnapshotCell};
+use crate::snapshot::{Port, Snapshot, SnapshotCell, Sysctl};
 use crate::stats::Counter;
 use crate::wire::MacAddr;
 use netlink::{Netlink, Received, Table};
@@ -22,7 +22,6 @@ use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, Neig
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,8 +57,9 @@ struct RouteKey {
 pub struct Mirror {
     /// Links by ifindex.
     pub links: FxHashMap<u32, Link>,
-    /// IPv4 addresses: (ifindex, address, prefix length).
-    pub addrs: BTreeSet<(u32, Ipv4Addr, u8)>,
+    /// IPv4 addresses by ifindex, in the kernel's order: (address, prefix
+    /// length, secondary).
+    pub addrs: FxHashMap<u32, Vec<(Ipv4Addr, u8, bool)>>,
     routes: FxHashMap<RouteKey, Route>,
     locals: FxHashMap<RouteKey, Ipv4Addr>,
     neigh: NeighTable,
@@ -133,16 +133,22 @@ impl Mirror {
             RouteNetlinkMessage::DelLink(l) => {
                 self.links.remove(&l.header.index);
                 self.neigh.remove_interface(l.header.index);
-                self.addrs.retain(|(i, _, _)| *i != l.header.index);
+                self.addrs.remove(&l.header.index);
             }
             RouteNetlinkMessage::NewAddress(a) => {
-                if let Some(e) = addr_entry(&a) {
-                    self.addrs.insert(e);
+                if let Some((ifindex, addr, plen, secondary)) = addr_entry(&a) {
+                    let v = self.addrs.entry(ifindex).or_default();
+                    match v.iter_mut().find(|(x, l, _)| *x == addr && *l == plen) {
+                        Some(e) => e.2 = secondary,
+                        None => v.push((addr, plen, secondary)),
+                    }
                 }
             }
             RouteNetlinkMessage::DelAddress(a) => {
-                if let Some(e) = addr_entry(&a) {
-                    self.addrs.remove(&e);
+                if let Some((ifindex, addr, plen, _)) = addr_entry(&a) {
+                    if let Some(v) = self.addrs.get_mut(&ifindex) {
+                        v.retain(|(x, l, _)| !(*x == addr && *l == plen));
+                    }
                 }
             }
             RouteNetlinkMessage::NewRoute(r) => self.new_route(&r),
@@ -249,6 +255,11 @@ impl Mirror {
         self.neigh.clone()
     }
 
+    /// Local and broadcast addresses as a set.
+    pub fn local_set(&self) -> rustc_hash::FxHashSet<Ipv4Addr> {
+        self.locals.values().copied().collect()
+    }
+
     /// Local and broadcast addresses (the kernel's local table).
     pub fn local_addrs(&self) -> Vec<Ipv4Addr> {
         let mut v: Vec<Ipv4Addr> = self.locals.values().copied().collect();
@@ -257,23 +268,28 @@ impl Mirror {
         v
     }
 
-    /// The engine's ports as the kernel now describes them.
-    pub fn ports(&self, ifindexes: &[u32]) -> Vec<Port> {
+    /// The engine's ports as the kernel now describes them; `conf` reads a
+    /// per-interface sysctl (`conf/<name>/<key>`).
+    pub fn ports(&self, ifindexes: &[u32], conf: &dyn Fn(&str, &str) -> Option<bool>) -> Vec<Port> {
         ifindexes
             .iter()
             .map(|&ifindex| {
                 let link = self.links.get(&ifindex);
+                let name = link.map(|l| l.name.clone()).unwrap_or_default();
+                let mut addrs: Vec<(Ipv4Addr, u8, bool)> =
+                    self.addrs.get(&ifindex).cloned().unwrap_or_default();
+                // Primaries first, keeping the kernel's order otherwise.
+                addrs.sort_by_key(|a| a.2);
                 Port {
-                    name: link.map(|l| l.name.clone()).unwrap_or_default(),
                     ifindex,
                     mac: link.map(|l| l.mac).unwrap_or_default(),
                     mtu: link.map(|l| l.mtu).unwrap_or(0),
                     up: link.is_some_and(|l| l.up),
-                    addr: self
-                        .addrs
-                        .iter()
-                        .find(|(i, _, _)| *i == ifindex)
-                        .map(|(_, a, _)| *a),
+                    addrs: addrs.into_iter().map(|(a, l, _)| (a, l)).collect(),
+                    forwarding: conf(&name, "forwarding").unwrap_or(true),
+                    accept_source_route: conf("all", "accept_source_route").unwrap_or(false)
+                        && conf(&name, "accept_source_route").unwrap_or(false),
+                    name,
                 }
             })
             .collect()
@@ -303,7 +319,7 @@ fn link_up(flags: LinkFlags) -> bool {
     flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp)
 }
 
-fn addr_entry(a: &AddressMessage) -> Option<(u32, Ipv4Addr, u8)> {
+fn addr_entry(a: &AddressMessage) -> Option<(u32, Ipv4Addr, u8, bool)> {
     if a.header.family != AddressFamily::Inet {
         return None;
     }
@@ -317,7 +333,11 @@ fn addr_entry(a: &AddressMessage) -> Option<(u32, Ipv4Addr, u8)> {
             _ => None,
         })
     })?;
-    Some((a.header.index, addr, a.header.prefix_len))
+    let secondary = a
+        .header
+        .flags
+        .contains(netlink_packet_route::address::AddressHeaderFlags::Secondary);
+    Some((a.header.index, addr, a.header.prefix_len, secondary))
 }
 
 fn neigh_entry(n: &NeighbourMessage) -> Option<(u32, Ipv4Addr, Neighbour)> {
@@ -351,6 +371,32 @@ pub fn read_sysctl(name: &str) -> io::Result<String> {
     std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).map(|s| s.trim().to_string())
 }
 
+/// A per-interface boolean sysctl (`conf/<iface>/<key>`), if readable.
+pub fn read_conf(iface: &str, key: &str) -> Option<bool> {
+    read_sysctl(&format!("conf/{iface}/{key}"))
+        .ok()
+        .map(|v| v != "0")
+}
+
+/// The tunables the fast path reads, from the namespace's sysctls; the
+/// kernel's defaults where one cannot be read.
+pub fn read_tunables() -> Sysctl {
+    let d = Sysctl::default();
+    let num = |k: &str, dflt: u32| {
+        read_sysctl(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(dflt)
+    };
+    Sysctl {
+        ip_default_ttl: num("ip_default_ttl", d.ip_default_ttl as u32).clamp(1, 255) as u8,
+        icmp_ratelimit: num("icmp_ratelimit", d.icmp_ratelimit),
+        icmp_ratemask: num("icmp_ratemask", d.icmp_ratemask),
+        icmp_msgs_per_sec: num("icmp_msgs_per_sec", d.icmp_msgs_per_sec),
+        icmp_msgs_burst: num("icmp_msgs_burst", d.icmp_msgs_burst),
+    }
+}
+
 /// Counters of the control thread.
 #[derive(Debug, Default)]
 pub struct ControlCounters {
@@ -369,7 +415,7 @@ pub struct Control {
     mirror: Mirror,
     ports: Vec<u32>,
     generation: u64,
-    fib_gate: bool,
+    fib_gate: GateMode,
     cell: Arc<SnapshotCell>,
     maps: Arc<Mutex<SteerMaps>>,
     counters: Arc<ControlCounters>,
@@ -412,7 +458,7 @@ impl Control {
     pub fn new(
         opened: Opened,
         ports: Vec<u32>,
-        fib_gate: bool,
+        fib_gate: GateMode,
         cell: Arc<SnapshotCell>,
         maps: Arc<Mutex<SteerMaps>>,
         counters: Arc<ControlCounters>,
@@ -430,12 +476,14 @@ impl Control {
         }
     }
 
-    /// A snapshot of a mirror.
+    /// A snapshot of a mirror, with the namespace's sysctls as they are now.
     pub fn snapshot(mirror: &Mirror, ports: &[u32], generation: u64) -> Snapshot {
         Snapshot {
             fib: Arc::new(mirror.fib()),
             neigh: Arc::new(mirror.neighbours()),
-            ports: mirror.ports(ports),
+            ports: mirror.ports(ports, &read_conf),
+            locals: Arc::new(mirror.local_set()),
+            sysctl: read_tunables(),
             generation,
         }
     }
@@ -457,7 +505,15 @@ impl Control {
         self.counters.publications.add(1);
     }
 
+    /// Follows the sysctls: `ip_forward` into the XDP program's config,
+    /// tunables and per-port settings into a new snapshot when they changed.
     fn sync_sysctls(&mut self) {
+        let current = self.cell.load();
+        let ports = self.mirror.ports(&self.ports, &read_conf);
+        if read_tunables() != current.sysctl || ports != current.ports {
+            drop(current);
+            self.publish();
+        }
         let forwarding = read_sysctl("ip_forward").map(|v| v == "1").unwrap_or(true);
         let want = SteerConfig {
             forwarding: forwarding as u32,

@@ -9,12 +9,19 @@
 //! (`ip_rcv_core()`, `ip_route_input_slow()`, `ip_forward()`), so that a
 //! packet with several faults is counted under the reason Linux gives it.
 
+pub mod fragment;
+pub mod icmp;
+
 use crate::fib::RouteKind;
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, ethertype};
+use crate::wire::icmp::RouterError;
+use crate::wire::ipopt;
 use crate::wire::ipv4::{self, Packet};
 use std::net::Ipv4Addr;
+
+pub use icmp::Origin;
 
 /// What to do with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,23 +33,43 @@ pub enum Verdict {
         /// Frame length to transmit (Ethernet padding trimmed).
         len: usize,
     },
+    /// The rewritten frame is larger than the egress MTU and may be
+    /// fragmented: transmit it as fragments of at most `mtu` bytes.
+    Fragment {
+        /// Egress port number.
+        port: usize,
+        /// The egress MTU.
+        mtu: usize,
+    },
+    /// Drop it, counting `reason`, and answer the sender with `error`. The
+    /// frame is as received (options already updated, as Linux quotes it).
+    Icmp {
+        /// The error to send.
+        error: RouterError,
+        /// Which rate limits it passes.
+        origin: Origin,
+        /// Why the packet is dropped.
+        reason: DropReason,
+        /// Its options as compiled, echoed in the error.
+        options: Option<ipopt::Options>,
+    },
     /// Drop it, counting `DropReason`.
     Drop(DropReason),
 }
 
-/// Source addresses Linux refuses on input (`martian_source`).
+/// Source addresses Linux refuses on input (`martian_source`). Since the
+/// unicast extensions (5.x) 0.0.0.0/8 is a valid source but for 0.0.0.0.
 #[inline]
 fn martian_source(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 0 || o[0] == 127 || a.is_multicast() || a.is_broadcast()
+    a.is_unspecified() || a.octets()[0] == 127 || a.is_multicast() || a.is_broadcast()
 }
 
 /// Destinations that are never forwarded (`martian_destination`, and the
-/// broadcast and multicast the XDP program leaves to the kernel).
+/// broadcast and multicast the XDP program leaves to the kernel). As for
+/// sources, 0.0.0.0/8 is unicast but for 0.0.0.0.
 #[inline]
 fn martian_destination(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 0 || o[0] == 127 || a.is_multicast() || a.is_broadcast()
+    a.is_unspecified() || a.octets()[0] == 127 || a.is_multicast() || a.is_broadcast()
 }
 
 /// The L3 flow hash the kernel's default multipath policy uses
@@ -53,23 +80,26 @@ fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
     (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
-/// Decides what happens to one received frame and, when it is to be
-/// forwarded, rewrites it in place.
+/// Decides what happens to one frame received on port `ingress` and, when
+/// it is to be forwarded, rewrites it in place. `timestamp` is the value
+/// for IP timestamp options (milliseconds since midnight UTC,
+/// [`ipopt::timestamp_now`]).
 ///
 /// ```
 /// use xdpip::forward::{forward, Verdict};
 /// use xdpip::fib::{Fib, NextHop, Route, RouteKind};
-/// use xdpip::neigh::{nud, Neighbour};
+/// use xdpip::neigh::{nud, Neighbour, NeighTable};
 /// use xdpip::snapshot::{Port, Snapshot};
 /// use xdpip::stats::DropReason;
 /// use xdpip::wire::{ipv4, MacAddr};
 /// use std::net::Ipv4Addr;
+/// use std::sync::Arc;
 ///
 /// let mut snap = Snapshot::default();
 /// for (i, name) in ["eth0", "eth1"].iter().enumerate() {
 ///     snap.ports.push(Port {
 ///         name: name.to_string(), ifindex: 10 + i as u32, mac: MacAddr([2, 0, 0, 0, 0, i as u8]),
-///         mtu: 1500, up: true, addr: None,
+///         ..Port::default()
 ///     });
 /// }
 /// let mut fib = Fib::builder();
@@ -77,14 +107,15 @@ fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
 ///     prefix: Ipv4Addr::new(10, 2, 0, 0), len: 24, kind: RouteKind::Unicast, metric: 0,
 ///     nexthops: vec![NextHop { gateway: None, ifindex: 11, weight: 1 }],
 /// }).unwrap();
-/// snap.fib = std::sync::Arc::new(fib.build());
+/// snap.fib = Arc::new(fib.build());
 /// let sink_mac = MacAddr([2, 0, 0, 0, 9, 9]);
-/// let mut neigh = xdpip::neigh::NeighTable::default();
+/// let mut neigh = NeighTable::default();
 /// neigh.insert(11, Ipv4Addr::new(10, 2, 0, 2), Neighbour { mac: sink_mac, state: nud::REACHABLE });
-/// snap.neigh = std::sync::Arc::new(neigh);
+/// snap.neigh = Arc::new(neigh);
 ///
-/// // An Ethernet frame carrying a 28-byte UDP datagram, TTL 64.
+/// // A frame to eth0's MAC carrying a 28-byte UDP datagram, TTL 64.
 /// let mut frame = vec![0u8; 14 + 28];
+/// frame[..6].copy_from_slice(&snap.ports[0].mac.0);
 /// frame[12..14].copy_from_slice(&[0x08, 0x00]);
 /// let repr = ipv4::Repr {
 ///     src: Ipv4Addr::new(10, 1, 0, 1), dst: Ipv4Addr::new(10, 2, 0, 2),
@@ -92,29 +123,54 @@ fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
 /// };
 /// repr.emit(&mut ipv4::Packet::new_unchecked(&mut frame[14..]));
 ///
-/// assert_eq!(forward(&mut frame, &snap), Verdict::Transmit { port: 1, len: 42 });
+/// assert_eq!(forward(&mut frame, 0, &snap, 0), Verdict::Transmit { port: 1, len: 42 });
 /// assert_eq!(frame[..6], sink_mac.0);
 /// let ip = ipv4::Packet::new_checked(&frame[14..]).unwrap();
 /// assert_eq!(ip.ttl(), 63);
 /// assert!(ip.verify_checksum());
 ///
+/// frame[..6].copy_from_slice(&snap.ports[0].mac.0);
 /// frame[14 + 10] ^= 0xff; // corrupt the checksum
-/// assert_eq!(forward(&mut frame, &snap), Verdict::Drop(DropReason::BadChecksum));
+/// assert_eq!(forward(&mut frame, 0, &snap, 0), Verdict::Drop(DropReason::BadChecksum));
 /// ```
 #[inline]
-pub fn forward(frame: &mut [u8], snap: &Snapshot) -> Verdict {
-    match forward_inner(frame, snap) {
+pub fn forward(frame: &mut [u8], ingress: usize, snap: &Snapshot, timestamp: u32) -> Verdict {
+    match forward_inner(frame, ingress, snap, timestamp) {
         Ok(v) => v,
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
+fn icmp(
+    error: RouterError,
+    origin: Origin,
+    reason: DropReason,
+    options: Option<ipopt::Options>,
+) -> Result<Verdict, DropReason> {
+    Ok(Verdict::Icmp {
+        error,
+        origin,
+        reason,
+        options,
+    })
+}
+
 #[inline(always)]
-fn forward_inner(frame: &mut [u8], snap: &Snapshot) -> Result<Verdict, DropReason> {
+fn forward_inner(
+    frame: &mut [u8],
+    ingress: usize,
+    snap: &Snapshot,
+    timestamp: u32,
+) -> Result<Verdict, DropReason> {
     if frame.len() < ethernet::HEADER_LEN
         || u16::from_be_bytes([frame[12], frame[13]]) != ethertype::IPV4
     {
         return Err(DropReason::NotIpv4);
+    }
+    let in_port = snap.ports.get(ingress).ok_or(DropReason::NotForHost)?;
+    // Only frames to this port's MAC are routed (PACKET_HOST).
+    if frame[0..6] != in_port.mac.0 {
+        return Err(DropReason::NotForHost);
     }
     let (eth, ip) = frame.split_at_mut(ethernet::HEADER_LEN);
     let pkt = Packet::new_unchecked(&mut *ip);
@@ -130,15 +186,71 @@ fn forward_inner(frame: &mut [u8], snap: &Snapshot) -> Result<Verdict, DropReaso
     if martian_destination(dst) {
         return Err(DropReason::MartianDestination);
     }
-    if pkt.header_len() != ipv4::MIN_HEADER_LEN {
-        return Err(DropReason::Options);
+
+    let route = snap.fib.lookup(dst);
+    let hlen = pkt.header_len();
+    let mut pkt = pkt;
+    let mut opts = None;
+    if hlen > ipv4::MIN_HEADER_LEN {
+        // Options are compiled after the route lookup and before its
+        // result is acted on, as in ip_rcv_finish().
+        let spec_dst = in_port.select_addr(src).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let header = &mut pkt_bytes(&mut pkt)[..hlen];
+        match ipopt::compile(header, spec_dst, timestamp, |a| snap.is_local(a)) {
+            Ok(o) => {
+                if o.srr.is_some() {
+                    return Err(if in_port.accept_source_route {
+                        DropReason::SourceRouteUnsupported
+                    } else {
+                        DropReason::SourceRoute
+                    });
+                }
+                opts = Some(o);
+            }
+            Err(pointer) => {
+                return icmp(
+                    RouterError::ParameterProblem { pointer },
+                    Origin::Other,
+                    DropReason::BadOptions,
+                    None,
+                )
+            }
+        }
+    }
+    if !in_port.forwarding {
+        // ip_error() without forwarding: counted, never answered.
+        return Err(match route {
+            None => DropReason::NoRoute,
+            Some(_) => DropReason::ForwardingDisabled,
+        });
     }
 
-    let route = snap.fib.lookup(dst).ok_or(DropReason::NoRoute)?;
+    let Some(route) = route else {
+        return icmp(
+            RouterError::NetUnreachable,
+            Origin::RouteError,
+            DropReason::NoRoute,
+            opts,
+        );
+    };
     match route.kind {
         RouteKind::Unicast => {}
-        RouteKind::Unreachable => return Err(DropReason::RouteUnreachable),
-        RouteKind::Prohibit => return Err(DropReason::RouteProhibit),
+        RouteKind::Unreachable => {
+            return icmp(
+                RouterError::HostUnreachable,
+                Origin::RouteError,
+                DropReason::RouteUnreachable,
+                opts,
+            )
+        }
+        RouteKind::Prohibit => {
+            return icmp(
+                RouterError::AdminProhibited,
+                Origin::RouteError,
+                DropReason::RouteProhibit,
+                opts,
+            )
+        }
         RouteKind::Blackhole => return Err(DropReason::RouteBlackhole),
     }
     let hash = if route.nexthops.len() > 1 {
@@ -154,25 +266,51 @@ fn forward_inner(frame: &mut [u8], snap: &Snapshot) -> Result<Verdict, DropReaso
     }
 
     if pkt.ttl() <= 1 {
-        return Err(DropReason::TtlExceeded);
+        return icmp(
+            RouterError::TimeExceeded,
+            Origin::Other,
+            DropReason::TtlExceeded,
+            opts,
+        );
     }
     let total = pkt.total_len() as usize;
-    if total > port.mtu as usize {
-        return Err(DropReason::TooBig);
+    let mtu = port.mtu as usize;
+    if total > mtu && pkt.dont_frag() {
+        return icmp(
+            RouterError::FragNeeded {
+                mtu: mtu.min(u16::MAX as usize) as u16,
+            },
+            Origin::Other,
+            DropReason::TooBig,
+            opts,
+        );
     }
+    let next = nh.gateway.unwrap_or(dst);
     let mac = snap
         .neigh
-        .resolve(nh.ifindex, nh.gateway.unwrap_or(dst))
+        .resolve(nh.ifindex, next)
         .ok_or(DropReason::NeighbourMissing)?;
 
-    let mut pkt = pkt;
     pkt.decrement_ttl();
+    if let Some(o) = opts {
+        let egress_src = port.select_addr(next).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        ipopt::forward(&mut pkt_bytes(&mut pkt)[..hlen], &o, egress_src);
+        pkt.fill_checksum();
+    }
     eth[0..6].copy_from_slice(&mac.0);
     eth[6..12].copy_from_slice(&port.mac.0);
+    if total > mtu {
+        return Ok(Verdict::Fragment { port: port_no, mtu });
+    }
     Ok(Verdict::Transmit {
         port: port_no,
         len: ethernet::HEADER_LEN + total,
     })
+}
+
+/// The bytes under a packet view (for in-place option processing).
+fn pkt_bytes<'a>(p: &'a mut Packet<&mut [u8]>) -> &'a mut [u8] {
+    p.as_mut_bytes()
 }
 
 #[cfg(test)]
@@ -181,6 +319,7 @@ mod tests {
     use crate::fib::{Fib, NextHop, Route};
     use crate::neigh::{nud, Neighbour};
     use crate::snapshot::Port;
+    use crate::wire::icmp::RouterError;
     use crate::wire::MacAddr;
 
     const GW: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 254);
@@ -192,9 +331,8 @@ mod tests {
                 name: format!("eth{i}"),
                 ifindex: 10 + i as u32,
                 mac: MacAddr([2, 0, 0, 0, 0, i]),
-                mtu: 1500,
-                up: true,
-                addr: None,
+                addrs: vec![(Ipv4Addr::new(10, 1 + i, 0, 254), 24)],
+                ..Port::default()
             });
         }
         let mut b = Fib::builder();
@@ -248,6 +386,7 @@ mod tests {
 
     fn frame(src: [u8; 4], dst: [u8; 4], ttl: u8, payload: usize) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + payload];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0]);
         f[12] = 0x08;
         let repr = ipv4::Repr {
             src: Ipv4Addr::from(src),
@@ -262,7 +401,14 @@ mod tests {
     }
 
     fn verdict(f: &mut [u8]) -> Verdict {
-        forward(f, &snapshot())
+        forward(f, 0, &snapshot(), 0)
+    }
+
+    fn icmp_of(v: Verdict) -> (RouterError, DropReason) {
+        match v {
+            Verdict::Icmp { error, reason, .. } => (error, reason),
+            other => panic!("not an ICMP verdict: {other:?}"),
+        }
     }
 
     #[test]
@@ -298,18 +444,49 @@ mod tests {
     #[test]
     fn each_fault_has_its_reason() {
         use DropReason::*;
+        let answered = [
+            (
+                frame([10, 1, 0, 1], [11, 0, 0, 1], 64, 0),
+                RouterError::NetUnreachable,
+                NoRoute,
+            ),
+            (
+                frame([10, 1, 0, 1], [10, 2, 0, 2], 1, 0),
+                RouterError::TimeExceeded,
+                TtlExceeded,
+            ),
+            (
+                frame([10, 1, 0, 1], [10, 6, 2, 1], 64, 0),
+                RouterError::HostUnreachable,
+                RouteUnreachable,
+            ),
+            (
+                frame([10, 1, 0, 1], [10, 6, 3, 1], 64, 0),
+                RouterError::AdminProhibited,
+                RouteProhibit,
+            ),
+        ];
+        for (mut f, e, r) in answered {
+            assert_eq!(icmp_of(verdict(&mut f)), (e, r));
+        }
+        // DF set and too big: fragmentation needed with the MTU.
+        let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 1481);
+        f[14 + 6] = 0x40;
+        Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        assert_eq!(
+            icmp_of(verdict(&mut f)),
+            (RouterError::FragNeeded { mtu: 1500 }, TooBig)
+        );
+        // DF clear and too big: fragments.
+        let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 1481);
+        assert_eq!(verdict(&mut f), Verdict::Fragment { port: 1, mtu: 1500 });
         let cases: Vec<(Vec<u8>, DropReason)> = vec![
-            (frame([10, 1, 0, 1], [11, 0, 0, 1], 64, 0), NoRoute),
-            (frame([10, 1, 0, 1], [10, 2, 0, 2], 1, 0), TtlExceeded),
             (frame([10, 1, 0, 1], [10, 2, 0, 3], 64, 0), NeighbourMissing),
             (frame([10, 1, 0, 1], [10, 6, 4, 1], 64, 0), NeighbourMissing),
             (frame([10, 1, 0, 1], [10, 7, 0, 1], 64, 0), ForeignEgress),
             (frame([10, 1, 0, 1], [10, 6, 1, 1], 64, 0), RouteBlackhole),
-            (frame([10, 1, 0, 1], [10, 6, 2, 1], 64, 0), RouteUnreachable),
-            (frame([10, 1, 0, 1], [10, 6, 3, 1], 64, 0), RouteProhibit),
-            (frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 1481), TooBig),
             (frame([127, 0, 0, 1], [10, 2, 0, 2], 64, 0), MartianSource),
-            (frame([0, 1, 2, 3], [10, 2, 0, 2], 64, 0), MartianSource),
+            (frame([0, 0, 0, 0], [10, 2, 0, 2], 64, 0), MartianSource),
             (frame([224, 0, 0, 1], [10, 2, 0, 2], 64, 0), MartianSource),
             (
                 frame([10, 1, 0, 1], [127, 0, 0, 1], 64, 0),
@@ -319,6 +496,7 @@ mod tests {
                 frame([10, 1, 0, 1], [255, 255, 255, 255], 64, 0),
                 MartianDestination,
             ),
+            (frame([10, 1, 0, 1], [0; 4], 64, 0), MartianDestination),
         ];
         for (mut f, want) in cases {
             assert_eq!(verdict(&mut f), Verdict::Drop(want));
@@ -332,6 +510,9 @@ mod tests {
     fn malformed_headers() {
         use DropReason::*;
         let good = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 8);
+        let mut f = good.clone();
+        f[0] = 0xff;
+        assert_eq!(verdict(&mut f), Verdict::Drop(NotForHost));
         let mut f = good.clone();
         f[12] = 0x86;
         f[13] = 0xdd;
@@ -366,16 +547,60 @@ mod tests {
         let mut f = good.clone();
         f[14 + 2..14 + 4].copy_from_slice(&200u16.to_be_bytes());
         assert_eq!(verdict(&mut f), Verdict::Drop(BadChecksum));
-        // Options
-        let mut f = vec![0u8; 14 + 24];
+    }
+
+    fn with_options(opts: &[u8]) -> Vec<u8> {
+        let hlen = 20 + opts.len();
+        let mut f = vec![0u8; 14 + hlen];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0]);
         f[12] = 0x08;
-        f[14] = 0x46;
-        f[14 + 2..14 + 4].copy_from_slice(&24u16.to_be_bytes());
+        f[14] = 0x40 | (hlen / 4) as u8;
+        f[14 + 2..14 + 4].copy_from_slice(&(hlen as u16).to_be_bytes());
         f[14 + 8] = 64;
         f[14 + 12..14 + 16].copy_from_slice(&[10, 1, 0, 1]);
         f[14 + 16..14 + 20].copy_from_slice(&[10, 2, 0, 2]);
+        f[14 + 20..].copy_from_slice(opts);
         Packet::new_unchecked(&mut f[14..]).fill_checksum();
-        assert_eq!(verdict(&mut f), Verdict::Drop(Options));
+        f
+    }
+
+    #[test]
+    fn options() {
+        use crate::wire::ipopt::{EOL, LSRR, RR};
+        // Record route: the egress port's address is recorded.
+        let mut f = with_options(&[RR, 7, 4, 0, 0, 0, 0, EOL]);
+        assert!(matches!(verdict(&mut f), Verdict::Transmit { port: 1, .. }));
+        let p = Packet::new_checked(&f[14..]).unwrap();
+        assert!(p.verify_checksum());
+        assert_eq!(p.options(), &[RR, 7, 8, 10, 2, 0, 254, EOL]);
+        // Malformed: parameter problem pointing at the length byte.
+        let mut f = with_options(&[RR, 9, 4, 0]);
+        assert_eq!(
+            icmp_of(verdict(&mut f)),
+            (
+                RouterError::ParameterProblem { pointer: 20 },
+                DropReason::BadOptions
+            )
+        );
+        // Source routes are dropped while accept_source_route is off.
+        let mut f = with_options(&[LSRR, 7, 4, 10, 2, 0, 2, EOL]);
+        assert_eq!(verdict(&mut f), Verdict::Drop(DropReason::SourceRoute));
+    }
+
+    #[test]
+    fn forwarding_disabled_on_the_ingress_port() {
+        let mut s = snapshot();
+        s.ports[0].forwarding = false;
+        let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 0);
+        assert_eq!(
+            forward(&mut f, 0, &s, 0),
+            Verdict::Drop(DropReason::ForwardingDisabled)
+        );
+        let mut f = frame([10, 1, 0, 1], [11, 0, 0, 1], 64, 0);
+        assert_eq!(
+            forward(&mut f, 0, &s, 0),
+            Verdict::Drop(DropReason::NoRoute)
+        );
     }
 
     #[test]
@@ -383,7 +608,10 @@ mod tests {
         let mut s = snapshot();
         s.ports[1].up = false;
         let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 0);
-        assert_eq!(forward(&mut f, &s), Verdict::Drop(DropReason::PortDown));
+        assert_eq!(
+            forward(&mut f, 0, &s, 0),
+            Verdict::Drop(DropReason::PortDown)
+        );
     }
 
     #[test]
@@ -393,12 +621,15 @@ mod tests {
         for _ in 0..50_000 {
             let len = (x.next() % 100) as usize;
             let mut f = x.bytes(len);
+            if f.len() > 6 && x.next() % 4 != 0 {
+                f[..6].copy_from_slice(&s.ports[0].mac.0);
+            }
             if f.len() > 14 {
                 f[12] = 0x08;
                 f[13] = 0x00;
                 f[14] = 0x45;
             }
-            let _ = forward(&mut f, &s);
+            let _ = forward(&mut f, 0, &s, 0);
         }
     }
 }

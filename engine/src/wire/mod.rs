@@ -7,6 +7,8 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
+pub mod ipopt;
 pub mod ipv4;
 
 pub use ethernet::MacAddr;
