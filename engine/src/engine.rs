@@ -361,6 +361,7 @@ impl EngineBuilder {
         let mut threads = Vec::new();
         let mut registrations = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let resolve = Arc::new(crate::worker::ResolveQueue::new(1024));
         let nworkers = sockets.len();
         for (id, ws) in sockets.into_iter().enumerate() {
             let counters = Arc::new(WorkerCounters::new(ifaces.len(), ws.sockets.len()));
@@ -390,6 +391,7 @@ impl EngineBuilder {
                 counters,
                 stop: stop.clone(),
                 ready: Some(ready_tx.clone()),
+                resolve: resolve.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("xdpip-w{id}"))
@@ -435,6 +437,7 @@ impl EngineBuilder {
             cell.clone(),
             maps.clone(),
             control_counters.clone(),
+            resolve,
         );
         let cstop = stop.clone();
         let control = std::thread::Builder::new()
@@ -624,6 +627,8 @@ pub struct ControlReport {
     pub messages: u64,
     /// Resyncs after lost notifications.
     pub resyncs: u64,
+    /// Next hops the kernel was asked to resolve.
+    pub resolve_requests: u64,
 }
 
 impl Engine {
@@ -710,6 +715,7 @@ impl Engine {
                 neighbours: snap.neigh.len(),
                 messages: self.control_counters.messages.get(),
                 resyncs: self.control_counters.resyncs.get(),
+                resolve_requests: self.control_counters.resolve_requests.get(),
             },
         }
     }

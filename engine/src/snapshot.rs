@@ -97,6 +97,9 @@ pub struct Sysctl {
     pub icmp_msgs_per_sec: u32,
     /// `icmp_msgs_burst`: burst allowed above `icmp_msgs_per_sec`.
     pub icmp_msgs_burst: u32,
+    /// `fib_multipath_hash_policy`: 0 hashes ECMP flows on addresses, 1 on
+    /// the 5-tuple (addresses only for fragments).
+    pub fib_multipath_hash_policy: u8,
 }
 
 impl Default for Sysctl {
@@ -107,6 +110,7 @@ impl Default for Sysctl {
             icmp_ratemask: 6168,
             icmp_msgs_per_sec: 1000,
             icmp_msgs_burst: 50,
+            fib_multipath_hash_policy: 0,
         }
     }
 }

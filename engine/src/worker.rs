@@ -51,6 +51,41 @@ pub struct Worker {
     /// Told once the fill rings hold frames, so the sockets can be
     /// registered with the XDP program without losing the first packets.
     pub ready: Option<std::sync::mpsc::Sender<()>>,
+    /// Next hops to ask the kernel to resolve (read by the control thread).
+    pub resolve: Arc<ResolveQueue>,
+}
+
+/// Next hops (ifindex, address) the workers want resolved.
+pub type ResolveQueue = crossbeam::queue::ArrayQueue<(u32, std::net::Ipv4Addr)>;
+
+/// Remembers which next hops a worker asked about recently, so that a
+/// stream of packets to an unresolved neighbour makes one request a second,
+/// not one per packet. Direct mapped: a collision only means an extra
+/// request.
+struct Asked {
+    slots: Box<[(u32, u32, u64)]>,
+}
+
+impl Asked {
+    const SLOTS: usize = 1024;
+    const BACKOFF_MS: u64 = 1000;
+
+    fn new() -> Self {
+        Asked {
+            slots: vec![(0, 0, 0); Self::SLOTS].into_boxed_slice(),
+        }
+    }
+
+    fn first_time(&mut self, ifindex: u32, next: std::net::Ipv4Addr, now: u64) -> bool {
+        let a = u32::from(next);
+        let i = (a ^ ifindex.rotate_left(16)).wrapping_mul(0x9e37_79b1) as usize % Self::SLOTS;
+        let s = &mut self.slots[i];
+        if s.0 == ifindex && s.1 == a && now < s.2 + Self::BACKOFF_MS {
+            return false;
+        }
+        *s = (ifindex, a, now);
+        true
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -90,6 +125,7 @@ impl Worker {
             counters,
             stop,
             ready,
+            resolve,
             ..
         } = self;
         let WorkerSockets {
@@ -142,6 +178,7 @@ impl Worker {
             icmp::IcmpState::new(workers, (id as u16).wrapping_mul(0x9e37) ^ seed());
         let started = Instant::now();
         let mut clock = Clock::default();
+        let mut asked = Asked::new();
         let mut idle = 0u32;
         let mut rounds = 0u32;
         let mut last_refresh = Instant::now();
@@ -187,6 +224,14 @@ impl Worker {
                             continue;
                         }
                         Verdict::Drop(reason) => counters.count_drop(reason),
+                        Verdict::Unresolved { ifindex, next } => {
+                            counters.count_drop(DropReason::NeighbourMissing);
+                            if asked.first_time(ifindex, next, clock.now_ms) {
+                                // A full queue only delays the request to
+                                // the next packet after the back-off.
+                                let _ = resolve.push((ifindex, next));
+                            }
+                        }
                         Verdict::Fragment { port, mtu } => {
                             counters.mib(Mib::ForwDatagrams, 1);
                             // SAFETY: the frame is still owned by the worker.

@@ -601,3 +601,47 @@ fn forwards_on_two_queues_with_two_workers() {
         );
     }
 }
+
+#[test]
+fn without_the_gate_an_unresolved_neighbour_is_resolved_by_the_kernel() {
+    let t = topology();
+    t.dut.ip(&["neigh", "flush", "dev", "eth1"]).unwrap();
+    let (engine, _) = start_engine(&t, &["--fib-gate", "off"]);
+    let rx = PacketSocket::open(&t.sink, "eth0").unwrap();
+    let sender = t
+        .gen
+        .spawn(|| {
+            let s = std::net::UdpSocket::bind("10.1.0.1:0").unwrap();
+            for i in 0..30u32 {
+                let _ = s.send_to(&i.to_be_bytes(), (Ipv4Addr::new(10, 2, 0, 2), 9000));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .unwrap();
+    sender.join().unwrap();
+    let got = rx
+        .collect(30, Duration::from_secs(1), |f| {
+            ipv4_facts(f).is_some_and(|x| x.dport == Some(9000))
+        })
+        .unwrap();
+    let report = stop_engine(engine);
+    let missing = report["drops"]["neighbour_missing"].as_u64().unwrap();
+    assert!(
+        missing >= 1,
+        "the neighbour was resolved before the test: {report}"
+    );
+    assert!(
+        report["control"]["resolve_requests"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(
+        got.len() as u64 + missing,
+        30,
+        "every datagram forwarded or counted: {report}"
+    );
+    assert!(
+        got.len() >= 20,
+        "forwarding did not resume after resolution: {report}"
+    );
+    assert!(report["xdp"]["pass_no_neigh"].as_u64().unwrap() == 0);
+}

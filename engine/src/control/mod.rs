@@ -394,6 +394,7 @@ pub fn read_tunables() -> Sysctl {
         icmp_ratemask: num("icmp_ratemask", d.icmp_ratemask),
         icmp_msgs_per_sec: num("icmp_msgs_per_sec", d.icmp_msgs_per_sec),
         icmp_msgs_burst: num("icmp_msgs_burst", d.icmp_msgs_burst),
+        fib_multipath_hash_policy: num("fib_multipath_hash_policy", 0).min(3) as u8,
     }
 }
 
@@ -402,6 +403,8 @@ pub fn read_tunables() -> Sysctl {
 pub struct ControlCounters {
     /// Snapshots published.
     pub publications: Counter,
+    /// Next hops the kernel was asked to resolve.
+    pub resolve_requests: Counter,
     /// Full resyncs after lost notifications.
     pub resyncs: Counter,
     /// Netlink messages applied.
@@ -419,6 +422,7 @@ pub struct Control {
     cell: Arc<SnapshotCell>,
     maps: Arc<Mutex<SteerMaps>>,
     counters: Arc<ControlCounters>,
+    resolve: Arc<crate::worker::ResolveQueue>,
 }
 
 impl std::fmt::Debug for Control {
@@ -462,6 +466,7 @@ impl Control {
         cell: Arc<SnapshotCell>,
         maps: Arc<Mutex<SteerMaps>>,
         counters: Arc<ControlCounters>,
+        resolve: Arc<crate::worker::ResolveQueue>,
     ) -> Control {
         Control {
             events: opened.events,
@@ -473,6 +478,7 @@ impl Control {
             cell,
             maps,
             counters,
+            resolve,
         }
     }
 
@@ -573,6 +579,12 @@ impl Control {
             }
             if changed {
                 self.publish();
+            }
+            while let Some((ifindex, ip)) = self.resolve.pop() {
+                self.counters.resolve_requests.add(1);
+                if let Err(e) = self.dumper.resolve(ifindex, ip) {
+                    log::debug!("asking the kernel to resolve {ip} on {ifindex}: {e}");
+                }
             }
             if last_sysctl.elapsed() >= Duration::from_secs(1) {
                 last_sysctl = Instant::now();

@@ -6,11 +6,14 @@
 //! notification) directly, which it answers with a full resync.
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
-use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -164,6 +167,36 @@ impl Netlink {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// Asks the kernel to resolve `ip` on `ifindex` (RTM_NEWNEIGH with
+    /// NTF_USE: it creates the entry if needed and sends ARP requests, as
+    /// when it has a packet to send there). The answer arrives as a
+    /// neighbour notification.
+    pub fn resolve(&mut self, ifindex: u32, ip: std::net::Ipv4Addr) -> io::Result<()> {
+        let mut n = NeighbourMessage::default();
+        n.header.family = AddressFamily::Inet;
+        n.header.ifindex = ifindex;
+        n.header.flags = NeighbourFlags::Use;
+        n.header.state = NeighbourState::None;
+        n.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        let seq = self.request(
+            RouteNetlinkMessage::NewNeighbour(n),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+        )?;
+        loop {
+            let len = self.sock.recv(&mut &mut self.buf[..], 0)?;
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..len])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if m.header.sequence_number != seq {
+                continue;
+            }
+            return match m.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+                _ => Ok(()),
+            };
         }
     }
 

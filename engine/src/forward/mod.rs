@@ -53,6 +53,14 @@ pub enum Verdict {
         /// Its options as compiled, echoed in the error.
         options: Option<ipopt::Options>,
     },
+    /// Drop it (`neighbour_missing`): the next hop `next` on interface
+    /// `ifindex` has no usable MAC; the kernel should be asked to resolve it.
+    Unresolved {
+        /// Interface of the next hop.
+        ifindex: u32,
+        /// The next hop.
+        next: Ipv4Addr,
+    },
     /// Drop it, counting `DropReason`.
     Drop(DropReason),
 }
@@ -72,12 +80,26 @@ fn martian_destination(a: Ipv4Addr) -> bool {
     a.is_unspecified() || a.octets()[0] == 127 || a.is_multicast() || a.is_broadcast()
 }
 
-/// The L3 flow hash the kernel's default multipath policy uses
-/// (`fib_multipath_hash_policy` = 0: source and destination addresses).
+/// The ECMP flow hash of a packet under `fib_multipath_hash_policy`: 0
+/// hashes the addresses; 1 (and above) adds protocol and ports, but for
+/// fragments, which carry no ports after the first. (Linux's jhash and
+/// its secret seed are not reproduced: the same flows stay together, but
+/// may take another next hop than through the kernel.)
 #[inline]
-fn flow_hash(src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
-    let x = (u32::from(src) as u64) << 32 | u32::from(dst) as u64;
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
+fn flow_hash<T: AsRef<[u8]>>(pkt: &Packet<T>, policy: u8) -> u32 {
+    let mut x = (u32::from(pkt.src()) as u64) << 32 | u32::from(pkt.dst()) as u64;
+    let proto = pkt.protocol();
+    if policy >= 1
+        && !pkt.is_fragment()
+        && matches!(proto, ipv4::protocol::TCP | ipv4::protocol::UDP)
+    {
+        if let Some(p) = pkt.payload().get(..4) {
+            let ports = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as u64;
+            x ^= (ports | (proto as u64) << 32).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        }
+    }
+    x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    (x ^ (x >> 33)) as u32
 }
 
 /// Decides what happens to one frame received on port `ingress` and, when
@@ -254,7 +276,7 @@ fn forward_inner(
         RouteKind::Blackhole => return Err(DropReason::RouteBlackhole),
     }
     let hash = if route.nexthops.len() > 1 {
-        flow_hash(src, dst)
+        flow_hash(&pkt, snap.sysctl.fib_multipath_hash_policy)
     } else {
         0
     };
@@ -286,10 +308,12 @@ fn forward_inner(
         );
     }
     let next = nh.gateway.unwrap_or(dst);
-    let mac = snap
-        .neigh
-        .resolve(nh.ifindex, next)
-        .ok_or(DropReason::NeighbourMissing)?;
+    let Some(mac) = snap.neigh.resolve(nh.ifindex, next) else {
+        return Ok(Verdict::Unresolved {
+            ifindex: nh.ifindex,
+            next,
+        });
+    };
 
     pkt.decrement_ttl();
     if let Some(o) = opts {
@@ -480,9 +504,24 @@ mod tests {
         // DF clear and too big: fragments.
         let mut f = frame([10, 1, 0, 1], [10, 2, 0, 2], 64, 1481);
         assert_eq!(verdict(&mut f), Verdict::Fragment { port: 1, mtu: 1500 });
+        let mut f = frame([10, 1, 0, 1], [10, 2, 0, 3], 64, 0);
+        assert_eq!(
+            verdict(&mut f),
+            Verdict::Unresolved {
+                ifindex: 11,
+                next: Ipv4Addr::new(10, 2, 0, 3)
+            }
+        );
+        // A FAILED entry stops traffic to it: the kernel is asked again.
+        let mut f = frame([10, 1, 0, 1], [10, 6, 4, 1], 64, 0);
+        assert_eq!(
+            verdict(&mut f),
+            Verdict::Unresolved {
+                ifindex: 11,
+                next: Ipv4Addr::new(10, 2, 0, 77)
+            }
+        );
         let cases: Vec<(Vec<u8>, DropReason)> = vec![
-            (frame([10, 1, 0, 1], [10, 2, 0, 3], 64, 0), NeighbourMissing),
-            (frame([10, 1, 0, 1], [10, 6, 4, 1], 64, 0), NeighbourMissing),
             (frame([10, 1, 0, 1], [10, 7, 0, 1], 64, 0), ForeignEgress),
             (frame([10, 1, 0, 1], [10, 6, 1, 1], 64, 0), RouteBlackhole),
             (frame([127, 0, 0, 1], [10, 2, 0, 2], 64, 0), MartianSource),
@@ -601,6 +640,47 @@ mod tests {
             forward(&mut f, 0, &s, 0),
             Verdict::Drop(DropReason::NoRoute)
         );
+    }
+
+    #[test]
+    fn ecmp_policy_0_keeps_a_host_pair_on_one_path_policy_1_spreads_ports() {
+        let mut s = snapshot();
+        let mut b = crate::fib::Fib::builder();
+        for r in s.fib.routes() {
+            b.add(r.clone()).unwrap();
+        }
+        let gw2 = Ipv4Addr::new(10, 2, 0, 2);
+        b.add(Route {
+            prefix: Ipv4Addr::new(10, 50, 0, 0),
+            len: 16,
+            kind: RouteKind::Unicast,
+            metric: 0,
+            nexthops: vec![
+                NextHop {
+                    gateway: Some(GW),
+                    ifindex: 11,
+                    weight: 1,
+                },
+                NextHop {
+                    gateway: Some(gw2),
+                    ifindex: 11,
+                    weight: 1,
+                },
+            ],
+        })
+        .unwrap();
+        s.fib = std::sync::Arc::new(b.build());
+        let next_mac = |s: &Snapshot, sport: u16| {
+            let mut f = frame([10, 1, 0, 1], [10, 50, 0, 1], 64, 8);
+            f[34..36].copy_from_slice(&sport.to_be_bytes());
+            assert!(matches!(forward(&mut f, 0, s, 0), Verdict::Transmit { .. }));
+            f[5]
+        };
+        let macs: std::collections::BTreeSet<u8> = (0..64).map(|p| next_mac(&s, p)).collect();
+        assert_eq!(macs.len(), 1, "policy 0: one path for one address pair");
+        s.sysctl.fib_multipath_hash_policy = 1;
+        let macs: std::collections::BTreeSet<u8> = (0..64).map(|p| next_mac(&s, p)).collect();
+        assert_eq!(macs.len(), 2, "policy 1: ports spread over both paths");
     }
 
     #[test]
