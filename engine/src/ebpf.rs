@@ -178,7 +178,8 @@ impl ClaimKey {
 }
 
 /// The XDP attach mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// In the driver (native).
     Native,

@@ -2,16 +2,18 @@
 //! control thread, started together and stopped together.
 
 use crate::capability::{self, Capability};
-use crate::control::{Control, ControlCounters, Opened};
+use crate::control::sysctl::{self, Overrides};
+use crate::control::{Control, ControlCounters, ControlLinks, Opened, SharedOverrides};
 use crate::ebpf::{
     self, GateMode, Steer, SteerConfig, SteerError, SteerMaps, Verdict, XdpMode, XdpModeRequest,
 };
 use crate::iface::{Interface, LookupError};
+use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::stats::{self, DropReason, Mib, PortTotals, WorkerCounters};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -84,7 +86,9 @@ impl fmt::Display for Error {
                  answers from the interface's address: add one with `ip addr add ADDR/LEN dev {n}`"
             ),
             Error::DuplicateInterface(n) => write!(f, "interface {n} given more than once"),
-            Error::PortCount(0) => f.write_str("no interface given (-i IFACE)"),
+            Error::PortCount(0) => f.write_str(
+                "no interface given: pass -i/--interface IFACE (or interfaces in --config)",
+            ),
             Error::PortCount(n) => write!(f, "{n} interfaces given, the most is {MAX_PORTS}"),
             Error::MissingCapabilities(caps) => {
                 let names: Vec<&str> = caps.iter().map(|c| c.name()).collect();
@@ -134,6 +138,7 @@ pub struct EngineBuilder {
     xsk: XskConfig,
     batch: usize,
     fib_gate: GateMode,
+    sysctl: Vec<(String, String)>,
 }
 
 impl Default for EngineBuilder {
@@ -147,6 +152,7 @@ impl Default for EngineBuilder {
             xsk: XskConfig::default(),
             batch: 64,
             fib_gate: GateMode::default(),
+            sysctl: Vec::new(),
         }
     }
 }
@@ -208,6 +214,25 @@ impl EngineBuilder {
         self
     }
 
+    /// Sets a tunable by its sysctl name (`ip_default_ttl`, ...), over the
+    /// namespace's value; checked when the engine starts.
+    pub fn sysctl(mut self, name: &str, value: &str) -> Self {
+        self.sysctl.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    fn overrides(&self) -> Result<Overrides, Error> {
+        let mut o = Overrides::new();
+        for (n, v) in &self.sysctl {
+            let t = sysctl::lookup(n).map_err(|e| Error::Config(e.to_string()))?;
+            o.insert(
+                t.name,
+                t.parse(v).map_err(|e| Error::Config(e.to_string()))?,
+            );
+        }
+        Ok(o)
+    }
+
     fn validate(&self) -> Result<(), Error> {
         if self.interfaces.is_empty() || self.interfaces.len() > MAX_PORTS {
             return Err(Error::PortCount(self.interfaces.len()));
@@ -243,6 +268,7 @@ impl EngineBuilder {
     /// starts workers and the control thread.
     pub fn start(self) -> Result<Engine, Error> {
         self.validate()?;
+        let overrides = self.overrides()?;
         let missing = capability::check().map_err(|e| Error::Config(e.to_string()))?;
         if !missing.is_empty() {
             return Err(Error::MissingCapabilities(missing));
@@ -269,7 +295,7 @@ impl EngineBuilder {
 
         let opened: Opened = Control::open().map_err(Error::Netlink)?;
         let (mut steer, mut maps) = Steer::load()?;
-        let forwarding = crate::control::read_sysctl("ip_forward").map_or(true, |v| v == "1");
+        let forwarding = crate::control::read_tunables(&overrides).ip_forward;
         maps.set_config(SteerConfig {
             forwarding: forwarding as u32,
             fib_gate: self.fib_gate as u32,
@@ -353,8 +379,10 @@ impl EngineBuilder {
         let cell = Arc::new(SnapshotCell::new(Control::snapshot(
             &opened.mirror,
             &ifindexes,
+            &overrides,
             0,
         )));
+        let overrides = Arc::new(SharedOverrides::new(overrides));
         let stop = Arc::new(AtomicBool::new(false));
         let maps = Arc::new(Mutex::new(maps));
         let mut workers = Vec::new();
@@ -434,10 +462,13 @@ impl EngineBuilder {
             opened,
             ifindexes,
             self.fib_gate,
-            cell.clone(),
-            maps.clone(),
-            control_counters.clone(),
-            resolve,
+            ControlLinks {
+                cell: cell.clone(),
+                maps: maps.clone(),
+                counters: control_counters.clone(),
+                resolve,
+                overrides: overrides.clone(),
+            },
         );
         let cstop = stop.clone();
         let control = std::thread::Builder::new()
@@ -447,21 +478,25 @@ impl EngineBuilder {
 
         Ok(Engine {
             steer: Some(steer),
-            maps,
             threads,
             control: Some(control),
+            services: Vec::new(),
             stop,
-            info: EngineInfo {
-                ports,
-                bind_mode: mode,
-                zero_copy_refused,
-                workers,
-                names,
-                fib_gate: self.fib_gate,
-            },
-            cell,
-            control_counters,
-            started: Instant::now(),
+            shared: Arc::new(Shared {
+                maps,
+                info: EngineInfo {
+                    ports,
+                    bind_mode: mode,
+                    zero_copy_refused,
+                    workers,
+                    names,
+                    fib_gate: self.fib_gate,
+                },
+                cell,
+                control_counters,
+                overrides,
+                started: Instant::now(),
+            }),
         })
     }
 }
@@ -476,7 +511,7 @@ fn raise_memlock() {
 }
 
 /// A served interface.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PortInfo {
     /// Name.
     pub name: String,
@@ -487,12 +522,7 @@ pub struct PortInfo {
     /// Queues with a socket.
     pub queues: u32,
     /// XDP attach mode.
-    #[serde(serialize_with = "display")]
     pub xdp_mode: XdpMode,
-}
-
-fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 /// A worker.
@@ -528,131 +558,34 @@ pub struct EngineInfo {
 /// A running engine. Dropping it stops it.
 pub struct Engine {
     steer: Option<Steer>,
-    maps: Arc<Mutex<SteerMaps>>,
     threads: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
+    services: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    info: EngineInfo,
-    cell: Arc<SnapshotCell>,
-    control_counters: Arc<ControlCounters>,
-    started: Instant,
+    shared: Arc<Shared>,
 }
 
-impl fmt::Debug for Engine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine").field("info", &self.info).finish()
-    }
-}
-
-/// Counters of one socket in a [`Report`].
-#[derive(Debug, Clone, Serialize)]
-pub struct SocketReport {
-    /// Interface.
-    pub iface: String,
-    /// Queue.
-    pub queue: u32,
-    /// `XDP_STATISTICS`.
-    pub xdp_statistics: xsk::XdpStatistics,
-    /// Frames in the fill ring (or held by the kernel for it).
-    pub fill_level: u64,
-    /// Frames transmitted and not yet completed.
-    pub tx_in_flight: u64,
-}
-
-/// Counters of one worker in a [`Report`].
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerReport {
-    /// Number.
-    pub id: usize,
-    /// Queue.
-    pub queue: u32,
-    /// Core.
-    pub core: Option<usize>,
-    /// Batches with work.
-    pub batches: u64,
-    /// Sleeps in poll(2).
-    pub sleeps: u64,
-    /// Wake-up system calls.
-    pub wakeups: u64,
-    /// Free frames in its pool.
-    pub free_frames: u64,
-    /// Its sockets.
-    pub sockets: Vec<SocketReport>,
-}
-
-/// Everything the engine counts, at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// Seconds since start.
-    pub uptime: f64,
-    /// "native"/"skb" per port, and the bind mode.
-    pub mode: ModeReport,
-    /// Per port totals.
-    pub ports: Vec<PortTotals>,
-    /// IP-MIB counters, summed over workers.
-    pub mib: BTreeMap<&'static str, u64>,
-    /// Drops by reason, summed over workers.
-    pub drops: BTreeMap<&'static str, u64>,
-    /// The XDP program's verdicts, summed over CPUs.
-    pub xdp: BTreeMap<&'static str, u64>,
-    /// Per worker.
-    pub workers: Vec<WorkerReport>,
-    /// Control thread.
-    pub control: ControlReport,
-}
-
-/// Datapath modes in a [`Report`].
-#[derive(Debug, Clone, Serialize)]
-pub struct ModeReport {
-    /// Per port.
-    pub ports: Vec<PortInfo>,
-    /// "zero-copy" or "copy".
-    pub afxdp: String,
-    /// Why zero-copy was refused, if it was.
-    pub zero_copy_refused: Option<String>,
-    /// FIB gate in the XDP program: off, neigh or full.
-    pub fib_gate: String,
-}
-
-/// Control thread counters in a [`Report`].
-#[derive(Debug, Clone, Serialize)]
-pub struct ControlReport {
-    /// Snapshot generation.
-    pub generation: u64,
-    /// Routes in the FIB.
-    pub routes: usize,
-    /// Neighbour entries.
-    pub neighbours: usize,
-    /// Netlink messages applied.
-    pub messages: u64,
-    /// Resyncs after lost notifications.
-    pub resyncs: u64,
-    /// Next hops the kernel was asked to resolve.
-    pub resolve_requests: u64,
-}
-
-impl Engine {
-    /// A builder.
-    pub fn builder() -> EngineBuilder {
-        EngineBuilder::default()
-    }
-
-    /// How the engine runs.
-    pub fn info(&self) -> &EngineInfo {
-        &self.info
+impl Shared {
+    pub(crate) fn set_sysctl(&self, name: &str, value: &str) -> Result<(), sysctl::SysctlError> {
+        let t = sysctl::lookup(name)?;
+        self.overrides.set(t.name, t.parse(value)?);
+        Ok(())
     }
 
     /// The counters now.
-    pub fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Report {
         let ws: Vec<&WorkerCounters> = self.info.workers.iter().map(|w| &*w.counters).collect();
         let mut mib = BTreeMap::new();
         for m in Mib::ALL {
-            mib.insert(m.name(), ws.iter().map(|w| w.mib[*m as usize].get()).sum());
+            mib.insert(
+                m.name().to_string(),
+                ws.iter().map(|w| w.mib[*m as usize].get()).sum(),
+            );
         }
         let mut drops = BTreeMap::new();
         for d in DropReason::ALL {
             drops.insert(
-                d.name(),
+                d.name().to_string(),
                 ws.iter().map(|w| w.drops[*d as usize].get()).sum(),
             );
         }
@@ -660,7 +593,7 @@ impl Engine {
         let xdp = Verdict::ALL
             .iter()
             .zip(verdicts)
-            .map(|(v, n)| (v.name(), n))
+            .map(|(v, n)| (v.name().to_string(), n))
             .collect();
         let workers = self
             .info
@@ -719,6 +652,179 @@ impl Engine {
             },
         }
     }
+}
+
+/// What the engine's service threads (control socket, metrics) read.
+pub(crate) struct Shared {
+    maps: Arc<Mutex<SteerMaps>>,
+    info: EngineInfo,
+    pub(crate) cell: Arc<SnapshotCell>,
+    control_counters: Arc<ControlCounters>,
+    overrides: Arc<SharedOverrides>,
+    started: Instant,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("info", &self.shared.info)
+            .finish()
+    }
+}
+
+/// Counters of one socket in a [`Report`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SocketReport {
+    /// Interface.
+    pub iface: String,
+    /// Queue.
+    pub queue: u32,
+    /// `XDP_STATISTICS`.
+    pub xdp_statistics: xsk::XdpStatistics,
+    /// Frames in the fill ring (or held by the kernel for it).
+    pub fill_level: u64,
+    /// Frames transmitted and not yet completed.
+    pub tx_in_flight: u64,
+}
+
+/// Counters of one worker in a [`Report`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Number.
+    pub id: usize,
+    /// Queue.
+    pub queue: u32,
+    /// Core.
+    pub core: Option<usize>,
+    /// Batches with work.
+    pub batches: u64,
+    /// Sleeps in poll(2).
+    pub sleeps: u64,
+    /// Wake-up system calls.
+    pub wakeups: u64,
+    /// Free frames in its pool.
+    pub free_frames: u64,
+    /// Its sockets.
+    pub sockets: Vec<SocketReport>,
+}
+
+/// Everything the engine counts, at one moment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Seconds since start.
+    pub uptime: f64,
+    /// "native"/"skb" per port, and the bind mode.
+    pub mode: ModeReport,
+    /// Per port totals.
+    pub ports: Vec<PortTotals>,
+    /// IP-MIB counters, summed over workers.
+    pub mib: BTreeMap<String, u64>,
+    /// Drops by reason, summed over workers.
+    pub drops: BTreeMap<String, u64>,
+    /// The XDP program's verdicts, summed over CPUs.
+    pub xdp: BTreeMap<String, u64>,
+    /// Per worker.
+    pub workers: Vec<WorkerReport>,
+    /// Control thread.
+    pub control: ControlReport,
+}
+
+/// Datapath modes in a [`Report`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeReport {
+    /// Per port.
+    pub ports: Vec<PortInfo>,
+    /// "zero-copy" or "copy".
+    pub afxdp: String,
+    /// Why zero-copy was refused, if it was.
+    pub zero_copy_refused: Option<String>,
+    /// FIB gate in the XDP program: off, neigh or full.
+    pub fib_gate: String,
+}
+
+/// Control thread counters in a [`Report`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlReport {
+    /// Snapshot generation.
+    pub generation: u64,
+    /// Routes in the FIB.
+    pub routes: usize,
+    /// Neighbour entries.
+    pub neighbours: usize,
+    /// Netlink messages applied.
+    pub messages: u64,
+    /// Resyncs after lost notifications.
+    pub resyncs: u64,
+    /// Next hops the kernel was asked to resolve.
+    pub resolve_requests: u64,
+}
+
+impl Engine {
+    /// A builder.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// How the engine runs.
+    pub fn info(&self) -> &EngineInfo {
+        &self.shared.info
+    }
+
+    /// The tunables in force.
+    pub fn sysctl(&self) -> Sysctl {
+        self.shared.cell.load().sysctl
+    }
+
+    /// Sets a tunable while the engine runs; it takes effect within 100 ms.
+    pub fn set_sysctl(&self, name: &str, value: &str) -> Result<(), sysctl::SysctlError> {
+        self.shared.set_sysctl(name, value)
+    }
+
+    /// Serves the control socket (`xdpip stats`, `routes`, `neigh`,
+    /// `sysctl`) at `path`, owner-only, until the engine stops.
+    pub fn serve_control(&mut self, path: &std::path::Path) -> io::Result<()> {
+        let l = crate::control::api::bind(path)?;
+        self.serve_control_on(l, path)
+    }
+
+    /// Serves the control socket on a listener bound with
+    /// [`crate::control::api::bind`] (before the engine started, so that a
+    /// second engine in the namespace is refused before it touches the
+    /// interfaces).
+    pub fn serve_control_on(
+        &mut self,
+        l: std::os::unix::net::UnixListener,
+        path: &std::path::Path,
+    ) -> io::Result<()> {
+        let (shared, stop, path) = (self.shared.clone(), self.stop.clone(), path.to_path_buf());
+        self.services.push(
+            std::thread::Builder::new()
+                .name("xdpip-api".into())
+                .spawn(move || crate::control::api::serve(l, path, shared, stop))?,
+        );
+        Ok(())
+    }
+
+    /// Serves Prometheus metrics on `addr` until the engine stops.
+    pub fn serve_metrics(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<std::net::SocketAddr> {
+        let l = std::net::TcpListener::bind(addr)?;
+        let bound = l.local_addr()?;
+        let (shared, stop) = (self.shared.clone(), self.stop.clone());
+        self.services.push(
+            std::thread::Builder::new()
+                .name("xdpip-metrics".into())
+                .spawn(move || crate::control::metrics::serve(l, shared, stop))?,
+        );
+        Ok(bound)
+    }
+
+    /// The counters now.
+    pub fn report(&self) -> Report {
+        self.shared.report()
+    }
 
     /// Detaches the XDP program (the kernel takes all traffic back at
     /// once), then stops the workers and the control thread and closes the
@@ -733,7 +839,7 @@ impl Engine {
             drop(steer);
         }
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
+        for t in self.threads.drain(..).chain(self.services.drain(..)) {
             let _ = t.join();
         }
         if let Some(c) = self.control.take() {

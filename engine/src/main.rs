@@ -1,12 +1,15 @@
 //! The `xdpip` command.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xdpip::control::{api, api::Request, metrics, sysctl};
 use xdpip::ebpf::{GateMode, XdpModeRequest};
 use xdpip::xsk::ZeroCopy;
 use xdpip::{Engine, Report};
@@ -23,9 +26,48 @@ enum Command {
     /// Run the engine on interfaces of the current network namespace until
     /// SIGINT or SIGTERM, forwarding IPv4 between them like the kernel would.
     Run(RunArgs),
+    /// Counters of the engine running in this network namespace.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print again every second.
+        #[arg(long)]
+        watch: bool,
+        /// The engine's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// The routes the running engine forwards by.
+    Routes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The engine's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// The neighbours the running engine knows.
+    Neigh {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The engine's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Show the running engine's tunables, or set one (`name=value`).
+    Sysctl {
+        /// `name` to show one, `name=value` to set it.
+        assignment: Option<String>,
+        /// The engine's control socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum XdpModeArg {
     /// Native (driver) mode, falling back to skb mode if the driver refuses.
     Auto,
@@ -35,7 +77,8 @@ enum XdpModeArg {
     Skb,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum GateArg {
     /// The engine decides everything.
     Off,
@@ -45,7 +88,8 @@ enum GateArg {
     Full,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum ZeroCopyArg {
     /// Zero-copy if the driver allows it, else copy mode.
     Auto,
@@ -57,36 +101,53 @@ enum ZeroCopyArg {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Interface to serve (repeat for each; at least one).
-    #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+    /// Interface to serve (repeat for each; at least one, here or in --config).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     interfaces: Vec<String>,
-    /// Cores to pin workers to, comma separated (default: all).
+    /// A TOML file with these options (command-line options win); see
+    /// docs/USER_GUIDE.md.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set a tunable by its sysctl name, over the namespace's value (repeat).
+    #[arg(long = "sysctl", value_name = "NAME=VALUE")]
+    sysctl: Vec<String>,
+    /// Cores to pin workers to, comma separated [default: all].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     cores: Vec<usize>,
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value = "auto")]
-    xdp_mode: XdpModeArg,
-    /// AF_XDP zero-copy.
-    #[arg(long, value_enum, default_value = "auto")]
-    zero_copy: ZeroCopyArg,
+    /// XDP attach mode [default: auto].
+    #[arg(long, value_enum)]
+    xdp_mode: Option<XdpModeArg>,
+    /// AF_XDP zero-copy [default: auto].
+    #[arg(long, value_enum)]
+    zero_copy: Option<ZeroCopyArg>,
     /// Replace another tool's XDP program on the interfaces.
     #[arg(long)]
     replace: bool,
-    /// UMEM frame size in bytes (2048 or 4096).
-    #[arg(long, default_value_t = 4096)]
-    frame_size: u32,
-    /// Entries per AF_XDP ring (a power of two).
-    #[arg(long, default_value_t = 2048)]
-    ring_size: u32,
-    /// Frames per batch.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    /// UMEM frame size in bytes, 2048 or 4096 [default: 4096].
+    #[arg(long)]
+    frame_size: Option<u32>,
+    /// Entries per AF_XDP ring, a power of two [default: 2048].
+    #[arg(long)]
+    ring_size: Option<u32>,
+    /// Frames per batch [default: 64].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// What the XDP program leaves to the kernel after asking its FIB:
     /// `neigh` (packets whose next hop the kernel has not resolved: it
     /// resolves and queues them), `full` (everything the kernel's FIB cannot
-    /// forward as is: no route, too big, unresolved), `off` (nothing).
-    #[arg(long, value_enum, default_value = "neigh")]
-    fib_gate: GateArg,
+    /// forward as is), `off` (nothing) [default: neigh].
+    #[arg(long, value_enum)]
+    fib_gate: Option<GateArg>,
+    /// Serve Prometheus metrics on ADDR (a bare port means loopback).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Control socket for `xdpip stats` and friends
+    /// [default: /run/xdpip/net-<namespace inode>.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Do not serve a control socket.
+    #[arg(long)]
+    no_socket: bool,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -98,6 +159,31 @@ struct RunArgs {
     json: bool,
 }
 
+/// The --config file: the options of `run`, and tunables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    interfaces: Option<Vec<String>>,
+    cores: Option<Vec<usize>>,
+    xdp_mode: Option<XdpModeArg>,
+    zero_copy: Option<ZeroCopyArg>,
+    replace: Option<bool>,
+    frame_size: Option<u32>,
+    ring_size: Option<u32>,
+    batch_size: Option<usize>,
+    fib_gate: Option<GateArg>,
+    metrics: Option<String>,
+    socket: Option<PathBuf>,
+    /// Tunables by sysctl name; values as strings or numbers.
+    sysctl: Option<BTreeMap<String, toml::Value>>,
+}
+
+fn load_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp(None)
@@ -106,10 +192,144 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Stats {
+            json,
+            watch,
+            socket,
+        } => client(socket, |path| stats(path, json, watch)),
+        Command::Routes { json, socket } => client(socket, |path| routes(path, json)),
+        Command::Neigh { json, socket } => client(socket, |path| neigh(path, json)),
+        Command::Sysctl { assignment, socket } => {
+            client(socket, |path| sysctl_cmd(path, assignment.as_deref()))
+        }
     }
 }
 
+/// Runs a client command against the engine's socket; errors exit 1.
+fn client(socket: Option<PathBuf>, f: impl FnOnce(&Path) -> io::Result<()>) -> ExitCode {
+    let path = match socket.map_or_else(api::default_socket_path, Ok) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("xdpip: finding the control socket: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match f(&path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdpip: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn stats(path: &Path, json: bool, watch: bool) -> io::Result<()> {
+    let mut last: Option<Report> = None;
+    loop {
+        let v = api::request(path, &Request::Stats)?;
+        if json {
+            println!("{v}");
+        } else {
+            let r: Report = serde_json::from_value(v).map_err(io::Error::other)?;
+            match (&last, watch) {
+                (Some(l), true) => print_line(&r, l, (r.uptime - l.uptime).max(0.001)),
+                _ => print_stats(&r),
+            }
+            last = Some(r);
+        }
+        if !watch {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn routes(path: &Path, json: bool) -> io::Result<()> {
+    let v = api::request(path, &Request::Routes)?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    for r in v.as_array().into_iter().flatten() {
+        let mut line = format!(
+            "{} {}",
+            r["kind"].as_str().unwrap_or("?"),
+            r["prefix"].as_str().unwrap_or("?")
+        );
+        for n in r["nexthops"].as_array().into_iter().flatten() {
+            if let Some(g) = n["gateway"].as_str() {
+                line += &format!(" via {g}");
+            }
+            line += &format!(" dev {}", n["dev"].as_str().unwrap_or("?"));
+            if r["nexthops"].as_array().is_some_and(|a| a.len() > 1) {
+                line += &format!(" weight {}", n["weight"]);
+            }
+        }
+        if r["metric"] != 0 {
+            line += &format!(" metric {}", r["metric"]);
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn neigh(path: &Path, json: bool) -> io::Result<()> {
+    let v = api::request(path, &Request::Neigh)?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    for n in v.as_array().into_iter().flatten() {
+        println!(
+            "{} dev {} lladdr {} {}",
+            n["ip"].as_str().unwrap_or("?"),
+            n["dev"].as_str().unwrap_or("?"),
+            n["mac"].as_str().unwrap_or("?"),
+            n["state"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn sysctl_cmd(path: &Path, assignment: Option<&str>) -> io::Result<()> {
+    let set = match assignment {
+        Some(a) if a.contains('=') => {
+            // Check locally first so that a typo gets the full message.
+            sysctl::parse_assignment(a).map_err(io::Error::other)?;
+            Some(a.to_string())
+        }
+        Some(name) => {
+            sysctl::lookup(name).map_err(io::Error::other)?;
+            None
+        }
+        None => None,
+    };
+    let v = api::request(path, &Request::Sysctl { set })?;
+    let want = assignment.map(|a| {
+        a.split('=')
+            .next()
+            .unwrap_or(a)
+            .trim()
+            .trim_start_matches("net.ipv4.")
+    });
+    for (k, val) in v.as_object().into_iter().flatten() {
+        if want.is_none_or(|w| w == k) {
+            println!("net.ipv4.{k} = {}", val.as_str().unwrap_or("?"));
+        }
+    }
+    Ok(())
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("xdpip: {msg}");
+    ExitCode::from(2)
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    let config = match args.config.as_deref().map(load_config).transpose() {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => return usage_error(e),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
@@ -117,37 +337,118 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let interfaces = if args.interfaces.is_empty() {
+        config.interfaces.clone().unwrap_or_default()
+    } else {
+        args.interfaces.clone()
+    };
+    let cores = if args.cores.is_empty() {
+        config.cores.clone().unwrap_or_default()
+    } else {
+        args.cores.clone()
+    };
     let mut b = Engine::builder()
-        .cores(&args.cores)
-        .xdp_mode(match args.xdp_mode {
-            XdpModeArg::Auto => XdpModeRequest::Auto,
-            XdpModeArg::Native => XdpModeRequest::Native,
-            XdpModeArg::Skb => XdpModeRequest::Skb,
-        })
-        .zero_copy(match args.zero_copy {
-            ZeroCopyArg::Auto => ZeroCopy::Auto,
-            ZeroCopyArg::On => ZeroCopy::On,
-            ZeroCopyArg::Off => ZeroCopy::Off,
-        })
-        .replace(args.replace)
-        .frame_size(args.frame_size)
-        .ring_size(args.ring_size)
-        .batch_size(args.batch_size)
-        .fib_gate(match args.fib_gate {
-            GateArg::Off => GateMode::Off,
-            GateArg::Neigh => GateMode::Neighbours,
-            GateArg::Full => GateMode::Full,
-        });
-    for i in &args.interfaces {
+        .cores(&cores)
+        .xdp_mode(
+            match args
+                .xdp_mode
+                .or(config.xdp_mode)
+                .unwrap_or(XdpModeArg::Auto)
+            {
+                XdpModeArg::Auto => XdpModeRequest::Auto,
+                XdpModeArg::Native => XdpModeRequest::Native,
+                XdpModeArg::Skb => XdpModeRequest::Skb,
+            },
+        )
+        .zero_copy(
+            match args
+                .zero_copy
+                .or(config.zero_copy)
+                .unwrap_or(ZeroCopyArg::Auto)
+            {
+                ZeroCopyArg::Auto => ZeroCopy::Auto,
+                ZeroCopyArg::On => ZeroCopy::On,
+                ZeroCopyArg::Off => ZeroCopy::Off,
+            },
+        )
+        .replace(args.replace || config.replace.unwrap_or(false))
+        .frame_size(args.frame_size.or(config.frame_size).unwrap_or(4096))
+        .ring_size(args.ring_size.or(config.ring_size).unwrap_or(2048))
+        .batch_size(args.batch_size.or(config.batch_size).unwrap_or(64))
+        .fib_gate(
+            match args.fib_gate.or(config.fib_gate).unwrap_or(GateArg::Neigh) {
+                GateArg::Off => GateMode::Off,
+                GateArg::Neigh => GateMode::Neighbours,
+                GateArg::Full => GateMode::Full,
+            },
+        );
+    for (name, value) in config.sysctl.iter().flatten() {
+        let v = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        b = b.sysctl(name, &v);
+    }
+    for a in &args.sysctl {
+        match a.split_once('=') {
+            Some((n, v)) => b = b.sysctl(n.trim(), v.trim()),
+            None => return usage_error(sysctl::SysctlError::Syntax(a.clone())),
+        }
+    }
+    let metrics = match args.metrics.clone().or(config.metrics.clone()) {
+        Some(m) => match metrics::parse_addr(&m) {
+            Ok(a) => Some(a),
+            Err(e) => return usage_error(format!("--metrics: {e}")),
+        },
+        None => None,
+    };
+    for i in &interfaces {
         b = b.interface(i);
     }
-    let engine = match b.start() {
+    // The control socket first: a second engine in this namespace stops
+    // here, before it touches the interfaces.
+    let control = if args.no_socket {
+        None
+    } else {
+        let path = args
+            .socket
+            .clone()
+            .or(config.socket.clone())
+            .map_or_else(api::default_socket_path, Ok);
+        match path.and_then(|p| api::bind(&p).map(|l| (l, p))) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return usage_error(format!(
+                    "control socket: {e} (--socket PATH to use another, --no-socket for none)"
+                ))
+            }
+        }
+    };
+    let mut engine = match b.start() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("xdpip: {e}");
             return ExitCode::from(if e.is_usage() { 2 } else { 1 });
         }
     };
+    if let Some((l, p)) = control {
+        match engine.serve_control_on(l, &p) {
+            Ok(()) => log::info!("control socket {}", p.display()),
+            Err(e) => {
+                eprintln!("xdpip: control socket: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if let Some(addr) = metrics {
+        match engine.serve_metrics(addr) {
+            Ok(a) => log::info!("metrics on http://{a}/metrics"),
+            Err(e) => {
+                eprintln!("xdpip: --metrics {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
 
     let info = engine.info();
     let out = std::io::stdout();
@@ -254,7 +555,7 @@ fn rate(bytes: u64, dt: f64) -> String {
 }
 
 /// `name=value` for the non-zero values (minus `base`), or `none`.
-fn nonzero(values: &BTreeMap<&str, u64>, base: Option<&BTreeMap<&str, u64>>) -> String {
+fn nonzero(values: &BTreeMap<String, u64>, base: Option<&BTreeMap<String, u64>>) -> String {
     let v: Vec<String> = values
         .iter()
         .map(|(k, n)| (k, n - base.map_or(0, |b| b[k])))
@@ -293,8 +594,30 @@ fn print_line(now: &Report, last: &Report, dt: f64) {
     );
 }
 
+fn print_stats(r: &Report) {
+    println!(
+        "up {:.0} s; AF_XDP {} mode; FIB gate {}; {} routes, {} neighbours",
+        r.uptime, r.mode.afxdp, r.mode.fib_gate, r.control.routes, r.control.neighbours
+    );
+    print_counters(r);
+    for w in &r.workers {
+        for s in &w.sockets {
+            let x = &s.xdp_statistics;
+            println!(
+                "worker {} {} queue {}: rx_dropped={} rx_ring_full={} fill_ring_empty={} tx_invalid={} tx_ring_empty={} fill_level={} tx_in_flight={}",
+                w.id, s.iface, s.queue, x.rx_dropped, x.rx_ring_full, x.rx_fill_ring_empty_descs,
+                x.tx_invalid_descs, x.tx_ring_empty_descs, s.fill_level, s.tx_in_flight
+            );
+        }
+    }
+}
+
 fn print_summary(r: &Report, secs: f64) {
     println!("xdpip stopped after {secs:.1} s");
+    print_counters(r);
+}
+
+fn print_counters(r: &Report) {
     for p in &r.ports {
         println!(
             "{}: rx {} packets {} bytes, tx {} packets {} bytes",

@@ -83,10 +83,28 @@ impl Default for Port {
     }
 }
 
-/// The IPv4 tunables of ip(7) the fast path reads, with the kernel's
-/// defaults, read from the namespace's `/proc/sys/net/ipv4`.
+/// The IPv4 tunables of ip(7), with the kernel's defaults; see
+/// [`crate::control::sysctl`] for where their values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sysctl {
+    /// `ip_forward`
+    pub ip_forward: bool,
+    /// `ip_local_port_range`: ephemeral ports.
+    pub ip_local_port_range: (u16, u16),
+    /// `ip_no_pmtu_disc`
+    pub ip_no_pmtu_disc: u8,
+    /// `ip_nonlocal_bind`
+    pub ip_nonlocal_bind: bool,
+    /// `ipfrag_high_thresh`: reassembly memory limit in bytes.
+    pub ipfrag_high_thresh: u64,
+    /// `ipfrag_low_thresh`: reassembly memory evicted down to.
+    pub ipfrag_low_thresh: u64,
+    /// `ipfrag_time`: seconds a fragment is kept.
+    pub ipfrag_time: u32,
+    /// `ipfrag_max_dist`
+    pub ipfrag_max_dist: u32,
+    /// `conf/all/accept_source_route`
+    pub accept_source_route: bool,
     /// `ip_default_ttl`: TTL of packets the engine originates.
     pub ip_default_ttl: u8,
     /// `icmp_ratelimit`: milliseconds per ICMP error per destination.
@@ -105,6 +123,15 @@ pub struct Sysctl {
 impl Default for Sysctl {
     fn default() -> Self {
         Sysctl {
+            ip_forward: true,
+            ip_local_port_range: (32768, 60999),
+            ip_no_pmtu_disc: 0,
+            ip_nonlocal_bind: false,
+            ipfrag_high_thresh: 4 << 20,
+            ipfrag_low_thresh: 3 << 20,
+            ipfrag_time: 30,
+            ipfrag_max_dist: 64,
+            accept_source_route: false,
             ip_default_ttl: 64,
             icmp_ratelimit: 1000,
             icmp_ratemask: 6168,

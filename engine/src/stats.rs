@@ -287,7 +287,7 @@ impl WorkerCounters {
 }
 
 /// Totals of one port, summed over workers.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct PortTotals {
     /// Interface name.
     pub name: String,

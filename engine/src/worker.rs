@@ -357,7 +357,7 @@ impl Worker {
             } else {
                 idle = 0;
             }
-            if rounds % 1024 == 0 && last_refresh.elapsed() >= Duration::from_secs(1) {
+            if rounds.is_multiple_of(1024) && last_refresh.elapsed() >= Duration::from_secs(1) {
                 last_refresh = Instant::now();
                 refresh(sockets, &state, &counters, pool.len());
             }

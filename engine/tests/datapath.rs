@@ -90,7 +90,7 @@ fn frames_for_comparison(t: &Topology) -> Vec<Vec<u8>> {
                         ttl,
                         ident: i.wrapping_mul(7919),
                         tos,
-                        df: i % 2 == 0,
+                        df: i.is_multiple_of(2),
                         payload: (0..size).map(|b| (b as u16 ^ i) as u8).collect(),
                     }
                     .build(),

@@ -7,7 +7,10 @@
 //! dump and then applies change notifications; a lost notification (ENOBUFS)
 //! triggers a full resync.
 
+pub mod api;
+pub mod metrics;
 pub mod netlink;
+pub mod sysctl;
 
 use crate::ebpf::{GateMode, SteerConfig, SteerMaps};
 use crate::fib::{Fib, NextHop, Route, RouteKind};
@@ -196,6 +199,19 @@ impl Mirror {
                 _ => {}
             }
         }
+        if !l.header.flags.contains(LinkFlags::Up) {
+            // The kernel flushes the routes through a link set down without
+            // a notification per route (fib_disable_ip()); so does the
+            // mirror. Multipath routes lose that next hop only.
+            let ifindex = l.header.index;
+            self.routes.retain(|_, r| {
+                if r.kind != RouteKind::Unicast {
+                    return true;
+                }
+                r.nexthops.retain(|n| n.ifindex != ifindex);
+                !r.nexthops.is_empty()
+            });
+        }
         self.links.insert(l.header.index, link);
     }
 
@@ -270,7 +286,12 @@ impl Mirror {
 
     /// The engine's ports as the kernel now describes them; `conf` reads a
     /// per-interface sysctl (`conf/<name>/<key>`).
-    pub fn ports(&self, ifindexes: &[u32], conf: &dyn Fn(&str, &str) -> Option<bool>) -> Vec<Port> {
+    pub fn ports(
+        &self,
+        ifindexes: &[u32],
+        conf: &dyn Fn(&str, &str) -> Option<bool>,
+        sys: &Sysctl,
+    ) -> Vec<Port> {
         ifindexes
             .iter()
             .map(|&ifindex| {
@@ -287,7 +308,7 @@ impl Mirror {
                     up: link.is_some_and(|l| l.up),
                     addrs: addrs.into_iter().map(|(a, l, _)| (a, l)).collect(),
                     forwarding: conf(&name, "forwarding").unwrap_or(true),
-                    accept_source_route: conf("all", "accept_source_route").unwrap_or(false)
+                    accept_source_route: sys.accept_source_route
                         && conf(&name, "accept_source_route").unwrap_or(false),
                     name,
                 }
@@ -378,24 +399,9 @@ pub fn read_conf(iface: &str, key: &str) -> Option<bool> {
         .map(|v| v != "0")
 }
 
-/// The tunables the fast path reads, from the namespace's sysctls; the
-/// kernel's defaults where one cannot be read.
-pub fn read_tunables() -> Sysctl {
-    let d = Sysctl::default();
-    let num = |k: &str, dflt: u32| {
-        read_sysctl(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(dflt)
-    };
-    Sysctl {
-        ip_default_ttl: num("ip_default_ttl", d.ip_default_ttl as u32).clamp(1, 255) as u8,
-        icmp_ratelimit: num("icmp_ratelimit", d.icmp_ratelimit),
-        icmp_ratemask: num("icmp_ratemask", d.icmp_ratemask),
-        icmp_msgs_per_sec: num("icmp_msgs_per_sec", d.icmp_msgs_per_sec),
-        icmp_msgs_burst: num("icmp_msgs_burst", d.icmp_msgs_burst),
-        fib_multipath_hash_policy: num("fib_multipath_hash_policy", 0).min(3) as u8,
-    }
+/// The tunables now: the namespace's sysctls, under `overrides`.
+pub fn read_tunables(overrides: &sysctl::Overrides) -> Sysctl {
+    sysctl::resolve(|p| read_sysctl(p).ok(), overrides)
 }
 
 /// Counters of the control thread.
@@ -423,6 +429,44 @@ pub struct Control {
     maps: Arc<Mutex<SteerMaps>>,
     counters: Arc<ControlCounters>,
     resolve: Arc<crate::worker::ResolveQueue>,
+    overrides: Arc<SharedOverrides>,
+    seen_overrides: u64,
+}
+
+/// Tunables the operator set, shared by the control thread and whoever
+/// changes them at run time; the generation tells the control thread to
+/// republish.
+#[derive(Debug, Default)]
+pub struct SharedOverrides {
+    values: Mutex<sysctl::Overrides>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl SharedOverrides {
+    /// Starts with `o`.
+    pub fn new(o: sysctl::Overrides) -> Self {
+        SharedOverrides {
+            values: Mutex::new(o),
+            generation: Default::default(),
+        }
+    }
+
+    /// The values now.
+    pub fn current(&self) -> sysctl::Overrides {
+        self.values.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Sets one; the control thread applies it within 100 ms.
+    pub fn set(&self, name: &'static str, v: sysctl::Value) {
+        if let Ok(mut m) = self.values.lock() {
+            m.insert(name, v);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for Control {
@@ -432,6 +476,21 @@ impl std::fmt::Debug for Control {
             .field("generation", &self.generation)
             .finish()
     }
+}
+
+/// What the control thread shares with the rest of the engine.
+#[derive(Debug)]
+pub struct ControlLinks {
+    /// Where snapshots are published.
+    pub cell: Arc<SnapshotCell>,
+    /// The XDP program's maps.
+    pub maps: Arc<Mutex<SteerMaps>>,
+    /// Its counters.
+    pub counters: Arc<ControlCounters>,
+    /// Next hops the workers want resolved.
+    pub resolve: Arc<crate::worker::ResolveQueue>,
+    /// Tunables set by the operator.
+    pub overrides: Arc<SharedOverrides>,
 }
 
 /// The mirror, dumped, with its sockets, before the engine has anything to
@@ -459,15 +518,7 @@ impl Control {
     }
 
     /// The control thread's state, serving `ports` (ifindexes by port).
-    pub fn new(
-        opened: Opened,
-        ports: Vec<u32>,
-        fib_gate: GateMode,
-        cell: Arc<SnapshotCell>,
-        maps: Arc<Mutex<SteerMaps>>,
-        counters: Arc<ControlCounters>,
-        resolve: Arc<crate::worker::ResolveQueue>,
-    ) -> Control {
+    pub fn new(opened: Opened, ports: Vec<u32>, fib_gate: GateMode, with: ControlLinks) -> Control {
         Control {
             events: opened.events,
             dumper: opened.dumper,
@@ -475,21 +526,29 @@ impl Control {
             ports,
             generation: 0,
             fib_gate,
-            cell,
-            maps,
-            counters,
-            resolve,
+            cell: with.cell,
+            maps: with.maps,
+            counters: with.counters,
+            resolve: with.resolve,
+            seen_overrides: with.overrides.generation(),
+            overrides: with.overrides,
         }
     }
 
-    /// A snapshot of a mirror, with the namespace's sysctls as they are now.
-    pub fn snapshot(mirror: &Mirror, ports: &[u32], generation: u64) -> Snapshot {
+    /// A snapshot of a mirror, with the tunables as they are now.
+    pub fn snapshot(
+        mirror: &Mirror,
+        ports: &[u32],
+        overrides: &sysctl::Overrides,
+        generation: u64,
+    ) -> Snapshot {
+        let sys = read_tunables(overrides);
         Snapshot {
             fib: Arc::new(mirror.fib()),
             neigh: Arc::new(mirror.neighbours()),
-            ports: mirror.ports(ports, &read_conf),
+            ports: mirror.ports(ports, &read_conf, &sys),
             locals: Arc::new(mirror.local_set()),
-            sysctl: read_tunables(),
+            sysctl: sys,
             generation,
         }
     }
@@ -497,9 +556,11 @@ impl Control {
     /// Publishes the mirror to the workers and the XDP program.
     pub fn publish(&mut self) {
         self.generation += 1;
+        let overrides = self.overrides.current();
         self.cell.publish(Control::snapshot(
             &self.mirror,
             &self.ports,
+            &overrides,
             self.generation,
         ));
         let locals = self.mirror.local_addrs();
@@ -515,12 +576,13 @@ impl Control {
     /// tunables and per-port settings into a new snapshot when they changed.
     fn sync_sysctls(&mut self) {
         let current = self.cell.load();
-        let ports = self.mirror.ports(&self.ports, &read_conf);
-        if read_tunables() != current.sysctl || ports != current.ports {
+        let sys = read_tunables(&self.overrides.current());
+        let ports = self.mirror.ports(&self.ports, &read_conf, &sys);
+        if sys != current.sysctl || ports != current.ports {
             drop(current);
             self.publish();
         }
-        let forwarding = read_sysctl("ip_forward").map(|v| v == "1").unwrap_or(true);
+        let forwarding = sys.ip_forward;
         let want = SteerConfig {
             forwarding: forwarding as u32,
             fib_gate: self.fib_gate as u32,
@@ -586,7 +648,9 @@ impl Control {
                     log::debug!("asking the kernel to resolve {ip} on {ifindex}: {e}");
                 }
             }
-            if last_sysctl.elapsed() >= Duration::from_secs(1) {
+            let g = self.overrides.generation();
+            if g != self.seen_overrides || last_sysctl.elapsed() >= Duration::from_secs(1) {
+                self.seen_overrides = g;
                 last_sysctl = Instant::now();
                 self.sync_sysctls();
             }

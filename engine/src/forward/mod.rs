@@ -701,7 +701,7 @@ mod tests {
         for _ in 0..50_000 {
             let len = (x.next() % 100) as usize;
             let mut f = x.bytes(len);
-            if f.len() > 6 && x.next() % 4 != 0 {
+            if f.len() > 6 && !x.next().is_multiple_of(4) {
                 f[..6].copy_from_slice(&s.ports[0].mac.0);
             }
             if f.len() > 14 {

@@ -288,7 +288,7 @@ pub fn open(
 }
 
 /// `XDP_STATISTICS` of a socket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct XdpStatistics {
     /// Dropped for reasons other than invalid descriptors (e.g. no frame).
     pub rx_dropped: u64,

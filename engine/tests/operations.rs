@@ -1,0 +1,533 @@
+//! Running the engine as an operator does: the control socket (`xdpip
+//! stats`, `routes`, `neigh`, `sysctl`), Prometheus metrics, the config
+//! file, routes changing under traffic, links going down and up, and routes
+//! from a real routing daemon (BIRD).
+//!
+//! Needs root: `cargo xtask test` (which installs bird2).
+
+use serde_json::Value;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testbed::{require_root, Child, Netns, Topology};
+
+const XDPIP: &str = env!("CARGO_BIN_EXE_xdpip");
+
+fn topology() -> Topology {
+    require_root();
+    let t = Topology::gen_dut_sink(1).expect("topology");
+    t.sink.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
+    assert!(t.warm_up());
+    t
+}
+
+fn start(t: &Topology, extra: &[&str]) -> Child {
+    let mut cmd = t.dut.command(XDPIP);
+    cmd.args(["run", "--json", "-q", "-i", "eth0", "-i", "eth1"])
+        .args(extra);
+    let mut c = Child::spawn(cmd).unwrap();
+    c.wait_for_line(Duration::from_secs(30), |l| {
+        l.contains("\"event\":\"started\"")
+    })
+    .expect("engine start");
+    c
+}
+
+fn stop(mut c: Child) -> Value {
+    c.signal(libc::SIGTERM);
+    let st = c.wait(Duration::from_secs(20)).unwrap();
+    assert!(st.success(), "{}", c.stderr().join("\n"));
+    let l = c
+        .stdout()
+        .into_iter()
+        .find(|l| l.contains("\"event\":\"stopped\""))
+        .unwrap();
+    serde_json::from_str(&l).unwrap()
+}
+
+/// Runs `xdpip ARGS` in a namespace: (status, stdout, stderr).
+fn xdpip(ns: &Netns, args: &[&str]) -> (i32, String, String) {
+    let out = ns.command(XDPIP).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The TTL of the ICMP time exceeded dut sends for a TTL-1 datagram.
+fn icmp_error_ttl(t: &Topology) -> u8 {
+    let rx = testbed::PacketSocket::open(&t.gen, "eth0").unwrap();
+    t.gen
+        .run(|| {
+            let s = UdpSocket::bind("10.1.0.1:0").unwrap();
+            s.set_ttl(1).unwrap();
+            s.send_to(b"x", "10.2.0.2:9").unwrap();
+        })
+        .unwrap();
+    let got = rx
+        .collect(1, Duration::from_secs(2), |f| {
+            f.len() > 34 && f[12..14] == [8, 0] && f[23] == 1 && f[34] == 11
+        })
+        .unwrap();
+    assert_eq!(got.len(), 1, "no time exceeded");
+    got[0][22]
+}
+
+#[test]
+fn control_socket_stats_routes_neigh_and_sysctl() {
+    let t = topology();
+    let engine = start(&t, &[]);
+
+    let (code, out, err) = xdpip(&t.dut, &["stats", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("stats --json is JSON");
+    assert_eq!(v["mode"]["afxdp"], "copy");
+    assert!(v["mib"]["InReceives"].is_u64());
+
+    let (code, out, _) = xdpip(&t.dut, &["stats"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("eth0: rx") && out.contains("rx_ring_full="),
+        "{out}"
+    );
+
+    let (_, out, _) = xdpip(&t.dut, &["routes"]);
+    assert!(out.contains("unicast 10.2.0.0/24 dev eth1"), "{out}");
+    t.dut
+        .ip(&["route", "add", "10.50.0.0/16", "via", "10.2.0.2"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, out, _) = xdpip(&t.dut, &["routes", "--json"]);
+    let routes: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["prefix"] == "10.50.0.0/16" && r["nexthops"][0]["gateway"] == "10.2.0.2"),
+        "{out}"
+    );
+
+    let (_, out, _) = xdpip(&t.dut, &["neigh"]);
+    assert!(out.contains("10.2.0.2 dev eth1 lladdr"), "{out}");
+
+    assert_eq!(icmp_error_ttl(&t), 64);
+    let (code, out, err) = xdpip(&t.dut, &["sysctl", "ip_default_ttl=32"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "net.ipv4.ip_default_ttl = 32");
+    assert_eq!(
+        icmp_error_ttl(&t),
+        32,
+        "the engine's own packets use the new TTL"
+    );
+
+    let (code, _, err) = xdpip(&t.dut, &["sysctl", "ip_default_ttl=0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("an integer from 1 to 255"), "{err}");
+    let (code, _, err) = xdpip(&t.dut, &["sysctl", "ip_forwarding=1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unknown sysctl") && err.contains("ip_forward"),
+        "{err}"
+    );
+    let (_, out, _) = xdpip(&t.dut, &["sysctl"]);
+    assert!(out.contains("net.ipv4.ipfrag_time = 30"), "{out}");
+
+    stop(engine);
+    // The socket is gone with the engine, and a client says so.
+    let (code, _, err) = xdpip(&t.dut, &["stats"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is `xdpip run` running"), "{err}");
+}
+
+#[test]
+fn control_socket_is_owner_only_and_one_per_namespace() {
+    let t = topology();
+    let engine = start(&t, &[]);
+    let path = t
+        .dut
+        .run(xdpip::control::api::default_socket_path)
+        .unwrap()
+        .unwrap();
+    let mode = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    // A second engine in the same namespace stops at the socket, before it
+    // touches the interfaces (even with --replace).
+    let (code, _, err) = xdpip(
+        &t.dut,
+        &["run", "-i", "eth0", "--replace", "--duration", "1"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("another running xdpip"), "{err}");
+    t.gen
+        .exec(&["ping", "-c", "1", "-W", "2", "10.2.0.2"])
+        .expect("the first engine still forwards");
+    let report = stop(engine);
+    assert!(report["mib"]["ForwDatagrams"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn prometheus_metrics_are_scraped() {
+    let t = topology();
+    let engine = start(&t, &["--metrics", "127.0.0.1:9464"]);
+    t.gen
+        .exec(&["ping", "-c", "2", "-i", "0.2", "10.2.0.2"])
+        .unwrap();
+    let body = t
+        .dut
+        .run(|| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9464").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut b = String::new();
+            s.read_to_string(&mut b).unwrap();
+            b
+        })
+        .unwrap();
+    stop(engine);
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("# TYPE xdpip_ip_mib counter"), "{body}");
+    let fwd: u64 = body
+        .lines()
+        .find(|l| l.starts_with("xdpip_ip_mib{counter=\"ForwDatagrams\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .expect("ForwDatagrams sample");
+    assert!(fwd >= 4, "{body}");
+    assert!(
+        body.contains("xdpip_xsk_rx_ring_full{port=\"eth0\",queue=\"0\"}"),
+        "{body}"
+    );
+}
+
+#[test]
+fn config_file_and_sysctl_options() {
+    let t = topology();
+    let dir = std::env::temp_dir().join(format!("xdpip-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("xdpip.toml");
+    std::fs::write(
+        &conf,
+        "interfaces = [\"eth0\", \"eth1\"]\nbatch_size = 32\n[sysctl]\nip_default_ttl = 20\nicmp_ratelimit = 0\n",
+    )
+    .unwrap();
+    let mut cmd = t.dut.command(XDPIP);
+    cmd.args([
+        "run",
+        "--json",
+        "-q",
+        "--config",
+        conf.to_str().unwrap(),
+        "--sysctl",
+        "icmp_ratelimit=250",
+    ]);
+    let mut c = Child::spawn(cmd).unwrap();
+    c.wait_for_line(Duration::from_secs(30), |l| l.contains("started"))
+        .unwrap();
+    let (_, out, _) = xdpip(&t.dut, &["sysctl"]);
+    assert!(out.contains("net.ipv4.ip_default_ttl = 20"), "{out}");
+    assert!(
+        out.contains("net.ipv4.icmp_ratelimit = 250"),
+        "the command line wins: {out}"
+    );
+    assert_eq!(icmp_error_ttl(&t), 20);
+    stop(c);
+
+    std::fs::write(&conf, "interfaces = [\"eth0\"]\nbogus = 1\n").unwrap();
+    let (code, _, err) = xdpip(&t.dut, &["run", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown field `bogus`"), "{err}");
+    let (code, _, err) = xdpip(&t.dut, &["run", "-i", "eth0", "--sysctl", "ipfrag_time=0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad value \"0\" for ipfrag_time"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends numbered datagrams from gen to `dst` until stopped; returns the
+/// number sent.
+fn sender(
+    t: &Topology,
+    dst: Ipv4Addr,
+    gap: Duration,
+    stop: Arc<AtomicBool>,
+    seq: Arc<AtomicU32>,
+) -> std::thread::JoinHandle<u32> {
+    t.gen
+        .spawn(move || {
+            let s = UdpSocket::bind("10.1.0.1:0").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let _ = s.send_to(&n.to_be_bytes(), (dst, 9000));
+                std::thread::sleep(gap);
+            }
+            seq.load(Ordering::Relaxed)
+        })
+        .unwrap()
+}
+
+/// Counts datagrams on sink's port 9000, recording their numbers.
+fn receiver(t: &Topology, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u32, Instant)>> {
+    t.sink
+        .spawn(move || {
+            let s = UdpSocket::bind("0.0.0.0:9000").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = s.recv(&mut b) {
+                    if n >= 4 {
+                        got.push((u32::from_be_bytes([b[0], b[1], b[2], b[3]]), Instant::now()));
+                    }
+                }
+            }
+            got
+        })
+        .unwrap()
+}
+
+#[test]
+fn route_added_and_removed_under_traffic() {
+    let t = topology();
+    // sink owns the destination, so its socket gets the datagrams.
+    t.sink
+        .ip(&["addr", "add", "10.9.0.1/32", "dev", "lo"])
+        .unwrap();
+    let engine = start(&t, &[]);
+    let stop_tx = Arc::new(AtomicBool::new(false));
+    let stop_rx = Arc::new(AtomicBool::new(false));
+    let seq = Arc::new(AtomicU32::new(0));
+    let rx = receiver(&t, stop_rx.clone());
+    let tx = sender(
+        &t,
+        Ipv4Addr::new(10, 9, 0, 1),
+        Duration::from_millis(1),
+        stop_tx.clone(),
+        seq.clone(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let added_at = Instant::now();
+    let first_after_add = seq.load(Ordering::Relaxed);
+    t.dut
+        .ip(&["route", "add", "10.9.0.0/16", "via", "10.2.0.2"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let last_before_del = seq.load(Ordering::Relaxed);
+    t.dut.ip(&["route", "del", "10.9.0.0/16"]).unwrap();
+    let deleted_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    stop_tx.store(true, Ordering::Relaxed);
+    tx.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stop_rx.store(true, Ordering::Relaxed);
+    let got = rx.join().unwrap();
+    let report = stop(engine);
+
+    assert!(
+        !got.is_empty(),
+        "nothing arrived after the route was added: {report}"
+    );
+    // Nothing sent before the route existed arrives.
+    assert!(got.iter().all(|(n, _)| *n >= first_after_add), "{got:?}");
+    let first = got.iter().map(|(_, at)| *at).min().unwrap();
+    let last = got.iter().map(|(_, at)| *at).max().unwrap();
+    // While the route existed, datagrams flowed without a gap...
+    let numbers: Vec<u32> = got.iter().map(|(n, _)| *n).collect();
+    let span = numbers.iter().max().unwrap() - numbers.iter().min().unwrap() + 1;
+    assert_eq!(
+        span as usize,
+        numbers.len(),
+        "datagrams lost while the route existed"
+    );
+    assert!(*numbers.iter().max().unwrap() + 1 >= last_before_del);
+    // ...and stopped when it went.
+    println!(
+        "route add -> first datagram at sink: {:?}; route del -> last datagram: {:?}",
+        first.saturating_duration_since(added_at),
+        last.saturating_duration_since(deleted_at)
+    );
+    assert!(
+        report["drops"]["no_route"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+}
+
+#[test]
+fn link_down_and_up_on_the_egress() {
+    let t = topology();
+    let engine = start(&t, &[]);
+    let stop_tx = Arc::new(AtomicBool::new(false));
+    let stop_rx = Arc::new(AtomicBool::new(false));
+    let seq = Arc::new(AtomicU32::new(0));
+    let rx = receiver(&t, stop_rx.clone());
+    let tx = sender(
+        &t,
+        Ipv4Addr::new(10, 2, 0, 2),
+        Duration::from_millis(2),
+        stop_tx.clone(),
+        seq.clone(),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let before_down = seq.load(Ordering::Relaxed);
+    // Carrier off: the peer goes down.
+    t.sink.ip(&["link", "set", "eth0", "down"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, stats, _) = xdpip(&t.dut, &["stats", "--json"]);
+    t.sink.ip(&["link", "set", "eth0", "up"]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Admin down on dut: the kernel removes the route; no route, so the
+    // sender hears net unreachable, as through the kernel.
+    t.dut.ip(&["link", "set", "eth1", "down"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    t.dut.ip(&["link", "set", "eth1", "up"]).unwrap();
+    t.dut.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let after_up = seq.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    stop_tx.store(true, Ordering::Relaxed);
+    tx.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stop_rx.store(true, Ordering::Relaxed);
+    let got: Vec<u32> = rx.join().unwrap().into_iter().map(|(n, _)| n).collect();
+    let report = stop(engine);
+
+    // Carrier off: the kernel flushes the neighbours behind the link, so
+    // the XDP program hands the datagrams to the kernel (which holds them
+    // while it tries to resolve, as it does for its own traffic); none is
+    // lost uncounted.
+    let during: Value = serde_json::from_str(&stats).unwrap();
+    let handed = during["xdp"]["pass_no_neigh"].as_u64().unwrap()
+        + during["drops"]["port_down"].as_u64().unwrap();
+    assert!(handed > 0, "carrier off: {during}");
+    assert!(
+        report["drops"]["no_route"].as_u64().unwrap() > 0,
+        "admin down: no route: {report}"
+    );
+    assert!(
+        report["mib"]["IcmpOutDestUnreachs"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(got.iter().any(|n| *n < before_down), "traffic before");
+    assert!(
+        got.iter().any(|n| *n > after_up),
+        "traffic resumed after link up: {report}"
+    );
+}
+
+#[test]
+fn routes_from_bird_are_forwarded() {
+    let t = topology();
+    let dir = std::env::temp_dir().join(format!("xdpip-bird-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("bird.conf");
+    std::fs::write(
+        &conf,
+        "router id 10.1.0.2;\nprotocol device {}\nprotocol kernel { ipv4 { export all; }; }\n\
+         protocol static { ipv4; route 10.77.0.0/16 via 10.2.0.2; }\n",
+    )
+    .unwrap();
+    let mut cmd = t.dut.command("bird");
+    cmd.args(["-f", "-c"])
+        .arg(&conf)
+        .arg("-s")
+        .arg(dir.join("bird.ctl"))
+        .arg("-P")
+        .arg(dir.join("bird.pid"));
+    let _bird = Child::spawn(cmd).expect("bird (Debian package bird2)");
+    let mut installed = false;
+    for _ in 0..50 {
+        let out = t.dut.ip(&["route", "show", "10.77.0.0/16"]).unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("proto bird") {
+            installed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(installed, "bird did not install its route");
+    let engine = start(&t, &[]);
+    let before = t.dut.snmp().unwrap()["IpForwDatagrams"];
+    let at_sink = testbed::PacketSocket::open(&t.sink, "eth0").unwrap();
+    t.gen
+        .run(|| {
+            let s = UdpSocket::bind("10.1.0.1:0").unwrap();
+            for i in 0..20u32 {
+                s.send_to(&i.to_be_bytes(), "10.77.1.1:9000").unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+        .unwrap();
+    // The next hop is sink: the datagrams reach its interface.
+    let got = at_sink
+        .collect(20, Duration::from_secs(1), |f| {
+            f.len() > 34 && f[12..14] == [8, 0] && f[30..34] == [10, 77, 1, 1]
+        })
+        .unwrap();
+    assert_eq!(got.len(), 20);
+    let after = t.dut.snmp().unwrap()["IpForwDatagrams"];
+    let report = stop(engine);
+    assert_eq!(
+        after, before,
+        "the kernel forwarded the bird route's traffic"
+    );
+    assert!(
+        report["mib"]["ForwDatagrams"].as_u64().unwrap() >= 20,
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn route_churn_loses_nothing() {
+    let t = topology();
+    let engine = start(&t, &[]);
+    // 20,000 changes to unrelated prefixes, as fast as `ip -batch` goes.
+    let mut batch = String::new();
+    for i in 0..10_000u32 {
+        let p = format!("10.{}.{}.0/24", 100 + (i >> 8) % 100, i & 255);
+        batch += &format!("route add {p} via 10.2.0.2\nroute del {p}\n");
+    }
+    let file = std::env::temp_dir().join(format!("xdpip-churn-{}", std::process::id()));
+    std::fs::write(&file, batch).unwrap();
+    let stop_tx = Arc::new(AtomicBool::new(false));
+    let stop_rx = Arc::new(AtomicBool::new(false));
+    let seq = Arc::new(AtomicU32::new(0));
+    let rx = receiver(&t, stop_rx.clone());
+    let tx = sender(
+        &t,
+        Ipv4Addr::new(10, 2, 0, 2),
+        Duration::from_micros(500),
+        stop_tx.clone(),
+        seq.clone(),
+    );
+    let began = Instant::now();
+    t.dut.ip(&["-batch", file.to_str().unwrap()]).unwrap();
+    let took = began.elapsed();
+    stop_tx.store(true, Ordering::Relaxed);
+    let sent = tx.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop_rx.store(true, Ordering::Relaxed);
+    let got = rx.join().unwrap();
+    let (_, routes, _) = xdpip(&t.dut, &["routes"]);
+    let report = stop(engine);
+    let _ = std::fs::remove_file(&file);
+    println!(
+        "20000 route changes in {took:?} ({:.0}/s); {} datagrams sent, {} received; resyncs {}",
+        20_000.0 / took.as_secs_f64(),
+        sent,
+        got.len(),
+        report["control"]["resyncs"]
+    );
+    assert_eq!(
+        got.len() as u32,
+        sent,
+        "datagrams lost during route churn: {report}"
+    );
+    assert_eq!(
+        routes.lines().count(),
+        2,
+        "the mirror ends where the kernel does: {routes}"
+    );
+}
