@@ -183,7 +183,6 @@ int xdpip_steer(struct xdp_md *ctx)
 	struct config *cfg;
 	struct iphdr *iph;
 	__u16 proto;
-	__u32 ihl;
 
 	if ((void *)(eth + 1) > data_end)
 		return count(V_PASS_NOT_IPV4, XDP_PASS);
@@ -208,12 +207,15 @@ int xdpip_steer(struct xdp_md *ctx)
 
 	if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5)
 		return count(V_PASS_MALFORMED, XDP_PASS);
-	ihl = iph->ihl * 4;
-	if (data + sizeof(*eth) + ihl > data_end)
-		return count(V_PASS_MALFORMED, XDP_PASS);
+	/* No pointer arithmetic with the variable header length: a loader
+	 * with CAP_BPF but not CAP_PERFMON may not do it (Spectre v1
+	 * hardening). Whether the options are all there is for the engine or
+	 * the kernel to check. */
 
 	if (bpf_map_lookup_elem(&local_addrs, &iph->daddr)) {
-		if (is_claimed(iph, data + sizeof(*eth) + ihl, data_end))
+		/* Ports are read after a plain header only: a packet with options
+		 * to a local address stays with the kernel. */
+		if (iph->ihl == 5 && is_claimed(iph, (void *)(iph + 1), data_end))
 			return to_engine(ctx, V_REDIRECT_LOCAL);
 		return count(V_PASS_LOCAL, XDP_PASS);
 	}

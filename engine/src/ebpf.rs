@@ -384,7 +384,7 @@ pub fn query(ifindex: u32) -> io::Result<Option<Attached>> {
         prog_id,
         name: program_name(prog_id),
         mode: opts.attach_mode,
-        link_id: xdp_link_of(ifindex).map(|(id, _)| id),
+        link_id: xdp_link_of(ifindex, prog_id).map(|(id, _)| id),
     }))
 }
 
@@ -409,8 +409,10 @@ fn program_name(id: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-/// The XDP link attached to `ifindex`: its id and an fd to it.
-fn xdp_link_of(ifindex: u32) -> Option<(u32, OwnedFd)> {
+/// The XDP link holding program `prog_id` on `ifindex`: its id and an fd
+/// to it. Links are global but ifindexes are per network namespace, so the
+/// program id is what tells this namespace's link from another's.
+fn xdp_link_of(ifindex: u32, prog_id: u32) -> Option<(u32, OwnedFd)> {
     let mut id = 0u32;
     loop {
         let mut next = 0u32;
@@ -434,6 +436,7 @@ fn xdp_link_of(ifindex: u32) -> Option<(u32, OwnedFd)> {
         // SAFETY: for an XDP link the kernel fills the xdp member of the union.
         if r == 0
             && info.type_ == libbpf_sys::BPF_LINK_TYPE_XDP
+            && info.prog_id == prog_id
             && unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex
         {
             return Some((id, fd));
@@ -443,7 +446,7 @@ fn xdp_link_of(ifindex: u32) -> Option<(u32, OwnedFd)> {
 
 /// Detaches whatever XDP program is on `ifindex`.
 fn detach_existing(ifindex: u32, attached: &Attached) -> io::Result<()> {
-    if let Some((_, fd)) = xdp_link_of(ifindex) {
+    if let Some((_, fd)) = xdp_link_of(ifindex, attached.prog_id) {
         // SAFETY: fd is a valid link fd.
         let r = unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
         return if r < 0 {

@@ -264,9 +264,14 @@ impl EngineBuilder {
         Ok(())
     }
 
-    /// Starts the engine: attaches the XDP program, binds the sockets,
-    /// starts workers and the control thread.
-    pub fn start(self) -> Result<Engine, Error> {
+    /// Checks everything that can be checked without touching the system:
+    /// options, tunables, capabilities, interfaces. `start` does the same
+    /// first; a caller may check before preparing anything else.
+    pub fn check(&self) -> Result<(), Error> {
+        self.checked().map(|_| ())
+    }
+
+    fn checked(&self) -> Result<(Overrides, Vec<Interface>), Error> {
         self.validate()?;
         let overrides = self.overrides()?;
         let missing = capability::check().map_err(|e| Error::Config(e.to_string()))?;
@@ -282,14 +287,24 @@ impl EngineBuilder {
             if i.ipv4.is_empty() {
                 return Err(Error::NoIpv4Address(name.clone()));
             }
+            ifaces.push(i);
+        }
+        Ok((overrides, ifaces))
+    }
+
+    /// Starts the engine: attaches the XDP program, binds the sockets,
+    /// starts workers and the control thread.
+    pub fn start(self) -> Result<Engine, Error> {
+        let (overrides, ifaces) = self.checked()?;
+        for i in &ifaces {
             if i.driver.as_deref() == Some("veth") {
                 log::warn!(
-                    "{name} is a veth: its peer must not offload transmit checksums \
+                    "{} is a veth: its peer must not offload transmit checksums \
                      (`ethtool -K PEER tx off`), or the frames it hands over carry partial \
-                     UDP/TCP checksums that no wire would"
+                     UDP/TCP checksums that no wire would",
+                    i.name
                 );
             }
-            ifaces.push(i);
         }
         raise_memlock();
 

@@ -405,7 +405,11 @@ fn run(args: RunArgs) -> ExitCode {
     for i in &interfaces {
         b = b.interface(i);
     }
-    // The control socket first: a second engine in this namespace stops
+    if let Err(e) = b.check() {
+        eprintln!("xdpip: {e}");
+        return ExitCode::from(if e.is_usage() { 2 } else { 1 });
+    }
+    // The control socket next: a second engine in this namespace stops
     // here, before it touches the interfaces.
     let control = if args.no_socket {
         None

@@ -531,3 +531,80 @@ fn route_churn_loses_nothing() {
         "the mirror ends where the kernel does: {routes}"
     );
 }
+
+fn unit_file() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/xdpip.service"
+    ))
+    .expect("deploy/xdpip.service")
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("xdpip-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The unit as shipped, with ExecStart pointing at the binary just built
+    // (verify checks that the command exists).
+    let unit = unit_file().replace("/usr/local/bin/xdpip", XDPIP);
+    let path = dir.join("xdpip.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {err}");
+    assert!(
+        !err.contains("xdpip.service:"),
+        "warnings about the unit: {err}"
+    );
+}
+
+#[test]
+fn runs_unprivileged_with_exactly_the_units_capabilities() {
+    let t = topology();
+    let unit = unit_file();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities in the unit")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let dir = std::env::temp_dir().join(format!("xdpip-unpriv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let sock = dir.join("ctl.sock");
+    // The unit also sets LimitMEMLOCK=infinity; CAP_IPC_LOCK alone must do
+    // (and raising the limit needs CAP_SYS_RESOURCE, which the test
+    // machine's root may lack).
+    let mut cmd = t.dut.command("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps=-all,{caps}"))
+        .arg(format!("--ambient-caps=-all,{caps}"))
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .args([
+            XDPIP, "run", "--json", "-q", "-i", "eth0", "-i", "eth1", "--socket",
+        ])
+        .arg(&sock);
+    let mut engine = Child::spawn(cmd).unwrap();
+    engine
+        .wait_for_line(Duration::from_secs(30), |l| {
+            l.contains("\"event\":\"started\"")
+        })
+        .expect("the engine starts with the unit's capabilities only");
+    t.gen
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.2.0.2"])
+        .expect("ping through the unprivileged engine");
+    let report = stop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        report["mib"]["ForwDatagrams"].as_u64().unwrap() >= 4,
+        "{report}"
+    );
+}

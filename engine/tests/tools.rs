@@ -98,11 +98,14 @@ fn compare(setup: &[&[&str]], args: &[&str], expect: &[&str]) {
 
 const MTU_1400: &[&[&str]] = &[&["link", "set", "dev", "eth1", "mtu", "1400"]];
 
+// `-w 5,0,0`: wait the full 5 s for every probe; traceroute's default
+// adaptive wait (3 × the hop's round trip) turns a reply delayed by a busy
+// machine into a `*`, in either run.
 #[test]
 fn traceroute_udp() {
     compare(
         &[],
-        &["traceroute", "-n", "10.2.0.2"],
+        &["traceroute", "-n", "-w", "5,0,0", "10.2.0.2"],
         &["1 10.1.0.2", "2 10.2.0.2"],
     );
 }
@@ -111,7 +114,7 @@ fn traceroute_udp() {
 fn traceroute_icmp() {
     compare(
         &[],
-        &["traceroute", "-I", "-n", "10.2.0.2"],
+        &["traceroute", "-I", "-n", "-w", "5,0,0", "10.2.0.2"],
         &["1 10.1.0.2", "2 10.2.0.2"],
     );
 }
@@ -120,7 +123,7 @@ fn traceroute_icmp() {
 fn traceroute_to_an_unrouted_network() {
     compare(
         &[],
-        &["traceroute", "-n", "-m", "3", "10.99.0.1"],
+        &["traceroute", "-n", "-w", "5,0,0", "-m", "3", "10.99.0.1"],
         &["1 10.1.0.2 !N"],
     );
 }

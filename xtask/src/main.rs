@@ -9,7 +9,8 @@ use std::process::{exit, Command};
 /// Debian packages: the build (clang and headers for the XDP program; m4,
 /// make, libelf and zlib for libxdp/libbpf), and the test hosts (iproute2,
 /// ping, ethtool, setpriv from util-linux, and the tools the engine is
-/// compared with the kernel through: traceroute, tracepath).
+/// compared with the kernel through: traceroute, tracepath; a routing
+/// daemon, BIRD; systemd-analyze for the unit in deploy/).
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -26,6 +27,8 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "traceroute",
     "iputils-tracepath",
+    "bird2",
+    "systemd",
 ];
 
 fn run(cmd: &mut Command) {
