@@ -325,9 +325,7 @@ impl Mirror {
             Table::Routes,
             Table::Neighbours,
         ] {
-            for msg in nl.dump(t)? {
-                m.apply(msg);
-            }
+            nl.dump(t, |msg| m.apply(msg))?;
         }
         Ok(m)
     }

@@ -119,8 +119,14 @@ impl Netlink {
         Ok(self.seq)
     }
 
-    /// Dumps a table: links, IPv4 addresses, IPv4 routes or IPv4 neighbours.
-    pub fn dump(&mut self, what: Table) -> io::Result<Vec<RouteNetlinkMessage>> {
+    /// Dumps a table: links, IPv4 addresses, IPv4 routes or IPv4
+    /// neighbours, handing each message to `each` as it arrives (a full
+    /// Internet table is a million messages: they are not collected).
+    pub fn dump(
+        &mut self,
+        what: Table,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> io::Result<()> {
         let msg = match what {
             Table::Links => RouteNetlinkMessage::GetLink(LinkMessage::default()),
             Table::Addresses => {
@@ -140,7 +146,6 @@ impl Netlink {
             }
         };
         let seq = self.request(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
-        let mut out = Vec::new();
         loop {
             let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
             let mut off = 0;
@@ -159,11 +164,11 @@ impl Netlink {
                     continue;
                 }
                 match m.payload {
-                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => {
                         return Err(e.to_io());
                     }
-                    NetlinkPayload::InnerMessage(i) => out.push(i),
+                    NetlinkPayload::InnerMessage(i) => each(i),
                     _ => {}
                 }
             }
