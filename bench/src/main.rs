@@ -1,19 +1,33 @@
 //! `xdpip-bench`: runs the engine on a test topology and measures it.
 //!
-//! `demo` is the README's first command: it builds `gen ⇄ dut ⇄ sink` on
-//! veth pairs in fresh network namespaces, runs the kernel as the router
-//! for a few seconds, then xdpip, with the same UDP traffic, prints what went
-//! through and how fast, and removes everything.
+//! * `demo`: the README's first command (kernel sockets as generator and
+//!   sink; see demo.rs).
+//! * `gen`: IPv4/UDP at the highest rate the machine allows, or paced, by
+//!   AF_XDP or XDP live frames, each frame stamped with a sequence number
+//!   and its transmit time.
+//! * `sink`: counts the generator's frames in XDP, or reads them with
+//!   AF_XDP for one-way latency, loss and reordering.
+//! * `compare`: builds `gen ⇄ dut ⇄ sink` on veth and measures the kernel
+//!   router, an in-kernel XDP forwarder and xdpip with the same generator
+//!   and sink, in one run.
 
-use clap::{Parser, Subcommand};
-use serde_json::Value;
-use std::net::UdpSocket;
+mod compare;
+mod demo;
+mod ebpf;
+mod gen;
+mod plot;
+mod sink;
+mod sys;
+mod topo;
+mod wire;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use testbed::{Child, Topology};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -44,226 +58,317 @@ enum Cmd {
         #[arg(long)]
         xdpip: Option<PathBuf>,
     },
+    /// Send IPv4/UDP from an interface of this network namespace (run it
+    /// with `ip netns exec NS` for another), as fast as possible or at
+    /// --rate, and print the achieved rate.
+    Gen(GenArgs),
+    /// Count (XDP) or read (AF_XDP) the generator's frames on an interface
+    /// of this network namespace, and print rate, loss, reordering and
+    /// one-way latency percentiles.
+    Sink(SinkArgs),
+    /// Build gen ⇄ dut ⇄ sink on veth and measure, with the same generator
+    /// and sink, the Linux kernel as router, in-kernel XDP forwarding
+    /// (bpf_fib_lookup) and xdpip: forwarding rate, and latency at 10, 50
+    /// and 90% of the kernel's rate. Prints a table with ratios.
+    Compare(compare::CompareArgs),
+    /// Forward IPv4 between interfaces of this network namespace with the
+    /// in-kernel XDP forwarder `compare` measures (bpf_fib_lookup and a
+    /// devmap redirect) until SIGINT or SIGTERM: the peer to compare xdpip
+    /// with on a real NIC.
+    XdpForward {
+        /// Interface to forward between (repeat for each; at least two).
+        #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+        ifaces: Vec<String>,
+        /// Allow skb (generic) mode on drivers without native XDP.
+        #[arg(long)]
+        skb: bool,
+    },
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Interface to send from.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    iface: String,
+    /// Destination address.
+    #[arg(long)]
+    dst: Ipv4Addr,
+    /// Destination MAC (default: the neighbour entry of the route's next
+    /// hop).
+    #[arg(long, value_parser = sys::mac_arg)]
+    dst_mac: Option<[u8; 6]>,
+    /// Source address of flow 0 (default: the interface's).
+    #[arg(long)]
+    src: Option<Ipv4Addr>,
+    /// AF_XDP socket or XDP live frames (BPF_PROG_RUN, kernel 5.18+).
+    #[arg(long, value_enum, default_value = "afxdp")]
+    mode: gen::GenMode,
+    /// Ethernet frame size in bytes, with the 4-byte FCS (64..).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Flows: source ports --sport, --sport+1, ...
+    #[arg(long, default_value_t = 1)]
+    flows: u32,
+    /// Source addresses the flows cycle through: --src, --src+1, ...
+    #[arg(long, default_value_t = 1)]
+    src_addrs: u32,
+    /// Source port of flow 0.
+    #[arg(long, default_value_t = 10000)]
+    sport: u16,
+    /// Destination port (the sink's --port).
+    #[arg(long, default_value_t = 9000)]
+    dport: u16,
+    /// Send every datagram as this many IPv4 fragments (afxdp mode).
+    #[arg(long, default_value_t = 1)]
+    fragments: usize,
+    /// Target rate in frames per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Stop after this many datagrams.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Frames per batch at full rate.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Queue of the interface.
+    #[arg(long, default_value_t = 0)]
+    queue: u32,
+    /// AF_XDP zero-copy.
+    #[arg(long, value_enum, default_value = "auto")]
+    zero_copy: gen::ZeroCopy,
+    /// Core to pin the generator to.
+    #[arg(long)]
+    core: Option<usize>,
+    /// Print the report as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SinkArgs {
+    /// Interface to receive on.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    iface: String,
+    /// Count in XDP, or read with AF_XDP (latency, loss, reordering).
+    #[arg(long, value_enum, default_value = "count")]
+    mode: sink::SinkMode,
+    /// UDP destination port of the generator's frames.
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+    /// Stop after this many seconds (default: at SIGINT or SIGTERM).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Core for the AF_XDP reader.
+    #[arg(long)]
+    core: Option<usize>,
+    /// Native XDP only (no fallback to skb mode).
+    #[arg(long)]
+    native: bool,
+    /// Run the AF_XDP reader in SCHED_FIFO, ahead of normal threads on its
+    /// core (a generator on the same core, say).
+    #[arg(long)]
+    fifo: bool,
+    /// No line per second.
+    #[arg(short, long)]
+    quiet: bool,
+    /// JSON lines: `ready`, `second` each second, then the report.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let (name, result) = match cli.command {
         Cmd::Demo {
             seconds,
             payload,
             flows,
             xdpip,
-        } => match demo(seconds, payload, flows.max(1), xdpip) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("xdpip-bench demo: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => (
+            "demo",
+            demo::demo(seconds, payload, flows.max(1), xdpip).map_err(|e| e.to_string()),
+        ),
+        Cmd::Gen(a) => ("gen", run_gen(a).map_err(|e| e.to_string())),
+        Cmd::Sink(a) => ("sink", run_sink(a).map_err(|e| e.to_string())),
+        Cmd::Compare(a) => ("compare", compare::run(a).map_err(|e| e.to_string())),
+        Cmd::XdpForward { ifaces, skb } => (
+            "xdp-forward",
+            run_forward(&ifaces, skb).map_err(|e| e.to_string()),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdpip-bench {name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-struct Run {
-    sent: u64,
-    received: u64,
-    secs: f64,
-    /// UdpRcvbufErrors of sink during the run: datagrams that arrived but
-    /// found the socket's buffer full.
-    rcvbuf_errors: u64,
-}
-
-/// Blasts UDP from gen to sink for `secs` and counts what sink's socket gets.
-fn traffic(t: &Topology, secs: f64, payload: usize, flows: u16) -> Result<Run> {
-    let rcvbuf0 = t.sink.snmp()?["UdpRcvbufErrors"];
-    let received = Arc::new(AtomicU64::new(0));
+/// A flag set by SIGINT and SIGTERM.
+fn stop_flag() -> gen::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (r, s) = (received.clone(), stop.clone());
-    let sink = t.sink.spawn(move || -> std::io::Result<()> {
-        let sock = UdpSocket::bind("10.2.0.2:9000")?;
-        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let mut buf = [0u8; 2048];
-        while !s.load(Ordering::Relaxed) {
-            if sock.recv(&mut buf).is_ok() {
-                r.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    })?;
-    std::thread::sleep(Duration::from_millis(200));
-    let (sent, elapsed) = t.gen.run(move || -> std::io::Result<(u64, f64)> {
-        let socks: Vec<UdpSocket> = (0..flows)
-            .map(|f| UdpSocket::bind(("10.1.0.1", 20000 + f)))
-            .collect::<std::io::Result<_>>()?;
-        for s in &socks {
-            s.connect("10.2.0.2:9000")?;
-        }
-        let msg = vec![0x5au8; payload];
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while start.elapsed().as_secs_f64() < secs {
-            for s in &socks {
-                for _ in 0..16 {
-                    if s.send(&msg).is_ok() {
-                        sent += 1;
-                    }
-                }
-            }
-        }
-        Ok((sent, start.elapsed().as_secs_f64()))
-    })??;
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    sink.join().map_err(|_| "sink thread panicked")??;
-    Ok(Run {
-        sent,
-        received: received.load(Ordering::Relaxed),
-        secs: elapsed,
-        rcvbuf_errors: t.sink.snmp()?["UdpRcvbufErrors"] - rcvbuf0,
-    })
-}
-
-fn ping_ttls(t: &Topology) -> Result<(u32, Vec<u8>)> {
-    let out = t
-        .gen
-        .command("ping")
-        .args(["-c", "3", "-i", "0.2", "-W", "2", "10.2.0.2"])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let ttls: Vec<u8> = text
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("ttl=")?.parse().ok())
-        .collect();
-    Ok((3, ttls))
-}
-
-fn find_xdpip(explicit: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p);
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("installing a signal handler: {e}"))?;
     }
-    let me = std::env::current_exe()?;
-    let p = me.with_file_name("xdpip");
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "no xdpip binary next to {}; pass --xdpip PATH",
-            me.display()
+    Ok(stop)
+}
+
+fn need_root(what: &str) -> gen::Result<()> {
+    if !sys::is_root() {
+        return Err(format!("needs root: it {what}").into());
+    }
+    Ok(())
+}
+
+fn run_gen(a: GenArgs) -> gen::Result<()> {
+    need_root("opens AF_XDP sockets or runs XDP programs")?;
+    let info = sys::iface(None, &a.iface)?;
+    let src = match a.src.or(info.addr) {
+        Some(s) => s,
+        None => {
+            return Err(format!("{} has no IPv4 address: pass --src", a.iface).into());
+        }
+    };
+    let dst_mac = match a.dst_mac {
+        Some(m) => m,
+        None => sys::next_hop_mac(&a.iface, a.dst)?,
+    };
+    if !(a.duration > 0.0 && a.duration.is_finite()) {
+        return Err(format!(
+            "--duration {}: give a positive number of seconds",
+            a.duration
         )
-        .into())
+        .into());
     }
-}
-
-fn line(name: &str, r: &Run) {
-    println!(
-        "  {name:<14} sent {:>9}  received {:>9}  ({:>5.1}%)  {:>9.0} pps received; \
-         sink socket buffer overflows {}",
-        r.sent,
-        r.received,
-        if r.sent > 0 {
-            100.0 * r.received as f64 / r.sent as f64
-        } else {
-            0.0
+    let cfg = gen::GenConfig {
+        iface: a.iface,
+        queue: a.queue,
+        mode: a.mode,
+        spec: wire::FrameSpec {
+            dst_mac,
+            src_mac: info.mac,
+            src,
+            dst: a.dst,
+            sport: a.sport,
+            dport: a.dport,
+            size: a.size,
+            fragments: a.fragments,
+            flows: a.flows,
+            src_addrs: a.src_addrs,
         },
-        r.received as f64 / r.secs,
-        r.rcvbuf_errors
-    );
-}
-
-fn demo(secs: f64, payload: usize, flows: u16, xdpip: Option<PathBuf>) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("needs root: it creates network namespaces and attaches XDP programs".into());
-    }
-    let xdpip = find_xdpip(xdpip)?;
-    println!("building gen ⇄ dut ⇄ sink on veth pairs in new network namespaces");
-    let t = Topology::gen_dut_sink(1)?;
-    if !t.warm_up() {
-        return Err("the topology does not route even through the kernel".into());
-    }
-    println!("  gen  10.1.0.1 ─ 10.1.0.2 eth0 [dut] eth1 10.2.0.1 ─ 10.2.0.2  sink");
-
-    println!("\n1. the Linux kernel as the router ({secs} s of UDP, {payload}-byte payloads, {flows} flows)");
-    let k0 = t.dut.snmp()?["IpForwDatagrams"];
-    let kernel = traffic(&t, secs, payload, flows)?;
-    let k1 = t.dut.snmp()?["IpForwDatagrams"];
-    line("kernel router", &kernel);
-
-    println!("\n2. xdpip as the router ({})", xdpip.display());
-    let mut cmd = t.dut.command(xdpip.to_str().ok_or("path is not UTF-8")?);
-    cmd.args(["run", "--json", "-i", "eth0", "-i", "eth1"]);
-    let mut engine = Child::spawn(cmd)?;
-    let started: Value =
-        serde_json::from_str(&engine.wait_for_line(Duration::from_secs(30), |l| {
-            l.contains("\"event\":\"started\"")
-        })?)?;
-    for p in started["mode"]["ports"].as_array().into_iter().flatten() {
+        rate: a.rate,
+        duration: Duration::from_secs_f64(a.duration),
+        count: a.count,
+        batch: a.batch.max(1),
+        zero_copy: a.zero_copy,
+        core: a.core,
+    };
+    let stop = stop_flag()?;
+    let r = gen::run(&cfg, &stop)?;
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["event"] = "gen".into();
+        println!("{v}");
+    } else {
+        println!("{}", gen::summary(&r));
         println!(
-            "  {}: driver {}, XDP {} mode, AF_XDP {} mode",
-            p["name"].as_str().unwrap_or("?"),
-            p["driver"].as_str().unwrap_or("?"),
-            p["xdp_mode"].as_str().unwrap_or("?"),
-            started["mode"]["afxdp"].as_str().unwrap_or("?")
+            "  interface counters (ip -s link) over the run: TX {} packets, {} dropped",
+            r.link.tx_packets, r.link.tx_dropped
         );
     }
-    let e0 = t.dut.snmp()?["IpForwDatagrams"];
-    let ours = traffic(&t, secs, payload, flows)?;
-    let (pings, ttls) = ping_ttls(&t)?;
-    let e1 = t.dut.snmp()?["IpForwDatagrams"];
-    engine.signal(libc::SIGTERM);
-    let status = engine.wait(Duration::from_secs(20))?;
-    if !status.success() {
-        return Err(format!("xdpip exited with {status}: {}", engine.stderr().join("\n")).into());
+    Ok(())
+}
+
+fn run_sink(a: SinkArgs) -> gen::Result<()> {
+    need_root("attaches an XDP program")?;
+    let duration = match a.duration {
+        Some(d) if d > 0.0 && d.is_finite() => Some(Duration::from_secs_f64(d)),
+        Some(d) => return Err(format!("--duration {d}: give a positive number of seconds").into()),
+        None => None,
+    };
+    let cfg = sink::SinkConfig {
+        iface: a.iface.clone(),
+        mode: a.mode,
+        port: a.port,
+        core: a.core,
+        native_only: a.native,
+        fifo: a.fifo,
+    };
+    let stop = stop_flag()?;
+    let mut s = sink::Sink::start(&cfg)?;
+    let link0 = sys::link_counters(None, &a.iface)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "ready", "iface": a.iface, "mode": a.mode})
+        );
+    } else if !a.quiet {
+        println!(
+            "sink on {} ({:?} mode), port {}: ready; SIGINT or SIGTERM ends it",
+            a.iface, a.mode, a.port
+        );
     }
-    let report: Value = engine
-        .stdout()
-        .iter()
-        .find(|l| l.contains("\"event\":\"stopped\""))
-        .map(|l| serde_json::from_str(l))
-        .transpose()?
-        .ok_or("xdpip printed no final report")?;
-    line("xdpip", &ours);
-    let fwd = report["mib"]["ForwDatagrams"].as_u64().unwrap_or(0);
-    println!("  xdpip forwarded {fwd} datagrams (IP-MIB ForwDatagrams); the kernel of dut forwarded {} meanwhile", e1 - e0);
-    let drops: Vec<String> = report["drops"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| v.as_u64() > Some(0))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    println!(
-        "  drops in xdpip: {}",
-        if drops.is_empty() {
-            "none".to_string()
-        } else {
-            drops.join(" ")
+    let (json, quiet) = (a.json, a.quiet);
+    s.watch(duration, &stop, |c, pps| {
+        if json && !quiet {
+            println!(
+                "{}",
+                serde_json::json!({"event": "second", "packets": c.packets, "pps": pps.round()})
+            );
+        } else if !quiet {
+            println!("  {:>12} frames  {:>12.0} pps", c.packets, pps);
         }
-    );
-    println!(
-        "  ping gen → sink through xdpip: {}/{pings} replies, ttl {}",
-        ttls.len(),
-        ttls.iter()
-            .map(|t| t.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    println!(
-        "\nsummary: kernel router {:.0} pps, xdpip {:.0} pps received at sink (ratio {:.2}); \
-         the kernel forwarded {} in run 1.",
-        kernel.received as f64 / kernel.secs,
-        ours.received as f64 / ours.secs,
-        (ours.received as f64 / ours.secs) / (kernel.received as f64 / kernel.secs).max(1.0),
-        k1 - k0
-    );
-    println!(
-        "This is a demo with kernel UDP sockets as generator and sink, on veth in copy mode, \
-         all on this machine's cores: the sink and generator, not the router, set these rates."
-    );
-    println!("removing the namespaces");
-    if ttls.len() as u32 != pings || ttls.iter().any(|t| *t != 63) || fwd == 0 || e1 != e0 {
-        return Err("xdpip did not forward as expected (see above)".into());
+    })?;
+    let r = s.finish()?;
+    let link = sys::link_counters(None, &a.iface)?.since(&link0);
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["event"] = "sink".into();
+        v["link"] = serde_json::to_value(link)?;
+        println!("{v}");
+    } else {
+        println!("{}", sink::summary(&r));
+        println!(
+            "  interface counters (ip -s link) over the run: RX {} packets, {} dropped",
+            link.rx_packets, link.rx_dropped
+        );
     }
+    Ok(())
+}
+
+fn run_forward(ifaces: &[String], skb: bool) -> gen::Result<()> {
+    need_root("attaches XDP programs")?;
+    if ifaces.len() < 2 {
+        return Err("give at least two interfaces (-i A -i B)".into());
+    }
+    let stop = stop_flag()?;
+    let mut l = ebpf::Loaded::load(ebpf::FWD_OBJECT, "xdp_fwd.bpf.o", &["xdp_fwd"])?;
+    let mut ports: aya::maps::DevMapHash<aya::maps::MapData> = l.take_map("tx_ports")?;
+    let mut idx = Vec::new();
+    for name in ifaces {
+        let i = sys::iface(None, name)?.ifindex;
+        ports
+            .insert(i, i, None, 0)
+            .map_err(|e| format!("BPF map tx_ports: {}", ebpf::chain(&e)))?;
+        idx.push((name, i));
+    }
+    for (name, i) in idx {
+        let mode = l.attach("xdp_fwd", name, i, !skb)?;
+        println!("{name}: xdp_fwd attached in {mode} mode");
+    }
+    println!(
+        "forwarding IPv4 with bpf_fib_lookup between {}; SIGINT or SIGTERM ends it \
+         (ip_forward must be 1: the FIB lookup honours it)",
+        ifaces.join(", ")
+    );
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    l.detach_all()?;
     Ok(())
 }

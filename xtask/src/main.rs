@@ -111,20 +111,38 @@ fn main() {
                 .arg("demo")
                 .args(rest));
         }
+        "compare" => {
+            require_root("compare");
+            install_packages();
+            run(cargo().args(["build", "--release", "-p", "xdpip", "-p", "xdpip-bench"]));
+            let root = std::env::var("CARGO_MANIFEST_DIR")
+                .map(|d| d + "/..")
+                .unwrap_or(".".into());
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or(format!("{root}/target"));
+            run(Command::new(format!("{target}/release/xdpip-bench"))
+                .arg("compare")
+                .args(rest));
+        }
         "test" => {
             require_root("test");
             install_packages();
             // Unit tests, doc tests, and the datapath tests on veth pairs.
             run(cargo()
-                .args(["test", "--workspace", "--features", "xdpip/datapath-tests"])
+                .args([
+                    "test",
+                    "--workspace",
+                    "--features",
+                    "xdpip/datapath-tests,xdpip-bench/datapath-tests",
+                ])
                 .args(rest));
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask demo [ARGS...]   build, and route UDP through the kernel and \
-                 through xdpip on a veth topology\n       cargo xtask test [ARGS...]   install \
-                 what the build needs, run every test (root)"
-            );
+                "usage: cargo xtask demo [ARGS...]     build, and route UDP through the kernel and \
+                 through xdpip on a veth topology\n       cargo xtask compare [ARGS...]  \
+                 measure the kernel router, in-kernel XDP forwarding and xdpip (see \
+                 docs/PERFORMANCE.md)\n       cargo xtask test [ARGS...]     install what the \
+                 build needs, run every test (root)");
             exit(2);
         }
     }
