@@ -14,18 +14,18 @@ use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::stats::{DropReason, Mib, WorkerCounters};
 use crate::wire::icmp::RouterError;
 use crate::wire::ipopt;
+use crate::xsk::ring::Desc;
 use crate::xsk::{self, BindMode, WorkerSockets};
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xsk_rs::FrameDesc;
 
 /// Idle rounds spent spinning before sleeping in poll(2).
 const SPIN_ROUNDS: u32 = 2000;
-/// Frames the kernel transmits per sendto(2) in copy mode
-/// (`TX_BATCH_SIZE`, the default `max_tx_budget`).
-const COPY_TX_BUDGET: u32 = 32;
+/// Idle rounds between two sched_yield(2) while transmitted frames are
+/// still out: the core may be shared with the NAPI thread that completes
+/// them.
+const YIELD_ROUNDS: u32 = 64;
 
 /// What a worker is given.
 pub struct Worker {
@@ -100,12 +100,18 @@ impl std::fmt::Debug for Worker {
 struct SocketState {
     /// Frames given to the fill ring, not yet received.
     fill_level: u32,
+    /// How many frames the fill ring should hold: it grows when traffic
+    /// drains it and shrinks when the socket is quiet, so frames wait where
+    /// packets arrive instead of parked on an idle interface.
+    fill_target: u32,
+    /// Frames received since the last adjustment of `fill_target`.
+    received: u32,
     /// Frames on the tx ring or in flight, not yet completed.
     in_flight: u32,
     /// Frames produced in copy mode that no sendto(2) has covered yet.
     unkicked: u32,
     /// Frames waiting to be pushed to the tx ring this round.
-    pending: Vec<FrameDesc>,
+    pending: Vec<Desc>,
 }
 
 impl Worker {
@@ -136,7 +142,7 @@ impl Worker {
             ring_size,
         } = xsk;
         let copy_mode = mode == BindMode::Copy;
-        let mut pool: Vec<FrameDesc> = std::mem::take(frames);
+        let mut pool: Vec<u64> = std::mem::take(frames);
         let mut port_socket = [usize::MAX; MAX_PORTS];
         for (i, s) in sockets.iter().enumerate() {
             port_socket[s.port] = i;
@@ -145,13 +151,16 @@ impl Worker {
             .iter()
             .map(|_| SocketState {
                 fill_level: 0,
+                // Start full; a quiet ring gives frames back within seconds.
+                fill_target: ring_size,
+                received: 0,
                 in_flight: 0,
                 unkicked: 0,
                 pending: Vec::with_capacity(batch * sockets.len()),
             })
             .collect();
-        let mut rx = vec![FrameDesc::default(); batch];
-        let mut comp = vec![FrameDesc::default(); ring_size as usize];
+        let mut rx = vec![Desc::default(); batch];
+        let mut comp = vec![0u64; ring_size as usize];
         let mut pollfds: Vec<libc::pollfd> = sockets
             .iter()
             .map(|s| libc::pollfd {
@@ -162,7 +171,7 @@ impl Worker {
             .collect();
 
         for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {
-            refill(s, st, &mut pool, batch, ring_size, &counters);
+            refill(s, st, &mut pool, &counters);
         }
         log::debug!(
             "worker {id}: {} sockets, {} free frames",
@@ -188,25 +197,29 @@ impl Worker {
             clock.tick(started);
 
             for (si, s) in sockets.iter_mut().enumerate() {
-                // SAFETY: rx descriptors come from this worker's UMEM, to
-                // which the socket is bound.
-                let n = unsafe { s.rx.consume(&mut rx) };
+                let n = s.rx.consume(&mut rx);
                 if n == 0 {
                     continue;
                 }
                 work += n;
-                state[si].fill_level -= n as u32;
+                let st = &mut state[si];
+                st.fill_level -= n as u32;
+                st.received += n as u32;
+                // Drained below a quarter of the target: give it more.
+                if st.fill_level < st.fill_target / 4 {
+                    st.fill_target = (st.fill_target * 2).min(ring_size);
+                }
                 let mut bytes = 0u64;
                 let ingress = s.port;
                 for d in rx[..n].iter_mut() {
-                    bytes += d.lengths().data() as u64;
+                    bytes += d.len as u64;
                     let verdict = {
-                        // SAFETY: the frame was just received on this UMEM and
-                        // is owned by the worker until it is put on a ring.
-                        let mut data = unsafe { umem.data_mut(d) };
-                        let v = forward(data.contents_mut(), ingress, &snap, clock.timestamp);
+                        // SAFETY: the frame was just received and is the
+                        // worker's until it is put on a ring.
+                        let data = unsafe { umem.slice_mut(d.addr, d.len as usize) };
+                        let v = forward(data, ingress, &snap, clock.timestamp);
                         if let Verdict::Transmit { len, .. } = v {
-                            data.cursor().set_pos(len);
+                            d.len = len as u32;
                         }
                         v
                     };
@@ -235,8 +248,8 @@ impl Worker {
                         Verdict::Fragment { port, mtu } => {
                             counters.mib(Mib::ForwDatagrams, 1);
                             // SAFETY: the frame is still owned by the worker.
-                            let frame = unsafe { umem.data(d) };
-                            match fragment::split(frame.contents(), mtu, &mut scratch, |f| {
+                            let frame = unsafe { umem.slice(d.addr, d.len as usize) };
+                            match fragment::split(frame, mtu, &mut scratch, |f| {
                                 out.emit(port, f);
                             }) {
                                 Some(k) => {
@@ -254,9 +267,9 @@ impl Worker {
                         } => {
                             counters.count_drop(reason);
                             // SAFETY: the frame is still owned by the worker.
-                            let frame = unsafe { umem.data(d) };
+                            let frame = unsafe { umem.slice(d.addr, d.len as usize) };
                             match icmp::build_error(
-                                frame.contents(),
+                                frame,
                                 ingress,
                                 error,
                                 origin,
@@ -281,7 +294,7 @@ impl Worker {
                             }
                         }
                     }
-                    pool.push(*d);
+                    pool.push(umem.frame_of(d.addr));
                 }
                 counters.mib(Mib::InReceives, n as u64);
                 let pc = &counters.ports[s.port];
@@ -294,7 +307,7 @@ impl Worker {
                     let (sent, bytes) = transmit(s, &st.pending);
                     for d in &st.pending[sent..] {
                         counters.count_drop(DropReason::TxRingFull);
-                        pool.push(*d);
+                        pool.push(umem.frame_of(d.addr));
                     }
                     st.pending.clear();
                     st.in_flight += sent as u32;
@@ -307,27 +320,26 @@ impl Worker {
                 // it takes one kick per budget; a zero-copy driver takes the
                 // whole ring on one kick, and none when it is not asleep.
                 while st.unkicked > 0 && s.tx.needs_wakeup() {
-                    let _ = s.tx.wakeup();
+                    s.kick_tx();
                     counters.wakeups.add(1);
                     st.unkicked = if copy_mode {
-                        st.unkicked.saturating_sub(COPY_TX_BUDGET)
+                        st.unkicked.saturating_sub(s.tx_budget)
                     } else {
                         0
                     };
                 }
                 st.unkicked = 0;
 
-                // SAFETY: completions are addresses of this UMEM's frames.
-                let n = unsafe { s.cq.consume(&mut comp) };
+                let n = s.cq.consume(&mut comp);
                 if n > 0 {
                     work += n;
                     st.in_flight -= n as u32;
-                    pool.extend_from_slice(&comp[..n]);
+                    pool.extend(comp[..n].iter().map(|a| umem.frame_of(*a)));
                 }
             }
 
             for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {
-                refill(s, st, &mut pool, batch, ring_size, &counters);
+                refill(s, st, &mut pool, &counters);
             }
             drop(snap);
             if work > 0 {
@@ -337,19 +349,24 @@ impl Worker {
             rounds = rounds.wrapping_add(1);
             if work == 0 {
                 idle += 1;
-                if idle >= SPIN_ROUNDS {
+                // Frames still out will come back on a completion ring,
+                // which wakes nobody: sleeping now could leave the fill
+                // rings empty while traffic arrives. Spin, but let a NAPI
+                // thread sharing the core run now and then.
+                let busy_tx = state.iter().any(|st| st.in_flight > 0);
+                if busy_tx {
+                    if idle.is_multiple_of(YIELD_ROUNDS) {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                } else if idle >= SPIN_ROUNDS {
                     idle = 0;
-                    let busy_tx = state.iter().any(|st| st.in_flight > 0);
                     counters.sleeps.add(1);
-                    // In copy mode poll(2) also drives pending transmits.
+                    // Only traffic can wake the worker now, and the fill
+                    // rings are full for it.
                     // SAFETY: pollfds holds valid descriptors of live sockets.
-                    unsafe {
-                        libc::poll(
-                            pollfds.as_mut_ptr(),
-                            pollfds.len() as libc::nfds_t,
-                            if busy_tx { 1 } else { 50 },
-                        )
-                    };
+                    unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 50) };
                     rounds = 0;
                 } else {
                     std::hint::spin_loop();
@@ -359,6 +376,13 @@ impl Worker {
             }
             if rounds.is_multiple_of(1024) && last_refresh.elapsed() >= Duration::from_secs(1) {
                 last_refresh = Instant::now();
+                for st in state.iter_mut() {
+                    // Quiet for a second: lend its frames to busier rings.
+                    if st.received < st.fill_target / 2 {
+                        st.fill_target = (st.fill_target / 2).max(min_fill(batch, ring_size));
+                    }
+                    st.received = 0;
+                }
                 refresh(sockets, &state, &counters, pool.len());
             }
         }
@@ -405,8 +429,8 @@ fn count_icmp(c: &WorkerCounters, e: RouterError) {
 /// Where a round's outgoing frames go: the pending tx batch of their
 /// egress socket, in frames from the pool.
 struct Out<'a> {
-    umem: &'a xsk_rs::Umem,
-    pool: &'a mut Vec<FrameDesc>,
+    umem: &'a xsk::Umem,
+    pool: &'a mut Vec<u64>,
     state: &'a mut [SocketState],
     port_socket: &'a [usize; MAX_PORTS],
     counters: &'a WorkerCounters,
@@ -414,12 +438,12 @@ struct Out<'a> {
 
 impl Out<'_> {
     /// Queues a frame (already in UMEM) for transmission on `port`.
-    fn send(&mut self, port: usize, d: FrameDesc) {
+    fn send(&mut self, port: usize, d: Desc) {
         match self.port_socket.get(port) {
             Some(&e) if e != usize::MAX => self.state[e].pending.push(d),
             _ => {
                 self.counters.count_drop(DropReason::NoTxQueue);
-                self.pool.push(d);
+                self.pool.push(self.umem.frame_of(d.addr));
             }
         }
     }
@@ -427,75 +451,63 @@ impl Out<'_> {
     /// Copies `bytes` into a free frame and queues it on `port`. False when
     /// there is no free frame.
     fn emit(&mut self, port: usize, bytes: &[u8]) -> bool {
-        let Some(mut d) = self.pool.pop() else {
+        let Some(frame) = self.pool.pop() else {
             self.counters.count_drop(DropReason::NoFreeFrame);
             return false;
         };
-        let written = {
-            // SAFETY: the frame came from the pool, so no ring holds it.
-            let mut data = unsafe { self.umem.data_mut(&mut d) };
-            let mut cur = data.cursor();
-            cur.set_pos(0);
-            cur.write_all(bytes).is_ok()
-        };
-        if !written {
+        let addr = frame + xsk::HEADROOM;
+        if bytes.len() > self.umem.room(addr) {
             self.counters.count_drop(DropReason::TooBig);
-            self.pool.push(d);
+            self.pool.push(frame);
             return false;
         }
-        self.send(port, d);
+        // SAFETY: the frame came from the pool, so no ring holds it.
+        unsafe { self.umem.slice_mut(addr, bytes.len()) }.copy_from_slice(bytes);
+        self.send(
+            port,
+            Desc {
+                addr,
+                len: bytes.len() as u32,
+                options: 0,
+            },
+        );
         true
     }
 }
 
-/// Puts `frames` on the tx ring, all of them if there is room, else as many
-/// as fit. Returns the number put and their bytes.
-fn transmit(s: &mut xsk::QueueSocket, frames: &[FrameDesc]) -> (usize, u64) {
-    let mut off = 0;
-    let mut chunk = frames.len();
-    // libxdp reserves all or nothing: halve the chunk until it fits.
-    while off < frames.len() && chunk > 0 {
-        let end = (off + chunk).min(frames.len());
-        // SAFETY: the descriptors belong to this socket's UMEM.
-        let n = unsafe { s.tx.produce(&frames[off..end]) };
-        if n == 0 {
-            chunk /= 2;
-        } else {
-            off += n;
-        }
-    }
-    let bytes = frames[..off]
-        .iter()
-        .map(|d| d.lengths().data() as u64)
-        .sum();
-    (off, bytes)
+/// Puts `frames` on the tx ring, as many as fit. Returns the number put
+/// and their bytes.
+fn transmit(s: &mut xsk::QueueSocket, frames: &[Desc]) -> (usize, u64) {
+    let n = s.tx.produce(frames);
+    let bytes = frames[..n].iter().map(|d| d.len as u64).sum();
+    (n, bytes)
 }
 
 /// Tops the fill ring up from the pool, a batch at a time.
 fn refill(
     s: &mut xsk::QueueSocket,
     st: &mut SocketState,
-    pool: &mut Vec<FrameDesc>,
-    batch: usize,
-    ring: u32,
+    pool: &mut Vec<u64>,
     counters: &WorkerCounters,
 ) {
-    let mut added = 0;
-    while pool.len() >= batch && st.fill_level + batch as u32 <= ring {
-        let from = pool.len() - batch;
-        // SAFETY: the frames belong to this UMEM and are owned by the pool.
-        let n = unsafe { s.fq.produce(&pool[from..]) };
-        if n == 0 {
-            break;
-        }
-        pool.truncate(from);
-        st.fill_level += n as u32;
-        added += n;
+    let want = st.fill_target.saturating_sub(st.fill_level) as usize;
+    let take = want.min(pool.len());
+    if take == 0 {
+        return;
     }
-    if added > 0 && s.fq.needs_wakeup() {
-        let _ = s.fq.wakeup(s.rx.fd_mut(), 0);
+    let from = pool.len() - take;
+    let n = s.fq.produce(&pool[from..]);
+    pool.truncate(pool.len() - n);
+    st.fill_level += n as u32;
+    if n > 0 && s.fq.needs_wakeup() {
+        s.kick_rx();
         counters.wakeups.add(1);
     }
+}
+
+/// The least a fill ring holds: a few batches, or a quarter of the ring.
+fn min_fill(batch: usize, ring: u32) -> u32 {
+    ((batch as u32) * 4).max(ring / 4).min(ring)
 }
 
 fn refresh(

@@ -25,7 +25,7 @@ use crate::wire::ipv4::Packet;
 /// let mut scratch = vec![0u8; frame.len()];
 /// let n = split(&frame, 1400, &mut scratch, |f| sizes.push(f.len() - 14));
 /// assert_eq!(n, Some(3));
-/// assert_eq!(sizes, vec![1396, 1396, 248]); // 1376 + 1376 + 248 data bytes
+/// assert_eq!(sizes, vec![1396, 1396, 268]); // 1376 + 1376 + 248 data bytes, 20-byte headers
 /// ```
 pub fn split(
     frame: &[u8],

@@ -3,19 +3,40 @@
 //! received on one interface is transmitted on another without a copy when
 //! the driver runs in zero-copy mode.
 //!
-//! Built on `xsk-rs` (libxdp's xsk API), with libxdp's own XDP program
-//! inhibited: the engine's `steer` program and its `xsks` map are used.
+//! Written on the system calls of the kernel's AF_XDP interface
+//! (Documentation/networking/af_xdp.rst): xsk-rs 0.7, which the design
+//! named, hands libxdp pointers to ring structures it then moves, and the
+//! munmap of garbage addresses when a socket is closed corrupted the heap
+//! (a worker died in free() at exit). Only the engine's XDP program is
+//! used; nothing here loads one.
 
+pub mod ring;
+
+use ring::{ConsRing, Desc, MmapOffsets, ProdRing};
 use std::fmt;
 use std::io;
-use std::num::NonZeroU32;
-use std::os::fd::{AsRawFd, RawFd};
-use std::str::FromStr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
-use xsk_rs::config::{
-    BindFlags, FrameSize, Interface as XskIface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
-};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+const SOL_XDP: libc::c_int = 283;
+const XDP_MMAP_OFFSETS: libc::c_int = 1;
+const XDP_RX_RING: libc::c_int = 2;
+const XDP_TX_RING: libc::c_int = 3;
+const XDP_UMEM_REG: libc::c_int = 4;
+const XDP_UMEM_FILL_RING: libc::c_int = 5;
+const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
+const XDP_PGOFF_RX_RING: i64 = 0;
+const XDP_PGOFF_TX_RING: i64 = 0x8000_0000;
+const XDP_UMEM_PGOFF_FILL_RING: i64 = 0x1_0000_0000;
+const XDP_UMEM_PGOFF_COMPLETION_RING: i64 = 0x1_8000_0000;
+const XDP_SHARED_UMEM: u16 = 1;
+const XDP_COPY: u16 = 2;
+const XDP_ZEROCOPY: u16 = 4;
+const XDP_USE_NEED_WAKEUP: u16 = 8;
+
+/// Where the kernel puts received data in a frame, in aligned mode:
+/// `XDP_PACKET_HEADROOM` after the start of the chunk.
+pub const HEADROOM: u64 = 256;
 
 /// Zero-copy policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,6 +139,96 @@ impl XskError {
     }
 }
 
+/// A worker's UMEM: the memory its sockets' frames live in.
+#[derive(Debug)]
+pub struct Umem {
+    base: *mut u8,
+    len: usize,
+    frame_size: u64,
+}
+
+// SAFETY: the area is plain memory; which side may touch which frame is
+// decided by the rings, and one worker thread owns the Umem.
+unsafe impl Send for Umem {}
+
+impl Umem {
+    fn new(frames: u32, frame_size: u32) -> io::Result<Umem> {
+        let len = frames as usize * frame_size as usize;
+        // SAFETY: an anonymous private mapping; checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Umem {
+            base: base as *mut u8,
+            len,
+            frame_size: frame_size as u64,
+        })
+    }
+
+    /// The start of the frame holding `addr`.
+    #[inline]
+    pub fn frame_of(&self, addr: u64) -> u64 {
+        addr - addr % self.frame_size
+    }
+
+    /// Bytes from `addr` to the end of its frame.
+    #[inline]
+    pub fn room(&self, addr: u64) -> usize {
+        (self.frame_size - addr % self.frame_size) as usize
+    }
+
+    /// The `len` bytes at `addr`, cut at the end of the frame and of the
+    /// UMEM, so that no descriptor can make it read outside.
+    ///
+    /// # Safety
+    /// The frame must not be on a ring the kernel may write to (fill, rx
+    /// not yet consumed), nor borrowed mutably elsewhere.
+    #[inline]
+    pub unsafe fn slice(&self, addr: u64, len: usize) -> &[u8] {
+        let (off, n) = self.clamp(addr, len);
+        // SAFETY: off + n lies inside the mapping (clamp); the caller
+        // guarantees nobody writes the frame meanwhile.
+        unsafe { std::slice::from_raw_parts(self.base.add(off), n) }
+    }
+
+    /// The `len` bytes at `addr`, mutable, cut as [`Umem::slice`] cuts.
+    ///
+    /// # Safety
+    /// The frame must belong to the caller alone: received and not yet put
+    /// back on a ring, or taken from the free pool.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, addr: u64, len: usize) -> &mut [u8] {
+        let (off, n) = self.clamp(addr, len);
+        // SAFETY: in bounds (clamp); exclusive by the caller's guarantee.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(off), n) }
+    }
+
+    #[inline]
+    fn clamp(&self, addr: u64, len: usize) -> (usize, usize) {
+        let off = (addr as usize).min(self.len);
+        (off, len.min(self.room(addr)).min(self.len - off))
+    }
+}
+
+impl Drop for Umem {
+    fn drop(&mut self) {
+        // SAFETY: base/len are what mmap returned; the sockets using the
+        // area are dropped before it (field order of WorkerSockets).
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
 /// The socket of one (interface, queue), with the fill and completion rings
 /// of that pair.
 #[derive(Debug)]
@@ -129,63 +240,153 @@ pub struct QueueSocket {
     /// Queue index.
     pub queue: u32,
     /// Receive ring.
-    pub rx: RxQueue,
+    pub rx: ConsRing<Desc>,
     /// Transmit ring.
-    pub tx: TxQueue,
+    pub tx: ProdRing<Desc>,
     /// Fill ring.
-    pub fq: FillQueue,
+    pub fq: ProdRing<u64>,
     /// Completion ring.
-    pub cq: CompQueue,
+    pub cq: ConsRing<u64>,
+    /// Frames one sendto(2) transmits in copy mode (`max_tx_budget`).
+    pub tx_budget: u32,
+    // Declared last: the rings are unmapped before the socket is closed.
+    fd: OwnedFd,
 }
 
 impl QueueSocket {
     /// The socket's file descriptor (for the `xsks` map and poll(2)).
     pub fn fd(&self) -> RawFd {
-        self.rx.fd().as_raw_fd()
+        self.fd.as_raw_fd()
+    }
+
+    /// Asks the kernel to transmit what is on the tx ring.
+    pub fn kick_tx(&self) {
+        // SAFETY: a zero-length send on our socket, no buffers involved.
+        let r = unsafe {
+            libc::sendto(
+                self.fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if r < 0 {
+            // EAGAIN, EBUSY, ENOBUFS: the kernel is busy; the frames stay
+            // on the ring for the next kick. ENETDOWN: the link is down.
+            log::trace!("tx kick: {}", io::Error::last_os_error());
+        }
+    }
+
+    /// Wakes the driver to take frames from the fill ring.
+    pub fn kick_rx(&self) {
+        // SAFETY: a zero-length receive on our socket, no buffers involved.
+        unsafe {
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 }
 
 /// A worker's UMEM and sockets.
 #[derive(Debug)]
 pub struct WorkerSockets {
+    /// One socket per (interface, queue). Dropped before the UMEM.
+    pub sockets: Vec<QueueSocket>,
     /// The UMEM all sockets share.
     pub umem: Umem,
-    /// Every frame of the UMEM, initially free.
-    pub frames: Vec<FrameDesc>,
-    /// One socket per (interface, queue).
-    pub sockets: Vec<QueueSocket>,
+    /// Every frame of the UMEM (its start address), initially free.
+    pub frames: Vec<u64>,
     /// How they are bound.
     pub mode: BindMode,
     /// Ring size in use.
     pub ring_size: u32,
 }
 
-fn queue_size(n: u32, queue: u32, mode: BindMode) -> Result<QueueSize, XskError> {
-    QueueSize::new(n).map_err(|_| XskError {
-        iface: None,
-        queue,
-        mode,
-        what: "ring size (must be a power of two)",
-        error: io::Error::from_raw_os_error(libc::EINVAL),
-    })
+fn setsockopt<T>(fd: &OwnedFd, name: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: v is valid for size_of::<T>() bytes for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            SOL_XDP,
+            name,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
-/// The errno inside an xsk-rs error (which wraps it as its source), so that
-/// callers can tell EBUSY and EOPNOTSUPP apart.
-fn os_error(e: &dyn std::error::Error) -> io::Error {
-    e.source()
-        .and_then(|s| s.downcast_ref::<io::Error>())
-        .and_then(|i| i.raw_os_error())
-        .map_or_else(
-            || io::Error::other(e.to_string()),
-            io::Error::from_raw_os_error,
+/// `struct xdp_umem_reg`
+#[repr(C)]
+struct UmemReg {
+    addr: u64,
+    len: u64,
+    chunk_size: u32,
+    headroom: u32,
+    flags: u32,
+    tx_metadata_len: u32,
+}
+
+/// `struct sockaddr_xdp`
+#[repr(C)]
+struct SockaddrXdp {
+    family: u16,
+    flags: u16,
+    ifindex: u32,
+    queue_id: u32,
+    shared_umem_fd: u32,
+}
+
+fn new_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); checked below.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn mmap_offsets(fd: &OwnedFd) -> io::Result<MmapOffsets> {
+    let mut off = MmapOffsets::default();
+    let mut len = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
+    // SAFETY: off is writable for len bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_XDP,
+            XDP_MMAP_OFFSETS,
+            &mut off as *mut MmapOffsets as *mut libc::c_void,
+            &mut len,
         )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<MmapOffsets>() {
+        // Kernels before 5.4 have no ring flags, so no need_wakeup.
+        return Err(io::Error::other(
+            "kernel too old: AF_XDP rings without flags (5.4+ needed)",
+        ));
+    }
+    Ok(off)
 }
 
 /// Creates the UMEM of a worker and binds a socket on `queue` of every
 /// interface in `ports` (port number, name), all in `mode`.
 ///
-/// A bind that fails with `EBUSY` is retried a few times: the socket of a
+/// A bind that fails with `EBUSY` is retried for up to 2 s: the socket of a
 /// process that just exited is torn down asynchronously.
 pub fn open(
     ports: &[(usize, String)],
@@ -201,73 +402,112 @@ pub fn open(
         what,
         error,
     };
-    let ring = queue_size(cfg.ring_size, queue, mode)?;
-    let umem_cfg = UmemConfig::builder()
-        .frame_size(FrameSize::new(cfg.frame_size).map_err(|_| {
-            err(
-                None,
-                "frame size (2048 or 4096)",
-                io::Error::from_raw_os_error(libc::EINVAL),
-            )
-        })?)
-        .fill_queue_size(ring)
-        .comp_queue_size(ring)
-        .build()
-        .map_err(|e| err(None, "UMEM configuration", io::Error::other(e.to_string())))?;
-    let frames = NonZeroU32::new(cfg.frames_for(ports.len(), batch)).expect("at least one port");
-    let (umem, frames) = Umem::new(umem_cfg, frames, false).map_err(|e| {
-        let io = os_error(&e);
-        err(None, "creating the UMEM", io)
-    })?;
-
-    let mut bind = BindFlags::empty();
-    bind |= match mode {
-        BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
-        BindMode::Copy => BindFlags::XDP_COPY,
-    };
-    if cfg.need_wakeup {
-        bind |= BindFlags::XDP_USE_NEED_WAKEUP;
+    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+    let ring = cfg.ring_size;
+    if !ring.is_power_of_two() {
+        return Err(err(None, "ring size (must be a power of two)", einval()));
     }
-    let sock_cfg = SocketConfig::builder()
-        .rx_queue_size(ring)
-        .tx_queue_size(ring)
-        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-        .bind_flags(bind)
-        .build();
+    if !matches!(cfg.frame_size, 2048 | 4096) {
+        return Err(err(None, "frame size (2048 or 4096)", einval()));
+    }
+    let nframes = cfg.frames_for(ports.len(), batch);
+    let umem = Umem::new(nframes, cfg.frame_size).map_err(|e| err(None, "mapping the UMEM", e))?;
 
-    let mut sockets = Vec::with_capacity(ports.len());
+    let mut sockets: Vec<QueueSocket> = Vec::with_capacity(ports.len());
     for (port, name) in ports {
-        let ifname = XskIface::from_str(name).map_err(|_| {
+        let ifindex = crate::iface::index_of(name).ok_or_else(|| {
             err(
                 Some(name),
-                "interface name",
-                io::Error::from_raw_os_error(libc::EINVAL),
+                "interface",
+                io::Error::from_raw_os_error(libc::ENODEV),
             )
         })?;
-        let mut tries = 0;
-        let (tx, rx, rings) = loop {
-            // SAFETY: each (interface, queue) pair is bound once per UMEM, and
-            // libxdp's program loading is inhibited, as Socket::new requires.
-            match unsafe { Socket::new(sock_cfg, &umem, &ifname, queue) } {
-                Ok(s) => break s,
-                Err(e) => {
-                    let io = os_error(&e);
-                    if io.raw_os_error() == Some(libc::EBUSY) && tries < 20 {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    return Err(err(Some(name), "binding the AF_XDP socket", io));
-                }
+        let fd = new_socket().map_err(|e| err(Some(name), "creating the AF_XDP socket", e))?;
+        let first = sockets.is_empty();
+        if first {
+            let reg = UmemReg {
+                addr: umem.base as u64,
+                len: umem.len as u64,
+                chunk_size: cfg.frame_size,
+                headroom: 0,
+                flags: 0,
+                tx_metadata_len: 0,
+            };
+            setsockopt(&fd, XDP_UMEM_REG, &reg)
+                .map_err(|e| err(Some(name), "registering the UMEM", e))?;
+        }
+        // Every (interface, queue) has its own fill and completion rings,
+        // also when it shares the UMEM.
+        for (opt, what) in [
+            (XDP_UMEM_FILL_RING, "sizing the fill ring"),
+            (XDP_UMEM_COMPLETION_RING, "sizing the completion ring"),
+            (XDP_RX_RING, "sizing the rx ring"),
+            (XDP_TX_RING, "sizing the tx ring"),
+        ] {
+            setsockopt(&fd, opt, &ring).map_err(|e| err(Some(name), what, e))?;
+        }
+        let off = mmap_offsets(&fd).map_err(|e| err(Some(name), "reading the ring offsets", e))?;
+        let map = |what: &'static str, e: io::Error| err(Some(name), what, e);
+        let rx = ConsRing::map(fd.as_fd(), &off.rx, XDP_PGOFF_RX_RING, ring)
+            .map_err(|e| map("mapping the rx ring", e))?;
+        let tx = ProdRing::map(fd.as_fd(), &off.tx, XDP_PGOFF_TX_RING, ring)
+            .map_err(|e| map("mapping the tx ring", e))?;
+        let fq = ProdRing::map(fd.as_fd(), &off.fr, XDP_UMEM_PGOFF_FILL_RING, ring)
+            .map_err(|e| map("mapping the fill ring", e))?;
+        let cq = ConsRing::map(fd.as_fd(), &off.cr, XDP_UMEM_PGOFF_COMPLETION_RING, ring)
+            .map_err(|e| map("mapping the completion ring", e))?;
+
+        let addr = if first {
+            let mut flags = match mode {
+                BindMode::ZeroCopy => XDP_ZEROCOPY,
+                BindMode::Copy => XDP_COPY,
+            };
+            if cfg.need_wakeup {
+                flags |= XDP_USE_NEED_WAKEUP;
+            }
+            SockaddrXdp {
+                family: libc::AF_XDP as u16,
+                flags,
+                ifindex,
+                queue_id: queue,
+                shared_umem_fd: 0,
+            }
+        } else {
+            // The mode and need_wakeup follow the socket that owns the UMEM.
+            SockaddrXdp {
+                family: libc::AF_XDP as u16,
+                flags: XDP_SHARED_UMEM,
+                ifindex,
+                queue_id: queue,
+                shared_umem_fd: sockets[0].fd() as u32,
             }
         };
-        let (fq, cq) = rings.ok_or_else(|| {
-            err(
-                Some(name),
-                "fill and completion rings",
-                io::Error::other("libxdp returned none"),
-            )
-        })?;
+        let mut tries = 0;
+        loop {
+            // SAFETY: addr is a valid sockaddr_xdp for the call.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &addr as *const SockaddrXdp as *const libc::sockaddr,
+                    std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            return Err(err(Some(name), "binding the AF_XDP socket", e));
+        }
+        let tx_budget = if mode == BindMode::Copy {
+            raise_tx_budget(fd.as_raw_fd(), ring)
+        } else {
+            ring
+        };
         sockets.push(QueueSocket {
             port: *port,
             iface: name.clone(),
@@ -276,15 +516,49 @@ pub fn open(
             tx,
             fq,
             cq,
+            tx_budget,
+            fd,
         });
     }
+    let frames = (0..nframes as u64)
+        .map(|i| i * cfg.frame_size as u64)
+        .collect();
     Ok(WorkerSockets {
+        sockets,
         umem,
         frames,
-        sockets,
         mode,
-        ring_size: cfg.ring_size,
+        ring_size: ring,
     })
+}
+
+/// Copy mode transmits `max_tx_budget` frames per sendto(2), 32 unless
+/// raised with `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17+): raise it to the ring
+/// size, so that one system call empties the ring. Returns the budget in
+/// force.
+fn raise_tx_budget(fd: RawFd, ring: u32) -> u32 {
+    const SOL_XDP: libc::c_int = 283;
+    const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+    const TX_BATCH_SIZE: u32 = 32;
+    // SAFETY: ring outlives the call; the kernel reads 4 bytes.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            &ring as *const u32 as *const libc::c_void,
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        ring
+    } else {
+        log::debug!(
+            "XDP_MAX_TX_SKB_BUDGET: {} (kernel before 6.17?): {TX_BATCH_SIZE} frames per send",
+            io::Error::last_os_error()
+        );
+        TX_BATCH_SIZE
+    }
 }
 
 /// `XDP_STATISTICS` of a socket.
