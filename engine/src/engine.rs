@@ -391,8 +391,9 @@ impl EngineBuilder {
         };
         let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
         let ifindexes: Vec<u32> = ifaces.iter().map(|i| i.ifindex).collect();
+        let mut opened = opened;
         let cell = Arc::new(SnapshotCell::new(Control::snapshot(
-            &opened.mirror,
+            &mut opened.mirror,
             &ifindexes,
             &overrides,
             0,

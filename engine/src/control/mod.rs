@@ -13,7 +13,7 @@ pub mod netlink;
 pub mod sysctl;
 
 use crate::ebpf::{GateMode, SteerConfig, SteerMaps};
-use crate::fib::{Fib, NextHop, Route, RouteKind};
+use crate::fib::{Fib, FibChange, NextHop, Route, RouteKind};
 use crate::neigh::{NeighTable, Neighbour};
 use crate::snapshot::{Port, Snapshot, SnapshotCell, Sysctl};
 use crate::stats::Counter;
@@ -56,16 +56,26 @@ struct RouteKey {
 }
 
 /// The mirrored tables.
-#[derive(Debug, Default, Clone)]
+///
+/// Routes of the main table live in the FIB itself (it keeps every route
+/// of every metric): changes are queued and applied with one incremental
+/// [`Fib::update`] per publication, which shares everything they leave
+/// alone with the previous table. A full table is not held twice.
+#[derive(Debug, Default)]
 pub struct Mirror {
     /// Links by ifindex.
     pub links: FxHashMap<u32, Link>,
     /// IPv4 addresses by ifindex, in the kernel's order: (address, prefix
     /// length, secondary).
     pub addrs: FxHashMap<u32, Vec<(Ipv4Addr, u8, bool)>>,
-    routes: FxHashMap<RouteKey, Route>,
+    fib: Arc<Fib>,
+    pending: Vec<FibChange>,
+    /// Routes of a dump, built into the FIB when it ends.
+    building: Option<crate::fib::FibBuilder>,
     locals: FxHashMap<RouteKey, Ipv4Addr>,
     neigh: NeighTable,
+    /// The neighbour table last handed out, while it is still current.
+    neigh_published: Option<Arc<NeighTable>>,
 }
 
 fn route_key(m: &RouteMessage) -> Option<(RouteKey, u32)> {
@@ -136,6 +146,8 @@ impl Mirror {
             RouteNetlinkMessage::DelLink(l) => {
                 self.links.remove(&l.header.index);
                 self.neigh.remove_interface(l.header.index);
+                self.neigh_published = None;
+                self.flush_routes_through(l.header.index);
                 self.addrs.remove(&l.header.index);
             }
             RouteNetlinkMessage::NewAddress(a) => {
@@ -158,9 +170,11 @@ impl Mirror {
             RouteNetlinkMessage::DelRoute(r) => {
                 if let Some((key, table)) = route_key(&r) {
                     match table {
-                        RT_TABLE_MAIN => {
-                            self.routes.remove(&key);
-                        }
+                        RT_TABLE_MAIN => self.pending.push(FibChange::Remove {
+                            prefix: Ipv4Addr::from(key.dst),
+                            len: key.len,
+                            metric: key.metric,
+                        }),
                         RT_TABLE_LOCAL => {
                             self.locals.remove(&key);
                         }
@@ -171,11 +185,13 @@ impl Mirror {
             RouteNetlinkMessage::NewNeighbour(n) => {
                 if let Some((ifindex, ip, neighbour)) = neigh_entry(&n) {
                     self.neigh.insert(ifindex, ip, neighbour);
+                    self.neigh_published = None;
                 }
             }
             RouteNetlinkMessage::DelNeighbour(n) => {
                 if let Some((ifindex, ip, _)) = neigh_entry(&n) {
                     self.neigh.remove(ifindex, ip);
+                    self.neigh_published = None;
                 }
             }
             _ => {}
@@ -203,14 +219,7 @@ impl Mirror {
             // The kernel flushes the routes through a link set down without
             // a notification per route (fib_disable_ip()); so does the
             // mirror. Multipath routes lose that next hop only.
-            let ifindex = l.header.index;
-            self.routes.retain(|_, r| {
-                if r.kind != RouteKind::Unicast {
-                    return true;
-                }
-                r.nexthops.retain(|n| n.ifindex != ifindex);
-                !r.nexthops.is_empty()
-            });
+            self.flush_routes_through(l.header.index);
         }
         self.links.insert(l.header.index, link);
     }
@@ -253,22 +262,69 @@ impl Mirror {
             );
             return;
         }
-        self.routes.insert(key, route);
-    }
-
-    /// The routes of the main table as a FIB.
-    pub fn fib(&self) -> Fib {
-        let mut b = Fib::builder();
-        for r in self.routes.values() {
-            // Routes are validated when they enter the mirror.
-            let _ = b.add(r.clone());
+        match &mut self.building {
+            // Routes are validated above; the builder refuses nothing else.
+            Some(b) => {
+                let _ = b.add(route);
+            }
+            None => self.pending.push(FibChange::Add(route)),
         }
-        b.build()
     }
 
-    /// The neighbour table.
-    pub fn neighbours(&self) -> NeighTable {
-        self.neigh.clone()
+    fn flush_routes_through(&mut self, ifindex: u32) {
+        let fib = self.fib();
+        for r in fib.routes() {
+            if r.kind != RouteKind::Unicast || r.nexthops.iter().all(|n| n.ifindex != ifindex) {
+                continue;
+            }
+            let rest: Vec<NextHop> = r
+                .nexthops
+                .iter()
+                .copied()
+                .filter(|n| n.ifindex != ifindex)
+                .collect();
+            if rest.is_empty() {
+                self.pending.push(FibChange::Remove {
+                    prefix: r.prefix,
+                    len: r.len,
+                    metric: r.metric,
+                });
+            } else {
+                self.pending.push(FibChange::Add(Route {
+                    nexthops: rest,
+                    ..r.clone()
+                }));
+            }
+        }
+    }
+
+    /// The routes of the main table, with the changes since the last call
+    /// applied.
+    pub fn fib(&mut self) -> Arc<Fib> {
+        if !self.pending.is_empty() {
+            let changes = std::mem::take(&mut self.pending);
+            match self.fib.update(&changes) {
+                Ok(f) => self.fib = Arc::new(f),
+                // Changes are validated when they enter the mirror, so this
+                // is a bug: apply what applies, one by one.
+                Err(e) => {
+                    log::error!("FIB update refused ({e}); applying changes one by one");
+                    for c in changes {
+                        if let Ok(f) = self.fib.update(std::slice::from_ref(&c)) {
+                            self.fib = Arc::new(f);
+                        }
+                    }
+                }
+            }
+        }
+        self.fib.clone()
+    }
+
+    /// The neighbour table, shared with the last snapshot while unchanged.
+    pub fn neighbours(&mut self) -> Arc<NeighTable> {
+        self.neigh_published
+            .get_or_insert_with(|| Arc::new(self.neigh.clone()))
+            .clone()
     }
 
     /// Local and broadcast addresses as a set.
@@ -318,7 +374,10 @@ impl Mirror {
 
     /// Dumps every table into a fresh mirror.
     pub fn dump(nl: &mut Netlink) -> io::Result<Mirror> {
-        let mut m = Mirror::default();
+        let mut m = Mirror {
+            building: Some(Fib::builder()),
+            ..Mirror::default()
+        };
         for t in [
             Table::Links,
             Table::Addresses,
@@ -326,6 +385,18 @@ impl Mirror {
             Table::Neighbours,
         ] {
             nl.dump(t, |msg| m.apply(msg))?;
+            if t == Table::Routes {
+                if let Some(b) = m.building.take() {
+                    m.fib = Arc::new(b.build());
+                }
+                // Building a full table leaves the allocator holding the
+                // builder's memory; hand it back to the system.
+                #[cfg(target_env = "gnu")]
+                // SAFETY: malloc_trim only releases free memory.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
         }
         Ok(m)
     }
@@ -535,15 +606,15 @@ impl Control {
 
     /// A snapshot of a mirror, with the tunables as they are now.
     pub fn snapshot(
-        mirror: &Mirror,
+        mirror: &mut Mirror,
         ports: &[u32],
         overrides: &sysctl::Overrides,
         generation: u64,
     ) -> Snapshot {
         let sys = read_tunables(overrides);
         Snapshot {
-            fib: Arc::new(mirror.fib()),
-            neigh: Arc::new(mirror.neighbours()),
+            fib: mirror.fib(),
+            neigh: mirror.neighbours(),
             ports: mirror.ports(ports, &read_conf, &sys),
             locals: Arc::new(mirror.local_set()),
             sysctl: sys,
@@ -556,7 +627,7 @@ impl Control {
         self.generation += 1;
         let overrides = self.overrides.current();
         self.cell.publish(Control::snapshot(
-            &self.mirror,
+            &mut self.mirror,
             &self.ports,
             &overrides,
             self.generation,
