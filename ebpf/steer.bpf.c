@@ -64,7 +64,8 @@ enum gate {
 	GATE_FULL = 2,		/* anything bpf_fib_lookup cannot forward: kernel */
 };
 
-/* A claimed (protocol, port) pair; port 0 claims the whole protocol. */
+/* A claimed (protocol, port) pair; port 0 claims the whole protocol. For
+ * ICMP the "port" is the message type (8: echo requests). */
 struct claim_key {
 	__u8 protocol;
 	__u8 pad;
@@ -139,19 +140,32 @@ static __always_inline int to_engine(struct xdp_md *ctx, __u32 v)
 	return count(V_PASS_NO_SOCKET, XDP_PASS);
 }
 
-/* Claimed when (protocol, destination port) or (protocol, any port) is in
- * `claimed`. Non-first fragments carry no port and stay with the kernel. */
+/* Claimed when (protocol, destination port) - (ICMP, type) for ICMP - or
+ * (protocol, any port) is in `claimed`. Fragments stay with the kernel:
+ * only the first carries the port, and the engine does not reassemble
+ * local traffic yet, so claiming some fragments of a datagram would lose
+ * it for both. */
 static __always_inline int is_claimed(struct iphdr *iph, void *l4, void *data_end)
 {
 	struct claim_key key = { .protocol = iph->protocol };
 
-	if ((iph->protocol == IPPROTO_UDP || iph->protocol == IPPROTO_TCP) &&
-	    !(iph->frag_off & bpf_htons(0x1fff))) {
+	if (iph->frag_off & bpf_htons(0x3fff))
+		return 0;
+	if (iph->protocol == IPPROTO_UDP || iph->protocol == IPPROTO_TCP) {
 		__be16 *ports = l4;
 
 		if ((void *)(ports + 2) > data_end)
 			return 0;
 		key.port = ports[1];
+		if (bpf_map_lookup_elem(&claimed, &key))
+			return 1;
+		key.port = 0;
+	} else if (iph->protocol == IPPROTO_ICMP) {
+		__u8 *type = l4;
+
+		if ((void *)(type + 1) > data_end)
+			return 0;
+		key.port = bpf_htons(*type);
 		if (bpf_map_lookup_elem(&claimed, &key))
 			return 1;
 		key.port = 0;

@@ -563,6 +563,15 @@ impl SteerMaps {
             .map_err(|e| SteerError::Map("claimed", Box::new(e)))
     }
 
+    /// Claims ICMP echo requests to local addresses (the engine answers
+    /// them); other ICMP stays with the kernel.
+    pub fn claim_icmp_echo(&mut self) -> Result<(), SteerError> {
+        self.claim(
+            crate::wire::ipv4::protocol::ICMP,
+            crate::wire::icmp::msg_type::ECHO_REQUEST as u16,
+        )
+    }
+
     /// Releases a claim.
     pub fn release(&mut self, protocol: u8, port: u16) {
         let _ = self.claimed.remove(&ClaimKey::new(protocol, port));

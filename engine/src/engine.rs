@@ -10,6 +10,7 @@ use crate::ebpf::{
 use crate::iface::{Interface, LookupError};
 use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
+use crate::socket::{SocketShared, UdpSocket};
 use crate::stats::{self, DropReason, Mib, PortTotals, WorkerCounters};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
@@ -139,6 +140,8 @@ pub struct EngineBuilder {
     batch: usize,
     fib_gate: GateMode,
     sysctl: Vec<(String, String)>,
+    icmp_echo: bool,
+    privileged_ports: Option<bool>,
 }
 
 impl Default for EngineBuilder {
@@ -153,6 +156,8 @@ impl Default for EngineBuilder {
             batch: 64,
             fib_gate: GateMode::default(),
             sysctl: Vec::new(),
+            icmp_echo: true,
+            privileged_ports: None,
         }
     }
 }
@@ -218,6 +223,21 @@ impl EngineBuilder {
     /// namespace's value; checked when the engine starts.
     pub fn sysctl(mut self, name: &str, value: &str) -> Self {
         self.sysctl.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Answers ICMP echo requests to the namespace's addresses on the fast
+    /// path (on by default, so `ping` works; off leaves them to the kernel).
+    pub fn icmp_echo(mut self, on: bool) -> Self {
+        self.icmp_echo = on;
+        self
+    }
+
+    /// Whether engine sockets may bind ports below 1024. By default they may
+    /// when the process has `CAP_NET_BIND_SERVICE`, as for kernel sockets; an
+    /// embedding program can decide otherwise.
+    pub fn privileged_ports(mut self, allow: bool) -> Self {
+        self.privileged_ports = Some(allow);
         self
     }
 
@@ -401,6 +421,20 @@ impl EngineBuilder {
         let overrides = Arc::new(SharedOverrides::new(overrides));
         let stop = Arc::new(AtomicBool::new(false));
         let maps = Arc::new(Mutex::new(maps));
+        let privileged = self.privileged_ports.unwrap_or_else(|| {
+            // CAP_NET_BIND_SERVICE is capability 10.
+            crate::capability::effective().is_ok_and(|e| e & (1 << 10) != 0)
+        });
+        let local = Arc::new(
+            SocketShared::new(
+                maps.clone(),
+                cell.clone(),
+                sockets.len(),
+                privileged,
+                self.icmp_echo,
+            )
+            .map_err(|e| Error::Config(format!("sockets: {e}")))?,
+        );
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         let mut registrations = Vec::new();
@@ -436,6 +470,7 @@ impl EngineBuilder {
                 stop: stop.clone(),
                 ready: Some(ready_tx.clone()),
                 resolve: resolve.clone(),
+                sockets: local.clone(),
             };
             let t = std::thread::Builder::new()
                 .name(format!("xdpip-w{id}"))
@@ -512,6 +547,7 @@ impl EngineBuilder {
                 control_counters,
                 overrides,
                 started: Instant::now(),
+                sockets: local,
             }),
         })
     }
@@ -598,6 +634,13 @@ impl Shared {
                 ws.iter().map(|w| w.mib[*m as usize].get()).sum(),
             );
         }
+        mib.insert(
+            Mib::UdpSndbufErrors.name().to_string(),
+            self.sockets
+                .counters
+                .sndbuf_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let mut drops = BTreeMap::new();
         for d in DropReason::ALL {
             drops.insert(
@@ -678,6 +721,7 @@ pub(crate) struct Shared {
     control_counters: Arc<ControlCounters>,
     overrides: Arc<SharedOverrides>,
     started: Instant,
+    sockets: Arc<SocketShared>,
 }
 
 impl fmt::Debug for Engine {
@@ -779,6 +823,20 @@ impl Engine {
     /// A builder.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::default()
+    }
+
+    /// A new UDP socket on the engine's fast path, unbound; see
+    /// [`UdpSocket`].
+    ///
+    /// ```no_run
+    /// let engine = xdpip::Engine::builder().interface("eth0").start()?;
+    /// let sock = engine.udp_socket()?;
+    /// sock.bind("10.0.0.1:5000".parse().unwrap())?;
+    /// sock.send_to(b"hello", "10.0.0.2:5000".parse().unwrap())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn udp_socket(&self) -> io::Result<UdpSocket> {
+        UdpSocket::new(self.shared.sockets.clone())
     }
 
     /// How the engine runs.

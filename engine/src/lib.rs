@@ -28,6 +28,7 @@ pub mod forward;
 pub mod iface;
 pub mod neigh;
 pub mod snapshot;
+pub mod socket;
 pub mod stats;
 #[cfg(test)]
 mod testutil;

@@ -167,6 +167,17 @@ impl Snapshot {
         self.locals.contains(&a)
     }
 
+    /// True for the limited broadcast address and for the subnet broadcast
+    /// address of any of the engine's ports.
+    pub fn is_broadcast(&self, a: Ipv4Addr) -> bool {
+        a.is_broadcast()
+            || self.ports.iter().any(|p| {
+                p.addrs
+                    .iter()
+                    .any(|(x, len)| *len < 31 && u32::from(a) == u32::from(*x) | (u32::MAX >> *len))
+            })
+    }
+
     /// The port number of an interface the engine serves.
     #[inline]
     pub fn port_of(&self, ifindex: u32) -> Option<usize> {

@@ -89,6 +89,40 @@ named_enum! {
         IcmpOutRateLimitHost = "IcmpOutRateLimitHost",
         /// ICMP errors not sent: global limit.
         IcmpOutRateLimitGlobal = "IcmpOutRateLimitGlobal",
+        /// Datagrams delivered to the engine's local protocols (UDP
+        /// sockets, the ICMP echo responder).
+        InDelivers = "InDelivers",
+        /// Datagrams the engine originated (socket sends, echo replies).
+        OutRequests = "OutRequests",
+        /// Originated datagrams with no route (the route vanished after the
+        /// send call checked it).
+        OutNoRoutes = "OutNoRoutes",
+        /// ICMP messages received by the engine.
+        IcmpInMsgs = "IcmpInMsgs",
+        /// ICMP messages received with errors (bad checksum, truncated).
+        IcmpInErrors = "IcmpInErrors",
+        /// ICMP messages received with a bad checksum.
+        IcmpInCsumErrors = "IcmpInCsumErrors",
+        /// ICMP echo requests received.
+        IcmpInEchos = "IcmpInEchos",
+        /// ICMP echo replies sent.
+        IcmpOutEchoReps = "IcmpOutEchoReps",
+        /// UDP datagrams delivered to sockets.
+        UdpInDatagrams = "UdpInDatagrams",
+        /// UDP datagrams to a port no socket holds.
+        UdpNoPorts = "UdpNoPorts",
+        /// UDP datagrams not delivered for other reasons (bad length,
+        /// checksum, full socket).
+        UdpInErrors = "UdpInErrors",
+        /// UDP datagrams with a bad checksum.
+        UdpInCsumErrors = "UdpInCsumErrors",
+        /// UDP datagrams dropped because the socket's queue was full.
+        UdpRcvbufErrors = "UdpRcvbufErrors",
+        /// UDP datagrams sent.
+        UdpOutDatagrams = "UdpOutDatagrams",
+        /// UDP sends refused because the worker's send queue was full
+        /// (counted by the sending thread, not a worker).
+        UdpSndbufErrors = "UdpSndbufErrors",
     }
 }
 
@@ -151,6 +185,25 @@ named_enum! {
         NoTxQueue = "no_tx_queue",
         /// No free frame for a fragment or an ICMP error.
         NoFreeFrame = "no_free_frame",
+        /// A local UDP datagram shorter than its header or with a length
+        /// field beyond the IP payload.
+        UdpBadLength = "udp_bad_length",
+        /// A local UDP datagram whose checksum does not verify.
+        UdpBadChecksum = "udp_bad_checksum",
+        /// A local UDP datagram to a port no engine socket holds (answered
+        /// with port unreachable).
+        UdpNoSocket = "udp_no_socket",
+        /// The socket's receive queue was full.
+        UdpSocketFull = "udp_socket_full",
+        /// A local ICMP message whose checksum does not verify.
+        IcmpBadChecksum = "icmp_bad_checksum",
+        /// Local traffic the engine has no use for (an ICMP type other than
+        /// echo request, another protocol, a broadcast ping).
+        LocalUnclaimed = "local_unclaimed",
+        /// An originated datagram found no route at transmit time.
+        OutputNoRoute = "output_no_route",
+        /// An originated datagram waited too long for its next hop's MAC.
+        OutputNeighbourTimeout = "output_neighbour_timeout",
     }
 }
 
@@ -172,6 +225,13 @@ impl DropReason {
             NoRoute => &[Mib::InNoRoutes],
             TooBig => &[Mib::FragFails],
             TxRingFull | NoTxQueue | NoFreeFrame => &[Mib::OutDiscards],
+            UdpBadLength => &[Mib::UdpInErrors],
+            UdpBadChecksum => &[Mib::UdpInCsumErrors, Mib::UdpInErrors],
+            UdpNoSocket => &[Mib::UdpNoPorts],
+            UdpSocketFull => &[Mib::UdpRcvbufErrors, Mib::UdpInErrors],
+            IcmpBadChecksum => &[Mib::IcmpInCsumErrors, Mib::IcmpInErrors],
+            OutputNoRoute => &[Mib::OutNoRoutes],
+            LocalUnclaimed | OutputNeighbourTimeout => &[],
             NotIpv4
             | NotForHost
             | SourceRoute

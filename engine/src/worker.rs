@@ -10,7 +10,10 @@
 //! asks for and poll(2) when there is nothing to do.
 
 use crate::forward::{forward, fragment, icmp, Verdict};
-use crate::snapshot::{SnapshotCell, MAX_PORTS};
+use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
+use crate::socket::input::{self, Local};
+use crate::socket::output::{self, Built};
+use crate::socket::{SocketShared, TxDatagram};
 use crate::stats::{DropReason, Mib, WorkerCounters};
 use crate::wire::icmp::RouterError;
 use crate::wire::ipopt;
@@ -53,7 +56,15 @@ pub struct Worker {
     pub ready: Option<std::sync::mpsc::Sender<()>>,
     /// Next hops to ask the kernel to resolve (read by the control thread).
     pub resolve: Arc<ResolveQueue>,
+    /// The engine's sockets: demultiplexing table and send queues.
+    pub(crate) sockets: Arc<SocketShared>,
 }
+
+/// Datagrams of the engine's sockets held while their next hop is
+/// resolved (the kernel's `unres_qlen` is 101 per neighbour).
+const PARKED_MAX: usize = 256;
+/// How long a parked datagram waits for its neighbour, in milliseconds.
+const PARKED_MS: u64 = 3000;
 
 /// Next hops (ifindex, address) the workers want resolved.
 pub type ResolveQueue = crossbeam::queue::ArrayQueue<(u32, std::net::Ipv4Addr)>;
@@ -132,6 +143,7 @@ impl Worker {
             stop,
             ready,
             resolve,
+            sockets: local,
             ..
         } = self;
         let WorkerSockets {
@@ -183,6 +195,12 @@ impl Worker {
         }
 
         let mut scratch = vec![0u8; 14 + 65535];
+        let mut scratch2 = vec![0u8; 14 + 65535];
+        let mut parked: Vec<TxDatagram> = Vec::with_capacity(PARKED_MAX);
+        let mut retry: Vec<TxDatagram> = Vec::with_capacity(PARKED_MAX);
+        let mut parked_generation = 0u64;
+        let mut ident: u16 = seed().wrapping_mul(31);
+        let txq = &local.tx[id % local.tx.len()];
         let mut icmp_state =
             icmp::IcmpState::new(workers, (id as u16).wrapping_mul(0x9e37) ^ seed());
         let started = Instant::now();
@@ -193,6 +211,7 @@ impl Worker {
         let mut last_refresh = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let snap = snapshot.load();
+            let demux = local.demux.load();
             let mut work = 0usize;
             clock.tick(started);
 
@@ -237,6 +256,48 @@ impl Worker {
                             continue;
                         }
                         Verdict::Drop(reason) => counters.count_drop(reason),
+                        Verdict::Local => {
+                            // SAFETY: the frame is still owned by the worker.
+                            let data = unsafe { umem.slice_mut(d.addr, d.len as usize) };
+                            match input::deliver(data, ingress, &snap, &demux, &mut ident) {
+                                Local::Delivered(k) => {
+                                    counters.mib(Mib::InDelivers, 1);
+                                    counters.mib(Mib::UdpInDatagrams, k as u64);
+                                }
+                                Local::EchoReply { port, len } => {
+                                    count_echo(&counters);
+                                    d.len = len as u32;
+                                    out.send(port, *d);
+                                    continue;
+                                }
+                                Local::Unresolved { ifindex, next } => {
+                                    counters.count_drop(DropReason::NeighbourMissing);
+                                    if asked.first_time(ifindex, next, clock.now_ms) {
+                                        let _ = resolve.push((ifindex, next));
+                                    }
+                                }
+                                Local::NoSocket { broadcast } => {
+                                    counters.count_drop(DropReason::UdpNoSocket);
+                                    if !broadcast {
+                                        // SAFETY: the frame is still owned by the worker.
+                                        let frame = unsafe { umem.slice(d.addr, d.len as usize) };
+                                        answer(
+                                            &mut out,
+                                            frame,
+                                            ingress,
+                                            RouterError::PortUnreachable,
+                                            icmp::Origin::Other,
+                                            None,
+                                            &snap,
+                                            &mut icmp_state,
+                                            clock,
+                                            &mut scratch,
+                                        );
+                                    }
+                                }
+                                Local::Drop(reason) => counters.count_drop(reason),
+                            }
+                        }
                         Verdict::Unresolved { ifindex, next } => {
                             counters.count_drop(DropReason::NeighbourMissing);
                             if asked.first_time(ifindex, next, clock.now_ms) {
@@ -268,7 +329,8 @@ impl Worker {
                             counters.count_drop(reason);
                             // SAFETY: the frame is still owned by the worker.
                             let frame = unsafe { umem.slice(d.addr, d.len as usize) };
-                            match icmp::build_error(
+                            answer(
+                                &mut out,
                                 frame,
                                 ingress,
                                 error,
@@ -276,22 +338,9 @@ impl Worker {
                                 options.as_ref(),
                                 &snap,
                                 &mut icmp_state,
-                                (clock.now_ms, clock.timestamp),
+                                clock,
                                 &mut scratch,
-                            ) {
-                                Ok((port, len)) => {
-                                    if out.emit(port, &scratch[..len]) {
-                                        count_icmp(&counters, error);
-                                    }
-                                }
-                                Err(icmp::Suppressed::RateLimitHost) => {
-                                    counters.mib(Mib::IcmpOutRateLimitHost, 1)
-                                }
-                                Err(icmp::Suppressed::RateLimitGlobal) => {
-                                    counters.mib(Mib::IcmpOutRateLimitGlobal, 1)
-                                }
-                                Err(_) => {}
-                            }
+                            );
                         }
                     }
                     pool.push(umem.frame_of(d.addr));
@@ -300,6 +349,72 @@ impl Worker {
                 let pc = &counters.ports[s.port];
                 pc.rx_packets.add(n as u64);
                 pc.rx_bytes.add(bytes);
+            }
+
+            // Datagrams of the engine's sockets: parked ones again when the
+            // tables changed (a neighbour may have been resolved), then new
+            // ones, a batch per round.
+            if !parked.is_empty() && snap.generation != parked_generation {
+                parked_generation = snap.generation;
+                std::mem::swap(&mut parked, &mut retry);
+                let now = local.now_ms();
+                for dg in retry.drain(..) {
+                    if now.saturating_sub(dg.queued_ms) > PARKED_MS {
+                        counters.count_drop(DropReason::OutputNeighbourTimeout);
+                        let TxDatagram { sock, buf, .. } = dg;
+                        sock.recycle_tx(buf);
+                        continue;
+                    }
+                    let mut out = Out {
+                        umem,
+                        pool: &mut pool,
+                        state: &mut state,
+                        port_socket: &port_socket,
+                        counters: &counters,
+                    };
+                    send_datagram(
+                        dg,
+                        &snap,
+                        &mut out,
+                        &mut ident,
+                        &mut scratch,
+                        &mut scratch2,
+                        &mut parked,
+                        &mut |i, n| {
+                            if asked.first_time(i, n, clock.now_ms) {
+                                let _ = resolve.push((i, n));
+                            }
+                        },
+                    );
+                }
+            }
+            for _ in 0..batch {
+                let Some(dg) = txq.pop() else { break };
+                work += 1;
+                if parked.is_empty() {
+                    parked_generation = snap.generation;
+                }
+                let mut out = Out {
+                    umem,
+                    pool: &mut pool,
+                    state: &mut state,
+                    port_socket: &port_socket,
+                    counters: &counters,
+                };
+                send_datagram(
+                    dg,
+                    &snap,
+                    &mut out,
+                    &mut ident,
+                    &mut scratch,
+                    &mut scratch2,
+                    &mut parked,
+                    &mut |i, n| {
+                        if asked.first_time(i, n, clock.now_ms) {
+                            let _ = resolve.push((i, n));
+                        }
+                    },
+                );
             }
 
             for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {
@@ -342,6 +457,7 @@ impl Worker {
                 refill(s, st, &mut pool, &counters);
             }
             drop(snap);
+            drop(demux);
             if work > 0 {
                 counters.batches.add(1);
             }
@@ -424,6 +540,103 @@ fn count_icmp(c: &WorkerCounters, e: RouterError) {
         },
         1,
     );
+}
+
+fn count_echo(c: &WorkerCounters) {
+    for m in [
+        Mib::InDelivers,
+        Mib::IcmpInMsgs,
+        Mib::IcmpInEchos,
+        Mib::IcmpOutMsgs,
+        Mib::IcmpOutEchoReps,
+        Mib::OutRequests,
+    ] {
+        c.mib(m, 1);
+    }
+}
+
+/// Sends an ICMP error about `frame`, within the rate limits.
+#[allow(clippy::too_many_arguments)]
+fn answer(
+    out: &mut Out<'_>,
+    frame: &[u8],
+    ingress: usize,
+    error: RouterError,
+    origin: icmp::Origin,
+    options: Option<&ipopt::Options>,
+    snap: &Snapshot,
+    icmp_state: &mut icmp::IcmpState,
+    clock: Clock,
+    scratch: &mut [u8],
+) {
+    match icmp::build_error(
+        frame,
+        ingress,
+        error,
+        origin,
+        options,
+        snap,
+        icmp_state,
+        (clock.now_ms, clock.timestamp),
+        scratch,
+    ) {
+        Ok((port, len)) => {
+            if out.emit(port, &scratch[..len]) {
+                count_icmp(out.counters, error);
+            }
+        }
+        Err(icmp::Suppressed::RateLimitHost) => out.counters.mib(Mib::IcmpOutRateLimitHost, 1),
+        Err(icmp::Suppressed::RateLimitGlobal) => out.counters.mib(Mib::IcmpOutRateLimitGlobal, 1),
+        Err(_) => {}
+    }
+}
+
+/// Builds and queues one datagram of an engine socket; parks it while its
+/// next hop is unresolved.
+#[allow(clippy::too_many_arguments)]
+fn send_datagram(
+    dg: TxDatagram,
+    snap: &Snapshot,
+    out: &mut Out<'_>,
+    ident: &mut u16,
+    scratch: &mut [u8],
+    scratch2: &mut [u8],
+    parked: &mut Vec<TxDatagram>,
+    ask: &mut dyn FnMut(u32, std::net::Ipv4Addr),
+) {
+    let c = out.counters;
+    match output::build(&dg, snap, ident, scratch) {
+        Built::Frame { port, len } => {
+            if out.emit(port, &scratch[..len]) {
+                c.mib(Mib::OutRequests, 1);
+                c.mib(Mib::UdpOutDatagrams, 1);
+            }
+        }
+        Built::Fragment { port, len, mtu } => {
+            match fragment::split(&scratch[..len], mtu, scratch2, |f| {
+                out.emit(port, f);
+            }) {
+                Some(k) => {
+                    c.mib(Mib::OutRequests, 1);
+                    c.mib(Mib::UdpOutDatagrams, 1);
+                    c.mib(Mib::FragOKs, 1);
+                    c.mib(Mib::FragCreates, k as u64);
+                }
+                None => c.count_drop(DropReason::TooBig),
+            }
+        }
+        Built::Unresolved { ifindex, next } => {
+            ask(ifindex, next);
+            if parked.len() < PARKED_MAX {
+                parked.push(dg);
+                return;
+            }
+            c.count_drop(DropReason::NeighbourMissing);
+        }
+        Built::Drop(reason) => c.count_drop(reason),
+    }
+    let TxDatagram { sock, buf, .. } = dg;
+    sock.recycle_tx(buf);
 }
 
 /// Where a round's outgoing frames go: the pending tx batch of their

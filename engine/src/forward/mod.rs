@@ -61,6 +61,9 @@ pub enum Verdict {
         /// The next hop.
         next: Ipv4Addr,
     },
+    /// To a local address of the namespace (steered because an engine
+    /// socket or the echo responder claims it): deliver it locally.
+    Local,
     /// Drop it, counting `DropReason`.
     Drop(DropReason),
 }
@@ -190,8 +193,10 @@ fn forward_inner(
         return Err(DropReason::NotIpv4);
     }
     let in_port = snap.ports.get(ingress).ok_or(DropReason::NotForHost)?;
-    // Only frames to this port's MAC are routed (PACKET_HOST).
-    if frame[0..6] != in_port.mac.0 {
+    // Only frames to this port's MAC are routed (PACKET_HOST); broadcast
+    // frames may still be for a local broadcast address.
+    let to_us = frame[0..6] == in_port.mac.0;
+    if !to_us && frame[0..6] != [0xff; 6] {
         return Err(DropReason::NotForHost);
     }
     let (eth, ip) = frame.split_at_mut(ethernet::HEADER_LEN);
@@ -207,6 +212,12 @@ fn forward_inner(
     }
     if martian_destination(dst) {
         return Err(DropReason::MartianDestination);
+    }
+    if snap.is_local(dst) {
+        return Ok(Verdict::Local);
+    }
+    if !to_us {
+        return Err(DropReason::NotForHost);
     }
 
     let route = snap.fib.lookup(dst);

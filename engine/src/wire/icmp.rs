@@ -157,6 +157,8 @@ pub enum RouterError {
     },
     /// Destination unreachable, source route failed.
     SourceRouteFailed,
+    /// Destination unreachable, port: a local UDP datagram no socket takes.
+    PortUnreachable,
     /// Time exceeded in transit (TTL).
     TimeExceeded,
     /// Parameter problem, pointing at the offending byte of the header.
@@ -173,6 +175,7 @@ impl RouterError {
             RouterError::NetUnreachable => (msg_type::DEST_UNREACH, 0),
             RouterError::HostUnreachable => (msg_type::DEST_UNREACH, 1),
             RouterError::FragNeeded { .. } => (msg_type::DEST_UNREACH, 4),
+            RouterError::PortUnreachable => (msg_type::DEST_UNREACH, 3),
             RouterError::SourceRouteFailed => (msg_type::DEST_UNREACH, 5),
             RouterError::AdminProhibited => (msg_type::DEST_UNREACH, 13),
             RouterError::TimeExceeded => (msg_type::TIME_EXCEEDED, 0),

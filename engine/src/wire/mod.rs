@@ -10,5 +10,6 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipopt;
 pub mod ipv4;
+pub mod udp;
 
 pub use ethernet::MacAddr;

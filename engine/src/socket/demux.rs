@@ -1,0 +1,99 @@
+//! The demultiplexing table workers read: which socket a datagram to
+//! (local address, local port) from (remote address, remote port) goes to.
+//!
+//! Built by the socket registry on every bind, connect and close, and
+//! published with one atomic swap like the routing snapshot; a worker loads
+//! it once per batch and looks up by hash, never by scanning sockets.
+
+use super::SockCore;
+use rustc_hash::FxHashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// A socket as the demultiplexer sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// Bound local address, 0 for `INADDR_ANY`.
+    pub laddr: u32,
+    pub sock: Arc<SockCore>,
+}
+
+/// The immutable table.
+#[derive(Debug, Default)]
+pub(crate) struct Demux {
+    /// Unconnected UDP sockets by (local address or 0, port). Several only
+    /// with `SO_REUSEADDR` or `SO_REUSEPORT`, in bind order.
+    pub udp: FxHashMap<(u32, u16), Vec<Entry>>,
+    /// Connected UDP sockets by (local port, remote address, remote port).
+    pub connected: FxHashMap<(u16, u32, u16), Vec<Entry>>,
+    /// Ports with at least one unconnected or connected socket (for
+    /// broadcast delivery, which visits every socket on the port).
+    pub ports: FxHashMap<u16, Vec<Entry>>,
+    /// Whether sockets of a (address, port) group share by flow hash
+    /// (`SO_REUSEPORT`) rather than the newest taking all (`SO_REUSEADDR`).
+    pub reuseport: FxHashMap<(u32, u16), bool>,
+    /// Answer ICMP echo requests to the engine's addresses.
+    pub echo: bool,
+}
+
+impl Demux {
+    /// The socket a unicast datagram goes to, as `__udp4_lib_lookup()`
+    /// scores them: a connected socket matching the 4-tuple first, then one
+    /// bound to the address, then one bound to `INADDR_ANY`.
+    #[inline]
+    pub fn lookup(
+        &self,
+        dst: Ipv4Addr,
+        dport: u16,
+        src: Ipv4Addr,
+        sport: u16,
+    ) -> Option<&SockCore> {
+        let (d, s) = (u32::from(dst), u32::from(src));
+        if !self.connected.is_empty() {
+            if let Some(v) = self.connected.get(&(dport, s, sport)) {
+                if let Some(e) = v
+                    .iter()
+                    .find(|e| e.laddr == d)
+                    .or_else(|| v.iter().find(|e| e.laddr == 0))
+                {
+                    return Some(&e.sock);
+                }
+            }
+        }
+        for key in [(d, dport), (0, dport)] {
+            if let Some(v) = self.udp.get(&key) {
+                let pick = if v.len() == 1 {
+                    0
+                } else if self.reuseport.get(&key).copied().unwrap_or(false) {
+                    // reuseport_select_sock(): the flow hash picks one.
+                    let h = (s ^ sport as u32).wrapping_mul(0x9e37_79b1) ^ (d ^ dport as u32);
+                    ((h.wrapping_mul(0x85eb_ca6b) as u64 * v.len() as u64) >> 32) as usize
+                } else {
+                    // SO_REUSEADDR: the socket bound last takes unicast.
+                    v.len() - 1
+                };
+                return Some(&v[pick].sock);
+            }
+        }
+        None
+    }
+
+    /// Every socket a broadcast datagram to `dst:dport` from `src:sport`
+    /// goes to (`__udp4_lib_mcast_deliver()`): bound to the port and to the
+    /// wildcard or that address, and, if connected, to that peer.
+    pub fn broadcast<'a>(
+        &'a self,
+        dst: Ipv4Addr,
+        dport: u16,
+        src: Ipv4Addr,
+        sport: u16,
+    ) -> impl Iterator<Item = &'a SockCore> + 'a {
+        let (d, s) = (u32::from(dst), u32::from(src));
+        self.ports
+            .get(&dport)
+            .into_iter()
+            .flatten()
+            .filter(move |e| (e.laddr == 0 || e.laddr == d) && e.sock.peer_matches(s, sport))
+            .map(|e| &*e.sock)
+    }
+}

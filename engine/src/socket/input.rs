@@ -1,0 +1,170 @@
+//! Local delivery in the worker: UDP datagrams to the engine's sockets and
+//! ICMP echo requests to its addresses (`ip_local_deliver()`,
+//! `__udp4_lib_rcv()`, `icmp_echo()`).
+
+use super::demux::Demux;
+use crate::snapshot::Snapshot;
+use crate::stats::DropReason;
+use crate::wire::icmp::{self, msg_type};
+use crate::wire::ipv4::{self, Packet};
+use crate::wire::{checksum, udp};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// What became of a local datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Local {
+    /// Queued on `n` sockets (more than one for a broadcast).
+    Delivered(usize),
+    /// The frame was rewritten in place into an echo reply: transmit its
+    /// first `len` bytes on `port`.
+    EchoReply { port: usize, len: usize },
+    /// The echo reply's next hop has no MAC yet.
+    Unresolved { ifindex: u32, next: Ipv4Addr },
+    /// No socket on the port: answer with ICMP port unreachable (unless
+    /// it was a broadcast).
+    NoSocket { broadcast: bool },
+    /// Dropped.
+    Drop(DropReason),
+}
+
+/// Delivers the IPv4 packet in `frame` (Ethernet header included, already
+/// validated by [`crate::forward::forward`]) that arrived on `ingress`.
+pub(crate) fn deliver(
+    frame: &mut [u8],
+    ingress: usize,
+    snap: &Snapshot,
+    demux: &Demux,
+    ident: &mut u16,
+) -> Local {
+    let pkt = Packet::new_unchecked(&frame[14..]);
+    if pkt.is_fragment() {
+        // Reassembly is not wired in yet; the XDP program leaves fragments
+        // to the kernel, so this is a race with a map update.
+        return Local::Drop(DropReason::LocalUnclaimed);
+    }
+    match pkt.protocol() {
+        ipv4::protocol::UDP => udp_input(frame, ingress, snap, demux),
+        ipv4::protocol::ICMP if demux.echo => echo(frame, ingress, snap, ident),
+        _ => Local::Drop(DropReason::LocalUnclaimed),
+    }
+}
+
+fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Local {
+    let pkt = Packet::new_unchecked(&frame[14..]);
+    let (src, dst) = (pkt.src(), pkt.dst());
+    let hl = pkt.header_len();
+    let total = pkt.total_len() as usize;
+    let Ok(d) = udp::Packet::new_checked(&frame[14 + hl..14 + total]) else {
+        return Local::Drop(DropReason::UdpBadLength);
+    };
+    if !d.verify_checksum(src, dst) {
+        return Local::Drop(DropReason::UdpBadChecksum);
+    }
+    let (sport, dport) = (d.src_port(), d.dst_port());
+    let from = SocketAddrV4::new(src, sport);
+    let to = SocketAddrV4::new(dst, dport);
+    let port = &snap.ports[ingress];
+    // ipi_spec_dst: the address a reply should come from: the destination
+    // when it is ours, else the ingress address that suits the sender.
+    let broadcast = snap.is_broadcast(dst);
+    let spec_dst = if broadcast {
+        port.select_addr(src).unwrap_or(Ipv4Addr::UNSPECIFIED)
+    } else {
+        dst
+    };
+    let (ttl, tos) = (pkt.ttl(), pkt.tos());
+    if broadcast {
+        let mut n = 0;
+        let mut full = 0;
+        for s in demux.broadcast(dst, dport, src, sport) {
+            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+                n += 1;
+            } else {
+                full += 1;
+            }
+        }
+        return match (n, full) {
+            (0, 0) => Local::NoSocket { broadcast: true },
+            (0, _) => Local::Drop(DropReason::UdpSocketFull),
+            _ => Local::Delivered(n),
+        };
+    }
+    match demux.lookup(dst, dport, src, sport) {
+        Some(s) => {
+            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+                Local::Delivered(1)
+            } else {
+                Local::Drop(DropReason::UdpSocketFull)
+            }
+        }
+        None => Local::NoSocket { broadcast: false },
+    }
+}
+
+/// Rewrites an echo request into its reply in place (`icmp_echo()` and
+/// `icmp_reply()`): addresses swapped, the pinged address as source, a
+/// fresh header with `ip_default_ttl`, the request's TOS, no DF.
+fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> Local {
+    let pkt = Packet::new_unchecked(&frame[14..]);
+    let (src, dst) = (pkt.src(), pkt.dst());
+    let hl = pkt.header_len();
+    let total = pkt.total_len() as usize;
+    let tos = pkt.tos();
+    let Ok(msg) = icmp::Packet::new_checked(&frame[14 + hl..14 + total]) else {
+        return Local::Drop(DropReason::LocalUnclaimed);
+    };
+    if !msg.verify_checksum() {
+        return Local::Drop(DropReason::IcmpBadChecksum);
+    }
+    if msg.msg_type() != msg_type::ECHO_REQUEST {
+        return Local::Drop(DropReason::LocalUnclaimed);
+    }
+    // icmp_echo_ignore_broadcasts (on by default): a broadcast ping gets
+    // no answer. The XDP program only steers option-less packets here.
+    let _ = ingress;
+    if snap.is_broadcast(dst) || hl != ipv4::MIN_HEADER_LEN {
+        return Local::Drop(DropReason::LocalUnclaimed);
+    }
+    let Ok(path) = super::path::output(snap, src, Some(dst)) else {
+        return Local::Drop(DropReason::OutputNoRoute);
+    };
+    let Some(mac) = snap.neigh.resolve(path.ifindex, path.next) else {
+        return Local::Unresolved {
+            ifindex: path.ifindex,
+            next: path.next,
+        };
+    };
+    let out = &snap.ports[path.port];
+    if total > out.mtu as usize {
+        // The request came in whole on another port: the reply would need
+        // fragmenting, which the kernel would do; rare enough to drop.
+        return Local::Drop(DropReason::TooBig);
+    }
+    // The ICMP header: type 0, checksum adjusted for the type change only.
+    let icmp_at = 14 + hl;
+    frame[icmp_at] = msg_type::ECHO_REPLY;
+    let old = u16::from_be_bytes([frame[icmp_at + 2], frame[icmp_at + 3]]);
+    let c = checksum::update(old, (msg_type::ECHO_REQUEST as u16) << 8, 0);
+    frame[icmp_at + 2..icmp_at + 4].copy_from_slice(&c.to_be_bytes());
+    *ident = ident.wrapping_add(1);
+    let repr = ipv4::Repr {
+        src: dst,
+        dst: src,
+        protocol: ipv4::protocol::ICMP,
+        ttl: snap.sysctl.ip_default_ttl,
+        tos,
+        ident: *ident,
+        dont_frag: false,
+        payload_len: total - hl,
+    };
+    {
+        let mut p = Packet::new_unchecked(&mut frame[14..14 + hl]);
+        repr.emit(&mut p);
+    }
+    frame[0..6].copy_from_slice(&mac.0);
+    frame[6..12].copy_from_slice(&out.mac.0);
+    Local::EchoReply {
+        port: path.port,
+        len: 14 + total,
+    }
+}

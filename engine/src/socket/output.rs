@@ -1,0 +1,100 @@
+//! Building the frames of datagrams the engine's sockets send
+//! (`udp_send_skb()`, `ip_make_skb()`), in the worker.
+
+use super::{path, PmtuDisc, TxDatagram};
+use crate::snapshot::Snapshot;
+use crate::stats::DropReason;
+use crate::wire::ipv4::{self, Packet};
+use crate::wire::udp;
+use std::net::Ipv4Addr;
+
+/// The frame built for a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Built {
+    /// `out[..len]` is the frame: transmit it on `port`.
+    Frame { port: usize, len: usize },
+    /// `out[..len]` is larger than the egress MTU and may be fragmented:
+    /// transmit it as fragments of at most `mtu` bytes.
+    Fragment { port: usize, len: usize, mtu: usize },
+    /// The next hop has no MAC yet: ask the kernel, keep the datagram.
+    Unresolved { ifindex: u32, next: Ipv4Addr },
+    /// Dropped.
+    Drop(DropReason),
+}
+
+/// Builds the Ethernet frame of `d` into `out` (at least 14 + 65535
+/// bytes), routed with `snap`.
+pub(crate) fn build(d: &TxDatagram, snap: &Snapshot, ident: &mut u16, out: &mut [u8]) -> Built {
+    let bound = Some(*d.src.ip()).filter(|a| !a.is_unspecified());
+    let Ok(p) = path::output(snap, *d.dst.ip(), bound) else {
+        return Built::Drop(DropReason::OutputNoRoute);
+    };
+    let port = &snap.ports[p.port];
+    if !port.up {
+        return Built::Drop(DropReason::PortDown);
+    }
+    let mac = if p.broadcast {
+        [0xff; 6]
+    } else {
+        match snap.neigh.resolve(p.ifindex, p.next) {
+            Some(m) => m.0,
+            None => {
+                return Built::Unresolved {
+                    ifindex: p.ifindex,
+                    next: p.next,
+                }
+            }
+        }
+    };
+    let udp_len = udp::HEADER_LEN + d.buf.len();
+    let total = ipv4::MIN_HEADER_LEN + udp_len;
+    let mtu = p.mtu as usize;
+    let fits = total <= mtu;
+    // ip_dont_fragment() and __ip_make_skb(): DO and PROBE always set DF,
+    // WANT only on a datagram that fits, DONT never.
+    let df = match d.pmtudisc {
+        PmtuDisc::Do | PmtuDisc::Probe => true,
+        PmtuDisc::Want => fits,
+        PmtuDisc::Dont => false,
+    };
+    if !fits && df {
+        // The MTU shrank after the send call checked it.
+        return Built::Drop(DropReason::TooBig);
+    }
+    out[0..6].copy_from_slice(&mac);
+    out[6..12].copy_from_slice(&port.mac.0);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    *ident = ident.wrapping_add(1);
+    let src = *d.src.ip();
+    let src = if src.is_unspecified() { p.src } else { src };
+    let repr = ipv4::Repr {
+        src,
+        dst: *d.dst.ip(),
+        protocol: ipv4::protocol::UDP,
+        ttl: d.ttl,
+        tos: d.tos,
+        ident: *ident,
+        dont_frag: df,
+        payload_len: udp_len,
+    };
+    let (ip, rest) = out[14..14 + total].split_at_mut(ipv4::MIN_HEADER_LEN);
+    repr.emit(&mut Packet::new_unchecked(ip));
+    let mut u = udp::Packet::new_unchecked(rest);
+    u.set_src_port(d.src.port());
+    u.set_dst_port(d.dst.port());
+    u.set_len(udp_len as u16);
+    u.payload_mut().copy_from_slice(&d.buf);
+    u.fill_checksum(src, *d.dst.ip());
+    if fits {
+        Built::Frame {
+            port: p.port,
+            len: 14 + total,
+        }
+    } else {
+        Built::Fragment {
+            port: p.port,
+            len: 14 + total,
+            mtu,
+        }
+    }
+}
