@@ -165,6 +165,21 @@ static __always_inline int is_claimed(struct iphdr *iph, void *l4, void *data_en
 
 		if ((void *)(type + 1) > data_end)
 			return 0;
+		if (*type == 3 || *type == 11 || *type == 12) {
+			/* An error about a datagram an engine socket sent: the
+			 * quoted header (without options) and its UDP source
+			 * port say whose it is. */
+			struct iphdr *inner = l4 + 8;
+			__be16 *iports = l4 + 8 + sizeof(*inner);
+
+			if ((void *)(iports + 2) > data_end)
+				return 0;
+			if (inner->ihl != 5 || inner->protocol != IPPROTO_UDP)
+				return 0;
+			key.protocol = IPPROTO_UDP;
+			key.port = iports[0];
+			return bpf_map_lookup_elem(&claimed, &key) != NULL;
+		}
 		key.port = bpf_htons(*type);
 		if (bpf_map_lookup_elem(&claimed, &key))
 			return 1;

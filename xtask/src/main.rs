@@ -28,6 +28,7 @@ const PACKAGES: &[&str] = &[
     "traceroute",
     "iputils-tracepath",
     "bird2",
+    "socat",
     "systemd",
 ];
 

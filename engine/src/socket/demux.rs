@@ -78,6 +78,27 @@ impl Demux {
         None
     }
 
+    /// The socket that sent a datagram from `src:sport` to `dst:dport`
+    /// (for an ICMP error quoting it).
+    pub fn sender(
+        &self,
+        src: Ipv4Addr,
+        sport: u16,
+        dst: Ipv4Addr,
+        dport: u16,
+    ) -> Option<&SockCore> {
+        let (s, d) = (u32::from(src), u32::from(dst));
+        if let Some(v) = self.connected.get(&(sport, d, dport)) {
+            if let Some(e) = v.iter().find(|e| e.laddr == s || e.laddr == 0) {
+                return Some(&e.sock);
+            }
+        }
+        [(s, sport), (0, sport)]
+            .iter()
+            .find_map(|k| self.udp.get(k).and_then(|v| v.last()))
+            .map(|e| &*e.sock)
+    }
+
     /// Every socket a broadcast datagram to `dst:dport` from `src:sport`
     /// goes to (`__udp4_lib_mcast_deliver()`): bound to the port and to the
     /// wildcard or that address, and, if connected, to that peer.

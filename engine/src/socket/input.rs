@@ -44,7 +44,14 @@ pub(crate) fn deliver(
     }
     match pkt.protocol() {
         ipv4::protocol::UDP => udp_input(frame, ingress, snap, demux),
-        ipv4::protocol::ICMP if demux.echo => echo(frame, ingress, snap, ident),
+        ipv4::protocol::ICMP => {
+            let hl = pkt.header_len();
+            match frame.get(14 + hl) {
+                Some(&t) if icmp::is_error(t) => icmp_error(frame, demux),
+                _ if demux.echo => echo(frame, ingress, snap, ident),
+                _ => Local::Drop(DropReason::LocalUnclaimed),
+            }
+        }
         _ => Local::Drop(DropReason::LocalUnclaimed),
     }
 }
@@ -100,6 +107,77 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
         None => Local::NoSocket { broadcast: false },
     }
 }
+
+/// An ICMP error about a datagram an engine socket sent
+/// (`__udp4_lib_err()`): the errno and whether it is hard, as
+/// `icmp_err_convert[]` gives them.
+fn icmp_error(frame: &[u8], demux: &Demux) -> Local {
+    let pkt = Packet::new_unchecked(&frame[14..]);
+    let hl = pkt.header_len();
+    let total = pkt.total_len() as usize;
+    let Ok(msg) = icmp::Packet::new_checked(&frame[14 + hl..14 + total]) else {
+        return Local::Drop(DropReason::LocalUnclaimed);
+    };
+    if !msg.verify_checksum() {
+        return Local::Drop(DropReason::IcmpBadChecksum);
+    }
+    let (t, code) = (msg.msg_type(), msg.code());
+    // The quoted header and the first 8 bytes of its UDP datagram.
+    let q = &frame[14 + hl + icmp::HEADER_LEN..14 + total];
+    if q.len() < 28 || q[0] >> 4 != 4 || q[9] != ipv4::protocol::UDP {
+        return Local::Drop(DropReason::LocalUnclaimed);
+    }
+    let ihl = ((q[0] & 0x0f) as usize) * 4;
+    if q.len() < ihl + 4 {
+        return Local::Drop(DropReason::LocalUnclaimed);
+    }
+    let src = Ipv4Addr::new(q[12], q[13], q[14], q[15]);
+    let dst = Ipv4Addr::new(q[16], q[17], q[18], q[19]);
+    let sport = u16::from_be_bytes([q[ihl], q[ihl + 1]]);
+    let dport = u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]);
+    let (err, hard) = match (t, code) {
+        (msg_type::DEST_UNREACH, 4) => {
+            // Fragmentation needed: hard unless IP_PMTUDISC_DONT; the
+            // path MTU cache is not kept yet, so it is reported as the
+            // kernel reports it to a DO/WANT socket.
+            (libc::EMSGSIZE, true)
+        }
+        (msg_type::DEST_UNREACH, c) => UNREACH
+            .get(c as usize)
+            .copied()
+            .unwrap_or((libc::EHOSTUNREACH, false)),
+        (msg_type::TIME_EXCEEDED, _) => (libc::EHOSTUNREACH, false),
+        (msg_type::PARAM_PROBLEM, _) => (libc::EPROTO, true),
+        _ => return Local::Drop(DropReason::LocalUnclaimed),
+    };
+    match demux.sender(src, sport, dst, dport) {
+        Some(s) => {
+            s.icmp_error(err, hard);
+            Local::Delivered(0)
+        }
+        None => Local::Drop(DropReason::LocalUnclaimed),
+    }
+}
+
+/// `icmp_err_convert[]`: errno and whether it is fatal, by unreachable code.
+const UNREACH: [(i32, bool); 16] = [
+    (libc::ENETUNREACH, false),
+    (libc::EHOSTUNREACH, false),
+    (libc::ENOPROTOOPT, true),
+    (libc::ECONNREFUSED, true),
+    (libc::EMSGSIZE, false),
+    (libc::EOPNOTSUPP, false),
+    (libc::ENETUNREACH, true),
+    (libc::EHOSTDOWN, true),
+    (libc::ENONET, true),
+    (libc::ENETUNREACH, true),
+    (libc::EHOSTUNREACH, true),
+    (libc::ENETUNREACH, false),
+    (libc::EHOSTUNREACH, false),
+    (libc::EHOSTUNREACH, true),
+    (libc::EHOSTUNREACH, true),
+    (libc::EHOSTUNREACH, true),
+];
 
 /// Rewrites an echo request into its reply in place (`icmp_echo()` and
 /// `icmp_reply()`): addresses swapped, the pinged address as source, a

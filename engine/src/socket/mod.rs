@@ -41,7 +41,7 @@ use rustc_hash::FxHashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -185,6 +185,9 @@ pub(crate) struct SockCore {
     peer: AtomicU64,
     /// Datagrams dropped because the queue was full.
     pub rcvbuf_errors: AtomicU64,
+    /// The pending error (`sk_err`) an ICMP error set, reported and
+    /// cleared by the next send or receive; 0 for none.
+    error: AtomicI32,
 }
 
 impl SockCore {
@@ -209,6 +212,7 @@ impl SockCore {
             flags: AtomicU32::new(0),
             peer: AtomicU64::new(0),
             rcvbuf_errors: AtomicU64::new(0),
+            error: AtomicI32::new(0),
         })
     }
 
@@ -283,6 +287,33 @@ impl SockCore {
         // SAFETY: reads 8 bytes into a live u64 from our non-blocking
         // eventfd.
         unsafe { libc::read(self.event.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// True when connected to a peer.
+    pub fn is_connected(&self) -> bool {
+        self.peer.load(Ordering::Relaxed) != 0
+    }
+
+    /// A worker reports an ICMP error about a datagram this socket sent,
+    /// as `__udp4_lib_err()` does without `IP_RECVERR`: only a hard error
+    /// on a connected socket becomes the pending error.
+    pub fn icmp_error(&self, errno: i32, hard: bool) -> bool {
+        if !hard || !self.is_connected() {
+            return false;
+        }
+        self.error.store(errno, Ordering::Relaxed);
+        if self.waiting.load(Ordering::SeqCst) && self.waiting.swap(false, Ordering::SeqCst) {
+            self.signal();
+        }
+        true
+    }
+
+    /// Takes the pending error (`sock_error()`).
+    fn take_error(&self) -> Option<io::Error> {
+        match self.error.swap(0, Ordering::Relaxed) {
+            0 => None,
+            e => Some(errno(e)),
+        }
     }
 
     /// A worker gives back the buffer of a sent datagram.
@@ -688,6 +719,9 @@ impl UdpSocket {
     /// [`connect`](Self::connect); `ENOBUFS` when the worker's send queue is
     /// full (non-blocking), `EAGAIN` on a send timeout.
     pub fn send_to(&self, buf: &[u8], dst: SocketAddrV4) -> io::Result<usize> {
+        if let Some(e) = self.core.take_error() {
+            return Err(e);
+        }
         let d = self.prepare(buf, dst)?;
         self.enqueue(d)?;
         Ok(buf.len())
@@ -852,6 +886,9 @@ impl UdpSocket {
             if let Some(d) = self.core.rx.pop() {
                 return Ok(d);
             }
+            if let Some(e) = self.core.take_error() {
+                return Err(e);
+            }
             // Arm the wakeup, then look again: a datagram queued in between
             // is seen now, or its worker sees `waiting` and signals.
             self.core.clear_signal();
@@ -904,6 +941,11 @@ impl UdpSocket {
     /// Datagrams this socket dropped because its queue was full.
     pub fn rcvbuf_errors(&self) -> u64 {
         self.core.rcvbuf_errors.load(Ordering::Relaxed)
+    }
+
+    /// `SO_ERROR`: takes the pending error, if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(self.core.take_error())
     }
 
     /// Non-blocking mode (`O_NONBLOCK`).

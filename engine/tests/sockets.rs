@@ -1,0 +1,629 @@
+//! The engine's sockets against the kernel's, on the real datapath: the
+//! same socket calls on a kernel socket and an engine socket in the same
+//! namespace give the same results and errnos; datagrams from another
+//! namespace reach engine sockets and come back; bad datagrams are counted;
+//! the kernel keeps the ports the engine does not hold.
+//!
+//! Needs root: `cargo xtask test`.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket as StdUdp};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use testbed::frame::UdpFrame;
+use testbed::{addr, mac_of, require_root, Child, PacketSocket, Topology};
+use xdpip::socket::{Ancillary, PktInfo, PmtuDisc, UdpSocket};
+use xdpip::Engine;
+
+fn topology() -> Topology {
+    require_root();
+    let t = Topology::gen_dut_sink(1).expect("topology");
+    assert!(t.warm_up(), "the kernel router itself does not forward");
+    t
+}
+
+/// Runs `f` on a thread inside namespace `ns`, borrowing freely.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: an open namespace file; setns changes only this thread.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in namespace")
+    })
+}
+
+/// Starts an engine on dut's two interfaces (in dut) and runs `f` with it.
+fn with_engine<T: Send>(t: &Topology, f: impl FnOnce(&Engine) -> T + Send) -> T {
+    in_ns(t.dut.name(), || {
+        let e = Engine::builder()
+            .interface("eth0")
+            .interface("eth1")
+            .start()
+            .expect("engine start");
+        let r = f(&e);
+        e.stop();
+        r
+    })
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
+}
+
+/// The socket calls a conformance case makes, on either kind of socket.
+/// Each returns a value or the errno.
+trait Sock {
+    fn bind(&self, a: SocketAddrV4) -> Result<i64, i32>;
+    fn connect(&self, a: SocketAddrV4) -> Result<i64, i32>;
+    fn send_to(&self, len: usize, a: SocketAddrV4) -> Result<i64, i32>;
+    fn send(&self, len: usize) -> Result<i64, i32>;
+    fn set(&self, level: i32, name: i32, v: i32) -> Result<i64, i32>;
+    fn get(&self, level: i32, name: i32) -> Result<i64, i32>;
+}
+
+fn code(e: io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+impl Sock for UdpSocket {
+    fn bind(&self, a: SocketAddrV4) -> Result<i64, i32> {
+        UdpSocket::bind(self, a).map(|_| 0).map_err(code)
+    }
+    fn connect(&self, a: SocketAddrV4) -> Result<i64, i32> {
+        UdpSocket::connect(self, a).map(|_| 0).map_err(code)
+    }
+    fn send_to(&self, len: usize, a: SocketAddrV4) -> Result<i64, i32> {
+        UdpSocket::send_to(self, &vec![7u8; len], a)
+            .map(|n| n as i64)
+            .map_err(code)
+    }
+    fn send(&self, len: usize) -> Result<i64, i32> {
+        UdpSocket::send(self, &vec![7u8; len])
+            .map(|n| n as i64)
+            .map_err(code)
+    }
+    fn set(&self, level: i32, name: i32, v: i32) -> Result<i64, i32> {
+        self.set_option(level, name, v).map(|_| 0).map_err(code)
+    }
+    fn get(&self, level: i32, name: i32) -> Result<i64, i32> {
+        self.option(level, name).map(|v| v as i64).map_err(code)
+    }
+}
+
+/// A kernel UDP socket through libc, so that every errno shows.
+struct Kernel(i32);
+
+impl Kernel {
+    fn new() -> Kernel {
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(fd >= 0);
+        Kernel(fd)
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn ret(r: isize) -> Result<i64, i32> {
+    if r < 0 {
+        Err(io::Error::last_os_error().raw_os_error().unwrap())
+    } else {
+        Ok(r as i64)
+    }
+}
+
+const SALEN: u32 = std::mem::size_of::<libc::sockaddr_in>() as u32;
+
+impl Sock for Kernel {
+    fn bind(&self, a: SocketAddrV4) -> Result<i64, i32> {
+        let s = sockaddr(a);
+        // SAFETY: a valid sockaddr_in of the given length.
+        ret(unsafe { libc::bind(self.0, (&s as *const libc::sockaddr_in).cast(), SALEN) } as isize)
+    }
+    fn connect(&self, a: SocketAddrV4) -> Result<i64, i32> {
+        let s = sockaddr(a);
+        // SAFETY: as above.
+        ret(
+            unsafe { libc::connect(self.0, (&s as *const libc::sockaddr_in).cast(), SALEN) }
+                as isize,
+        )
+    }
+    fn send_to(&self, len: usize, a: SocketAddrV4) -> Result<i64, i32> {
+        let s = sockaddr(a);
+        let b = vec![7u8; len];
+        // SAFETY: valid buffer and address.
+        ret(unsafe {
+            libc::sendto(
+                self.0,
+                b.as_ptr().cast(),
+                len,
+                0,
+                (&s as *const libc::sockaddr_in).cast(),
+                SALEN,
+            )
+        })
+    }
+    fn send(&self, len: usize) -> Result<i64, i32> {
+        let b = vec![7u8; len];
+        // SAFETY: valid buffer.
+        ret(unsafe { libc::send(self.0, b.as_ptr().cast(), len, 0) })
+    }
+    fn set(&self, level: i32, name: i32, v: i32) -> Result<i64, i32> {
+        // SAFETY: an int option value.
+        ret(unsafe { libc::setsockopt(self.0, level, name, (&v as *const i32).cast(), 4) } as isize)
+    }
+    fn get(&self, level: i32, name: i32) -> Result<i64, i32> {
+        let mut v: i32 = 0;
+        let mut l: u32 = 4;
+        // SAFETY: an int-sized result buffer.
+        let r =
+            unsafe { libc::getsockopt(self.0, level, name, (&mut v as *mut i32).cast(), &mut l) };
+        ret(r as isize).map(|_| v as i64)
+    }
+}
+
+/// One conformance case: a name and the calls, given two fresh sockets of
+/// one kind and a port base private to that kind.
+type Case = (
+    &'static str,
+    fn(&dyn Sock, &dyn Sock, u16) -> Vec<Result<i64, i32>>,
+);
+
+fn cases() -> Vec<Case> {
+    use libc::{IPPROTO_IP, SOL_SOCKET};
+    vec![
+        ("double bind", |a, b, p| {
+            vec![
+                a.bind(sa(addr::DUT0, p)),
+                b.bind(sa(addr::DUT0, p)),
+                b.bind(sa(Ipv4Addr::UNSPECIFIED, p)),
+                a.bind(sa(addr::DUT0, p + 1)),
+            ]
+        }),
+        ("SO_REUSEADDR on both", |a, b, p| {
+            vec![
+                a.set(SOL_SOCKET, libc::SO_REUSEADDR, 1),
+                b.set(SOL_SOCKET, libc::SO_REUSEADDR, 1),
+                a.bind(sa(addr::DUT0, p)),
+                b.bind(sa(addr::DUT0, p)),
+            ]
+        }),
+        ("SO_REUSEPORT on one only", |a, b, p| {
+            vec![
+                a.set(SOL_SOCKET, libc::SO_REUSEPORT, 1),
+                a.bind(sa(Ipv4Addr::UNSPECIFIED, p)),
+                b.bind(sa(addr::DUT1, p)),
+            ]
+        }),
+        (
+            "bind to a foreign address, then with IP_FREEBIND",
+            |a, b, p| {
+                vec![
+                    a.bind(sa(Ipv4Addr::new(10, 77, 0, 1), p)),
+                    b.set(IPPROTO_IP, libc::IP_FREEBIND, 1),
+                    b.bind(sa(Ipv4Addr::new(10, 77, 0, 1), p)),
+                ]
+            },
+        ),
+        ("connect, then send to another address", |a, _, p| {
+            vec![
+                a.bind(sa(Ipv4Addr::UNSPECIFIED, p)),
+                a.connect(sa(addr::SINK, 9)),
+                a.send_to(10, sa(addr::GEN, 9)),
+                a.get(IPPROTO_IP, libc::IP_MTU),
+            ]
+        }),
+        ("port unreachable on a connected socket", |a, _, p| {
+            let mut v = vec![
+                a.bind(sa(Ipv4Addr::UNSPECIFIED, p)),
+                a.connect(sa(addr::SINK, 9)),
+                a.send(10),
+            ];
+            // sink answers port unreachable; give it time to come back.
+            std::thread::sleep(Duration::from_millis(200));
+            v.push(a.send_to(10, sa(addr::GEN, 9)));
+            v.push(a.send(10));
+            v
+        }),
+        ("send without a peer", |a, _, p| {
+            vec![a.bind(sa(Ipv4Addr::UNSPECIFIED, p)), a.send(10)]
+        }),
+        ("broadcast without and with SO_BROADCAST", |a, _, p| {
+            vec![
+                a.bind(sa(Ipv4Addr::UNSPECIFIED, p)),
+                a.send_to(10, sa(Ipv4Addr::new(10, 2, 0, 255), 9)),
+                a.connect(sa(Ipv4Addr::new(10, 2, 0, 255), 9)),
+                a.set(SOL_SOCKET, libc::SO_BROADCAST, 1),
+                a.send_to(10, sa(Ipv4Addr::new(10, 2, 0, 255), 9)),
+            ]
+        }),
+        ("oversize send in each IP_MTU_DISCOVER mode", |a, _, p| {
+            let mut v = vec![a.bind(sa(Ipv4Addr::UNSPECIFIED, p))];
+            for mode in [
+                PmtuDisc::Dont,
+                PmtuDisc::Want,
+                PmtuDisc::Do,
+                PmtuDisc::Probe,
+            ] {
+                v.push(a.set(IPPROTO_IP, libc::IP_MTU_DISCOVER, mode as i32));
+                v.push(a.send_to(1472, sa(addr::SINK, 9)));
+                v.push(a.send_to(1473, sa(addr::SINK, 9)));
+                v.push(a.send_to(65507, sa(addr::SINK, 9)));
+                v.push(a.send_to(65508, sa(addr::SINK, 9)));
+            }
+            v.push(a.set(IPPROTO_IP, libc::IP_MTU_DISCOVER, 7));
+            v
+        }),
+        ("unknown options and IP_MTU unconnected", |a, _, _| {
+            vec![
+                a.set(IPPROTO_IP, 9999, 1),
+                a.get(IPPROTO_IP, 9999),
+                a.set(SOL_SOCKET, 9999, 1),
+                a.get(IPPROTO_IP, libc::IP_MTU),
+            ]
+        }),
+        ("IP_TTL and IP_TOS values", |a, _, _| {
+            vec![
+                a.get(IPPROTO_IP, libc::IP_TTL),
+                a.set(IPPROTO_IP, libc::IP_TTL, 0),
+                a.set(IPPROTO_IP, libc::IP_TTL, 256),
+                a.set(IPPROTO_IP, libc::IP_TTL, 5),
+                a.get(IPPROTO_IP, libc::IP_TTL),
+                a.set(IPPROTO_IP, libc::IP_TTL, -1),
+                a.get(IPPROTO_IP, libc::IP_TTL),
+                a.set(IPPROTO_IP, libc::IP_TOS, 0x10),
+                a.get(IPPROTO_IP, libc::IP_TOS),
+                a.get(IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            ]
+        }),
+        ("destination port 0, no route, unspecified", |a, _, p| {
+            vec![
+                a.bind(sa(Ipv4Addr::UNSPECIFIED, p)),
+                a.send_to(10, sa(addr::SINK, 0)),
+                a.send_to(10, sa(Ipv4Addr::new(192, 0, 2, 1), 9)),
+                a.connect(sa(Ipv4Addr::new(192, 0, 2, 1), 9)),
+            ]
+        }),
+    ]
+}
+
+#[test]
+fn socket_calls_return_what_the_kernel_returns() {
+    let t = topology();
+    let report = with_engine(&t, |e| {
+        let mut diffs = Vec::new();
+        let mut table = Vec::new();
+        for (i, (name, f)) in cases().into_iter().enumerate() {
+            let base = 21000 + 10 * i as u16;
+            let kernel = f(&Kernel::new(), &Kernel::new(), base);
+            let engine = f(
+                &e.udp_socket().unwrap(),
+                &e.udp_socket().unwrap(),
+                base + 5000,
+            );
+            table.push(format!("{name}: {kernel:?}"));
+            if kernel != engine {
+                diffs.push(format!("{name}:\n  kernel {kernel:?}\n  engine {engine:?}"));
+            }
+        }
+        (diffs, table)
+    });
+    println!("{}", report.1.join("\n"));
+    assert!(report.0.is_empty(), "differences:\n{}", report.0.join("\n"));
+}
+
+/// recvmsg(2) on a kernel socket: the datagram and its control messages.
+fn kernel_recvmsg(fd: i32) -> (Vec<u8>, Ancillary) {
+    let mut buf = [0u8; 2048];
+    let mut cbuf = [0u64; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut from: libc::sockaddr_in = sockaddr(sa(Ipv4Addr::UNSPECIFIED, 0));
+    // SAFETY: zeroed msghdr filled with valid pointers below.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
+    m.msg_namelen = SALEN;
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf.as_mut_ptr().cast();
+    m.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: m points at live buffers.
+    let n = unsafe { libc::recvmsg(fd, &mut m, 0) };
+    assert!(n >= 0, "recvmsg: {}", io::Error::last_os_error());
+    let mut a = Ancillary::default();
+    // SAFETY: walking the control buffer the kernel filled, with its macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&m);
+        while !c.is_null() {
+            let d = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let p = std::ptr::read_unaligned(d as *const libc::in_pktinfo);
+                    a.pktinfo = Some(PktInfo {
+                        ifindex: p.ipi_ifindex as u32,
+                        spec_dst: Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr)),
+                        addr: Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr)),
+                    });
+                }
+                (libc::IPPROTO_IP, libc::IP_TTL) => {
+                    a.ttl = Some(std::ptr::read_unaligned(d as *const i32) as u8)
+                }
+                (libc::IPPROTO_IP, libc::IP_TOS) => a.tos = Some(*d),
+                (libc::IPPROTO_IP, libc::IP_ORIGDSTADDR) => {
+                    let s = std::ptr::read_unaligned(d as *const libc::sockaddr_in);
+                    a.orig_dst = Some(sa(
+                        Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)),
+                        u16::from_be(s.sin_port),
+                    ));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(&m, c);
+        }
+    }
+    (buf[..n as usize].to_vec(), a)
+}
+
+#[test]
+fn ancillary_data_matches_the_kernel() {
+    let t = topology();
+    let gen = t.gen.name().to_string();
+    let (k, e) = with_engine(&t, |engine| {
+        let kernel = Kernel::new();
+        let es = engine.udp_socket().unwrap();
+        for (level, name) in [
+            (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            (libc::IPPROTO_IP, libc::IP_RECVTTL),
+            (libc::IPPROTO_IP, libc::IP_RECVTOS),
+            (libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR),
+        ] {
+            kernel.set(level, name, 1).unwrap();
+            Sock::set(&es, level, name, 1).unwrap();
+        }
+        Sock::bind(&kernel, sa(Ipv4Addr::UNSPECIFIED, 4100)).unwrap();
+        es.bind(sa(Ipv4Addr::UNSPECIFIED, 4200)).unwrap();
+        es.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        in_ns(&gen, || {
+            let s = StdUdp::bind("10.1.0.1:0").unwrap();
+            s.set_ttl(33).unwrap();
+            // SAFETY: an int option on our socket.
+            let tos: i32 = 0x28;
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_TOS,
+                    (&tos as *const i32).cast(),
+                    4,
+                )
+            };
+            s.send_to(b"to kernel", "10.1.0.2:4100").unwrap();
+            s.send_to(b"to engine", "10.1.0.2:4200").unwrap();
+        });
+        let mut buf = [0u8; 100];
+        let m = es.recv_msg(&mut buf).expect("engine socket receives");
+        assert_eq!(&buf[..m.len], b"to engine");
+        let k = kernel_recvmsg(kernel.0);
+        assert_eq!(k.0, b"to kernel");
+        (k.1, m.ancillary)
+    });
+    // The ports differ by construction; everything else must not.
+    let mut e = e;
+    e.orig_dst = e.orig_dst.map(|a| sa(*a.ip(), 4100));
+    assert_eq!(k, e, "kernel vs engine ancillary data");
+    assert_eq!(k.ttl, Some(33));
+    assert_eq!(k.tos, Some(0x28));
+}
+
+#[test]
+fn echo_example_serves_clients_and_the_kernel_keeps_other_ports() {
+    let t = topology();
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("examples/udp_echo"))
+        .unwrap();
+    assert!(
+        example.exists(),
+        "{} missing: build with `cargo test --examples` or `cargo xtask test`",
+        example.display()
+    );
+    // The kernel's own UDP socket on P+1 and TCP listener on P, in dut.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dut = t.dut.name().to_string();
+    let kernel_side = std::thread::spawn(move || {
+        in_ns(&dut, || {
+            let u = StdUdp::bind("10.1.0.2:7778").unwrap();
+            let l = TcpListener::bind("10.1.0.2:7777").unwrap();
+            tx.send(()).unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut b = [0u8; 64];
+            let (n, from) = u.recv_from(&mut b).expect("kernel UDP socket receives");
+            u.send_to(&b[..n], from).unwrap();
+            let (mut c, _) = l.accept().expect("kernel TCP accepts");
+            use std::io::{Read, Write};
+            let mut line = [0u8; 5];
+            c.read_exact(&mut line).unwrap();
+            c.write_all(&line).unwrap();
+        })
+    });
+    rx.recv().unwrap();
+    let mut cmd = t.dut.command(example.to_str().unwrap());
+    cmd.args(["-i", "eth0", "-i", "eth1", "--bind", "0.0.0.0:7777"]);
+    let mut child = Child::spawn(cmd).unwrap();
+    child
+        .wait_for_line(Duration::from_secs(30), |l| l.contains("serving"))
+        .expect("udp_echo start");
+
+    let gen = t.gen.name().to_string();
+    in_ns(&gen, || {
+        // A std client: every datagram comes back, byte for byte.
+        let s = StdUdp::bind("10.1.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for i in 0..100u32 {
+            let msg: Vec<u8> = (0..(i * 14 % 1400)).map(|b| (b ^ i) as u8).collect();
+            s.send_to(&msg, "10.1.0.2:7777").unwrap();
+            let mut b = [0u8; 2000];
+            let (n, from) = s.recv_from(&mut b).expect("echo");
+            assert_eq!(&b[..n], &msg[..], "echo {i}");
+            assert_eq!(from, "10.1.0.2:7777".parse().unwrap());
+        }
+        // The kernel's UDP on another port and TCP on the same port.
+        s.send_to(b"kernel", "10.1.0.2:7778").unwrap();
+        let mut b = [0u8; 64];
+        let (n, _) = s.recv_from(&mut b).expect("kernel UDP echo");
+        assert_eq!(&b[..n], b"kernel");
+        use std::io::{Read, Write};
+        let mut c =
+            TcpStream::connect_timeout(&"10.1.0.2:7777".parse().unwrap(), Duration::from_secs(5))
+                .expect("TCP to the kernel on the engine's UDP port");
+        c.write_all(b"hello").unwrap();
+        let mut r = [0u8; 5];
+        c.read_exact(&mut r).unwrap();
+        assert_eq!(&r, b"hello");
+    });
+    kernel_side.join().unwrap();
+    // socat, as an operator would try it.
+    let out = t
+        .gen
+        .exec(&[
+            "sh",
+            "-c",
+            "echo socat-line | socat -t 2 - UDP4:10.1.0.2:7777",
+        ])
+        .expect("socat");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "socat-line");
+
+    child.signal(libc::SIGINT);
+    let st = child.wait(Duration::from_secs(20)).unwrap();
+    assert!(st.success(), "{}", child.stderr().join("\n"));
+    let last = child.stdout().join("\n");
+    assert!(last.contains("echoed 101"), "{last}");
+}
+
+#[test]
+fn bad_datagrams_are_counted_and_a_full_socket_drops() {
+    let t = topology();
+    let gen = t.gen.name().to_string();
+    let gen_mac = mac_of(&t.gen, "eth0").unwrap();
+    let dut_mac = mac_of(&t.dut, "eth0").unwrap();
+    let tx = PacketSocket::open(&t.gen, "eth0").unwrap();
+    let frame = |payload: &[u8]| {
+        UdpFrame {
+            dst_mac: dut_mac,
+            src_mac: gen_mac,
+            src: addr::GEN,
+            dst: addr::DUT0,
+            sport: 5555,
+            dport: 4300,
+            ttl: 64,
+            ident: 1,
+            tos: 0,
+            df: false,
+            payload: payload.to_vec(),
+        }
+        .build()
+    };
+    let (mib, got, full_mib) = with_engine(&t, |e| {
+        let s = e.udp_socket().unwrap();
+        s.bind(sa(Ipv4Addr::UNSPECIFIED, 4300)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let good = frame(b"good");
+        let mut bad_sum = frame(b"bad checksum");
+        bad_sum[45] ^= 0x55;
+        let mut zero = frame(b"no checksum");
+        zero[40..42].copy_from_slice(&[0, 0]);
+        let mut long = frame(b"length beyond");
+        long[38..40].copy_from_slice(&200u16.to_be_bytes());
+        for f in [&good, &bad_sum, &zero, &long] {
+            tx.send(f).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut b = [0u8; 100];
+        while let Ok(n) = s.recv(&mut b) {
+            got.push(b[..n].to_vec());
+        }
+        let mib = e.report().mib;
+        // A socket nobody reads: 1500 datagrams into a 1024-deep queue.
+        let idle = e.udp_socket().unwrap();
+        idle.bind(sa(Ipv4Addr::UNSPECIFIED, 4301)).unwrap();
+        in_ns(&gen, || {
+            let c = StdUdp::bind("10.1.0.1:0").unwrap();
+            for i in 0..1500u32 {
+                c.send_to(&i.to_be_bytes(), "10.1.0.2:4301").unwrap();
+                if i % 64 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // The worker did not stall: another socket still gets its datagram.
+        tx.send(&good).unwrap();
+        let after = s.recv(&mut b).map(|n| b[..n].to_vec());
+        assert_eq!(after.as_deref().ok(), Some(&b"good"[..]), "worker stalled");
+        assert_eq!(idle.queued(), xdpip::socket::RECV_QUEUE);
+        (mib, got, e.report().mib)
+    });
+    assert_eq!(got, vec![b"good".to_vec(), b"no checksum".to_vec()]);
+    assert_eq!(mib["UdpInCsumErrors"], 1, "{mib:?}");
+    assert_eq!(mib["UdpInErrors"], 2, "{mib:?}");
+    assert_eq!(mib["UdpInDatagrams"], 2, "{mib:?}");
+    let dropped = full_mib["UdpRcvbufErrors"];
+    assert_eq!(
+        dropped,
+        1500 - xdpip::socket::RECV_QUEUE as u64,
+        "{full_mib:?}"
+    );
+}
+
+#[test]
+fn ping_is_answered_by_the_engine() {
+    let t = topology();
+    let before = t.dut.snmp().unwrap();
+    let mib = with_engine(&t, |e| {
+        let out = in_ns(t.gen.name(), || {
+            std::process::Command::new("ping")
+                .args(["-c", "5", "-i", "0.2", "-W", "2", "-s", "1000", "10.1.0.2"])
+                .output()
+                .unwrap()
+        });
+        assert!(
+            out.status.success(),
+            "ping: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        e.report().mib
+    });
+    let after = t.dut.snmp().unwrap();
+    assert_eq!(mib["IcmpInEchos"], 5, "{mib:?}");
+    assert_eq!(mib["IcmpOutEchoReps"], 5, "{mib:?}");
+    assert_eq!(
+        after["IcmpInEchos"], before["IcmpInEchos"],
+        "the kernel answered instead"
+    );
+}
