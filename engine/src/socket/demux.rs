@@ -118,3 +118,64 @@ impl Demux {
             .map(|e| &*e.sock)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sock() -> Arc<SockCore> {
+        Arc::new(SockCore::new().unwrap())
+    }
+
+    fn entry(laddr: Ipv4Addr, s: &Arc<SockCore>) -> Entry {
+        Entry {
+            laddr: u32::from(laddr),
+            sock: s.clone(),
+        }
+    }
+
+    const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    #[test]
+    fn connected_beats_bound_beats_wildcard() {
+        let (wild, bound, conn) = (sock(), sock(), sock());
+        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let mut d = Demux::default();
+        d.udp.insert((0, 53), vec![entry(ANY, &wild)]);
+        d.udp.insert((u32::from(ME), 53), vec![entry(ME, &bound)]);
+        d.connected
+            .insert((53, u32::from(peer), 1000), vec![entry(ME, &conn)]);
+        let is = |a: Option<&SockCore>, b: &Arc<SockCore>| std::ptr::eq(a.unwrap(), &**b);
+        assert!(is(d.lookup(ME, 53, peer, 1000), &conn));
+        assert!(is(d.lookup(ME, 53, peer, 1001), &bound));
+        assert!(is(
+            d.lookup(Ipv4Addr::new(10, 0, 0, 2), 53, peer, 1000),
+            &wild
+        ));
+        assert!(d.lookup(ME, 54, peer, 1000).is_none());
+        assert!(is(d.sender(ME, 53, peer, 1000), &conn));
+    }
+
+    #[test]
+    fn reuseport_spreads_flows_and_reuseaddr_gives_the_newest() {
+        let socks: Vec<_> = (0..4).map(|_| sock()).collect();
+        let mut d = Demux::default();
+        d.udp
+            .insert((0, 80), socks.iter().map(|s| entry(ANY, s)).collect());
+        d.reuseport.insert((0, 80), true);
+        let mut hits = [0usize; 4];
+        for port in 1000..5000u16 {
+            let s = d.lookup(ME, 80, Ipv4Addr::new(10, 0, 1, 1), port).unwrap();
+            let i = socks.iter().position(|x| std::ptr::eq(&**x, s)).unwrap();
+            hits[i] += 1;
+            // The same flow always lands on the same socket.
+            let again = d.lookup(ME, 80, Ipv4Addr::new(10, 0, 1, 1), port).unwrap();
+            assert!(std::ptr::eq(s, again));
+        }
+        assert!(hits.iter().all(|&h| h > 700), "{hits:?}");
+        d.reuseport.insert((0, 80), false);
+        let s = d.lookup(ME, 80, Ipv4Addr::new(10, 0, 1, 1), 1).unwrap();
+        assert!(std::ptr::eq(s, &*socks[3]));
+    }
+}

@@ -189,9 +189,9 @@ mod tests {
     #[test]
     fn known_datagram_verifies_and_corruption_is_caught() {
         // 10.0.0.1:4000 -> 10.0.0.2:7 "hi", checksum computed by hand:
-        // pseudo 0a00+0001+0a00+0002+0011+000a = 0x1420, header
-        // 0fa0+0007+000a = 0x0fb1, data 6869 -> 0x8c3a; ~ = 0x73c5.
-        let mut d = [0x0f, 0xa0, 0x00, 0x07, 0x00, 0x0a, 0x73, 0xc5, b'h', b'i'];
+        // pseudo 0a00+0001+0a00+0002+0011+000a = 0x141e, header
+        // 0fa0+0007+000a = 0x0fb1, data 6869 -> 0x8c38; ~ = 0x73c7.
+        let mut d = [0x0f, 0xa0, 0x00, 0x07, 0x00, 0x0a, 0x73, 0xc7, b'h', b'i'];
         let (s, t) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
         assert!(Packet::new_checked(&d[..]).unwrap().verify_checksum(s, t));
         d[9] ^= 1;
