@@ -259,7 +259,7 @@ impl Worker {
                         Verdict::Local => {
                             // SAFETY: the frame is still owned by the worker.
                             let data = unsafe { umem.slice_mut(d.addr, d.len as usize) };
-                            match input::deliver(data, ingress, &snap, &demux, &mut ident) {
+                            match input::deliver(data, ingress, &snap, &demux, &local, &mut ident) {
                                 Local::Delivered(k) => {
                                     counters.mib(Mib::InDelivers, 1);
                                     counters.mib(Mib::UdpInDatagrams, k as u64);
@@ -380,6 +380,7 @@ impl Worker {
                         &mut scratch,
                         &mut scratch2,
                         &mut parked,
+                        &local,
                         &mut |i, n| {
                             if asked.first_time(i, n, clock.now_ms) {
                                 let _ = resolve.push((i, n));
@@ -409,6 +410,7 @@ impl Worker {
                     &mut scratch,
                     &mut scratch2,
                     &mut parked,
+                    &local,
                     &mut |i, n| {
                         if asked.first_time(i, n, clock.now_ms) {
                             let _ = resolve.push((i, n));
@@ -602,10 +604,11 @@ fn send_datagram(
     scratch: &mut [u8],
     scratch2: &mut [u8],
     parked: &mut Vec<TxDatagram>,
+    shared: &SocketShared,
     ask: &mut dyn FnMut(u32, std::net::Ipv4Addr),
 ) {
     let c = out.counters;
-    match output::build(&dg, snap, ident, scratch) {
+    match output::build(&dg, snap, shared, ident, scratch) {
         Built::Frame { port, len } => {
             if out.emit(port, &scratch[..len]) {
                 c.mib(Mib::OutRequests, 1);

@@ -627,3 +627,121 @@ fn ping_is_answered_by_the_engine() {
         "the kernel answered instead"
     );
 }
+
+/// recvmsg(MSG_ERRQUEUE) on a kernel socket, in the engine's terms.
+fn kernel_recv_error(fd: i32) -> Result<(usize, xdpip::socket::ExtendedErr), i32> {
+    use xdpip::socket::{ErrOrigin, ExtendedErr};
+    let mut buf = [0u8; 2048];
+    let mut cbuf = [0u64; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut name: libc::sockaddr_in = sockaddr(sa(Ipv4Addr::UNSPECIFIED, 0));
+    // SAFETY: zeroed msghdr filled with valid pointers below.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = (&mut name as *mut libc::sockaddr_in).cast();
+    m.msg_namelen = SALEN;
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf.as_mut_ptr().cast();
+    m.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: m points at live buffers.
+    let n = unsafe { libc::recvmsg(fd, &mut m, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    let mut rec = None;
+    // SAFETY: walking the control buffer the kernel filled.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&m);
+        while !c.is_null() {
+            if ((*c).cmsg_level, (*c).cmsg_type) == (libc::IPPROTO_IP, libc::IP_RECVERR) {
+                let d = libc::CMSG_DATA(c);
+                let e = std::ptr::read_unaligned(d as *const libc::sock_extended_err);
+                let off =
+                    std::ptr::read_unaligned(d.add(std::mem::size_of::<libc::sock_extended_err>())
+                        as *const libc::sockaddr_in);
+                rec = Some(ExtendedErr {
+                    errno: e.ee_errno as i32,
+                    origin: if e.ee_origin == 2 {
+                        ErrOrigin::Icmp
+                    } else {
+                        ErrOrigin::Local
+                    },
+                    icmp_type: e.ee_type,
+                    icmp_code: e.ee_code,
+                    info: e.ee_info,
+                    offender: (off.sin_family == libc::AF_INET as u16)
+                        .then(|| Ipv4Addr::from(u32::from_be(off.sin_addr.s_addr))),
+                    dst: sa(
+                        Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
+                        u16::from_be(name.sin_port),
+                    ),
+                });
+            }
+            c = libc::CMSG_NXTHDR(&m, c);
+        }
+    }
+    Ok((n as usize, rec.expect("IP_RECVERR control message")))
+}
+
+#[test]
+fn path_mtu_and_error_queue_match_the_kernel() {
+    let t = topology();
+    // Behind sink, a 1200-byte link: sink answers fragmentation needed.
+    for args in [
+        &["link", "add", "d0", "type", "veth", "peer", "name", "d1"][..],
+        &["link", "set", "d1", "up"],
+        &["link", "set", "d0", "mtu", "1200", "up"],
+        &["addr", "add", "10.3.0.1/24", "dev", "d0"],
+    ] {
+        t.sink.ip(args).unwrap();
+    }
+    t.sink.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    t.sink.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
+    t.dut
+        .ip(&["route", "add", "10.3.0.0/24", "via", "10.2.0.2"])
+        .unwrap();
+    let far = sa(Ipv4Addr::new(10, 3, 0, 9), 9);
+
+    let (kernel, engine) = with_engine(&t, |e| {
+        let run = |s: &dyn Sock,
+                   recv_err: &dyn Fn() -> Result<(usize, xdpip::socket::ExtendedErr), i32>,
+                   port| {
+            use libc::IPPROTO_IP;
+            let mut v: Vec<String> = Vec::new();
+            v.push(format!("{:?}", s.set(IPPROTO_IP, libc::IP_RECVERR, 1)));
+            v.push(format!(
+                "{:?}",
+                s.set(IPPROTO_IP, libc::IP_MTU_DISCOVER, PmtuDisc::Do as i32)
+            ));
+            v.push(format!("{:?}", s.bind(sa(Ipv4Addr::UNSPECIFIED, port))));
+            v.push(format!("{:?}", s.connect(far)));
+            v.push(format!("mtu {:?}", s.get(IPPROTO_IP, libc::IP_MTU)));
+            v.push(format!("{:?}", s.send(1400)));
+            std::thread::sleep(Duration::from_millis(300));
+            v.push(format!("mtu {:?}", s.get(IPPROTO_IP, libc::IP_MTU)));
+            v.push(format!("{:?}", s.send(1400)));
+            for _ in 0..3 {
+                v.push(format!("{:?}", recv_err()));
+            }
+            v.push(format!("{:?}", s.send(1100)));
+            v
+        };
+        let k = Kernel::new();
+        let kernel = run(&k, &|| kernel_recv_error(k.0), 4500);
+        let es = e.udp_socket().unwrap();
+        let engine = run(
+            &es,
+            &|| {
+                let mut b = [0u8; 2048];
+                es.recv_error(&mut b).map_err(code)
+            },
+            4600,
+        );
+        (kernel, engine)
+    });
+    println!("kernel: {kernel:#?}");
+    assert_eq!(kernel, engine);
+}

@@ -3,6 +3,7 @@
 //! `__udp4_lib_rcv()`, `icmp_echo()`).
 
 use super::demux::Demux;
+use super::{ErrOrigin, ExtendedErr, QueuedErr, SocketShared};
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::icmp::{self, msg_type};
@@ -34,6 +35,7 @@ pub(crate) fn deliver(
     ingress: usize,
     snap: &Snapshot,
     demux: &Demux,
+    shared: &SocketShared,
     ident: &mut u16,
 ) -> Local {
     let pkt = Packet::new_unchecked(&frame[14..]);
@@ -47,7 +49,7 @@ pub(crate) fn deliver(
         ipv4::protocol::ICMP => {
             let hl = pkt.header_len();
             match frame.get(14 + hl) {
-                Some(&t) if icmp::is_error(t) => icmp_error(frame, demux),
+                Some(&t) if icmp::is_error(t) => icmp_error(frame, snap, demux, shared),
                 _ if demux.echo => echo(frame, ingress, snap, ident),
                 _ => Local::Drop(DropReason::LocalUnclaimed),
             }
@@ -111,7 +113,7 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
 /// An ICMP error about a datagram an engine socket sent
 /// (`__udp4_lib_err()`): the errno and whether it is hard, as
 /// `icmp_err_convert[]` gives them.
-fn icmp_error(frame: &[u8], demux: &Demux) -> Local {
+fn icmp_error(frame: &[u8], snap: &Snapshot, demux: &Demux, shared: &SocketShared) -> Local {
     let pkt = Packet::new_unchecked(&frame[14..]);
     let hl = pkt.header_len();
     let total = pkt.total_len() as usize;
@@ -135,11 +137,19 @@ fn icmp_error(frame: &[u8], demux: &Demux) -> Local {
     let dst = Ipv4Addr::new(q[16], q[17], q[18], q[19]);
     let sport = u16::from_be_bytes([q[ihl], q[ihl + 1]]);
     let dport = u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]);
+    let rest = &frame[14 + hl + 4..14 + hl + 8];
+    let mut info = 0;
     let (err, hard) = match (t, code) {
         (msg_type::DEST_UNREACH, 4) => {
-            // Fragmentation needed: hard unless IP_PMTUDISC_DONT; the
-            // path MTU cache is not kept yet, so it is reported as the
-            // kernel reports it to a DO/WANT socket.
+            // Fragmentation needed: the path MTU is learnt whoever sent
+            // the datagram (ipv4_sk_update_pmtu()); the socket hears of it
+            // unless it said IP_PMTUDISC_DONT.
+            let mtu = u16::from_be_bytes([rest[2], rest[3]]) as u32;
+            if let Ok(p) = super::path::output(snap, dst, None) {
+                shared.pmtu.learn(dst, mtu, p.mtu, shared.now_ms());
+            }
+            // ee_info is the MTU as advertised.
+            info = mtu;
             (libc::EMSGSIZE, true)
         }
         (msg_type::DEST_UNREACH, c) => UNREACH
@@ -147,12 +157,33 @@ fn icmp_error(frame: &[u8], demux: &Demux) -> Local {
             .copied()
             .unwrap_or((libc::EHOSTUNREACH, false)),
         (msg_type::TIME_EXCEEDED, _) => (libc::EHOSTUNREACH, false),
-        (msg_type::PARAM_PROBLEM, _) => (libc::EPROTO, true),
+        (msg_type::PARAM_PROBLEM, _) => {
+            info = rest[0] as u32;
+            (libc::EPROTO, true)
+        }
         _ => return Local::Drop(DropReason::LocalUnclaimed),
+    };
+    let outer = Packet::new_unchecked(&frame[14..]);
+    let quoted = &q[(ihl + 8).min(q.len())..];
+    let mut data = [0u8; super::ERR_DATA];
+    let len = quoted.len().min(data.len());
+    data[..len].copy_from_slice(&quoted[..len]);
+    let e = QueuedErr {
+        err: ExtendedErr {
+            errno: err,
+            origin: ErrOrigin::Icmp,
+            icmp_type: t,
+            icmp_code: code,
+            info,
+            offender: Some(outer.src()),
+            dst: SocketAddrV4::new(dst, dport),
+        },
+        data,
+        len,
     };
     match demux.sender(src, sport, dst, dport) {
         Some(s) => {
-            s.icmp_error(err, hard);
+            s.icmp_error(e, hard);
             Local::Delivered(0)
         }
         None => Local::Drop(DropReason::LocalUnclaimed),

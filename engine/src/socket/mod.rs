@@ -95,7 +95,57 @@ mod flag {
     pub const RECVTTL: u32 = 1 << 2;
     pub const RECVTOS: u32 = 1 << 3;
     pub const ORIGDSTADDR: u32 = 1 << 4;
+    pub const RECVERR: u32 = 1 << 5;
+    /// IP_PMTUDISC_DONT is set (frag-needed errors are not reported).
+    pub const PMTU_DONT: u32 = 1 << 6;
 }
+
+/// Where an error in the error queue comes from (`ee_origin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrOrigin {
+    /// `SO_EE_ORIGIN_LOCAL`: found by the sending call itself.
+    Local = 1,
+    /// `SO_EE_ORIGIN_ICMP`: an ICMP error about a sent datagram.
+    Icmp = 2,
+}
+
+/// A record of the error queue (`IP_RECVERR`), the typed form of
+/// `struct sock_extended_err` and the offender address that follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedErr {
+    /// `ee_errno`.
+    pub errno: i32,
+    /// `ee_origin`.
+    pub origin: ErrOrigin,
+    /// `ee_type`: the ICMP type (0 for a local error).
+    pub icmp_type: u8,
+    /// `ee_code`: the ICMP code.
+    pub icmp_code: u8,
+    /// `ee_info`: the MTU for fragmentation needed and for local
+    /// `EMSGSIZE`.
+    pub info: u32,
+    /// `SO_EE_OFFENDER`: who sent the ICMP error (`None` for local errors).
+    pub offender: Option<Ipv4Addr>,
+    /// The destination of the datagram the error is about (the message
+    /// name `recvmsg(MSG_ERRQUEUE)` returns).
+    pub dst: SocketAddrV4,
+}
+
+/// What a worker queues: the record and the start of the payload the
+/// error quoted (what `recvmsg(MSG_ERRQUEUE)` returns as data).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueuedErr {
+    pub err: ExtendedErr,
+    pub data: [u8; ERR_DATA],
+    pub len: usize,
+}
+
+/// Bytes of quoted payload an error record keeps: all that an ICMP error
+/// of 576 bytes (RFC 1812, Linux) can quote after the headers.
+const ERR_DATA: usize = 548;
+
+/// Error records a socket keeps (the kernel bounds them by `SO_RCVBUF`).
+const ERR_QUEUE: usize = 64;
 
 /// Ancillary data of a received datagram, the typed form of the control
 /// messages the kernel gives with `recvmsg(2)`; a field is `Some` when its
@@ -188,6 +238,10 @@ pub(crate) struct SockCore {
     /// The pending error (`sk_err`) an ICMP error set, reported and
     /// cleared by the next send or receive; 0 for none.
     error: AtomicI32,
+    /// `IP_RECVERR` records. A mutex, unlike the data path: reading the
+    /// queue must see the next record (the kernel's `sk_err` becomes its
+    /// errno), and a worker only ever try-locks it, on an ICMP error.
+    errq: Mutex<std::collections::VecDeque<QueuedErr>>,
 }
 
 impl SockCore {
@@ -213,6 +267,7 @@ impl SockCore {
             peer: AtomicU64::new(0),
             rcvbuf_errors: AtomicU64::new(0),
             error: AtomicI32::new(0),
+            errq: Mutex::new(std::collections::VecDeque::with_capacity(ERR_QUEUE)),
         })
     }
 
@@ -295,13 +350,28 @@ impl SockCore {
     }
 
     /// A worker reports an ICMP error about a datagram this socket sent,
-    /// as `__udp4_lib_err()` does without `IP_RECVERR`: only a hard error
-    /// on a connected socket becomes the pending error.
-    pub fn icmp_error(&self, errno: i32, hard: bool) -> bool {
-        if !hard || !self.is_connected() {
+    /// as `__udp4_lib_err()` does: with `IP_RECVERR` the error is queued
+    /// and becomes the pending error; without it, only a hard error on a
+    /// connected socket does. Fragmentation needed is not reported to an
+    /// `IP_PMTUDISC_DONT` socket.
+    pub fn icmp_error(&self, e: QueuedErr, hard: bool) -> bool {
+        let frag_needed = e.err.icmp_type == 3 && e.err.icmp_code == 4;
+        if frag_needed && self.has(flag::PMTU_DONT) {
             return false;
         }
-        self.error.store(errno, Ordering::Relaxed);
+        if self.has(flag::RECVERR) {
+            // A full queue (or one the application is reading right now)
+            // drops the record, as a full receive buffer does; the worker
+            // never waits.
+            if let Ok(mut q) = self.errq.try_lock() {
+                if q.len() < ERR_QUEUE {
+                    q.push_back(e);
+                }
+            }
+        } else if !hard || !self.is_connected() {
+            return false;
+        }
+        self.error.store(e.err.errno, Ordering::Relaxed);
         if self.waiting.load(Ordering::SeqCst) && self.waiting.swap(false, Ordering::SeqCst) {
             self.signal();
         }
@@ -336,6 +406,8 @@ pub struct SendCounters {
 /// What sockets share with each other, the workers and the engine.
 pub(crate) struct SocketShared {
     registry: Mutex<Registry>,
+    /// Path MTUs learnt from fragmentation-needed messages.
+    pub pmtu: path::PmtuCache,
     pub demux: ArcSwap<Demux>,
     maps: Arc<Mutex<SteerMaps>>,
     cell: Arc<SnapshotCell>,
@@ -400,6 +472,7 @@ impl SocketShared {
                 echo,
                 ..Demux::default()
             }),
+            pmtu: path::PmtuCache::default(),
             maps,
             cell,
             tx: (0..workers.max(1))
@@ -409,6 +482,18 @@ impl SocketShared {
             allow_privileged,
             started: Instant::now(),
         })
+    }
+
+    /// The MTU a datagram to `dst` on `p` is held to: the learnt path MTU,
+    /// except for `IP_PMTUDISC_PROBE`, which uses the interface's
+    /// (`ip_sk_use_pmtu()`).
+    pub(crate) fn effective_mtu(&self, p: &path::Path, dst: Ipv4Addr, mode: PmtuDisc) -> u32 {
+        if mode == PmtuDisc::Probe {
+            return p.mtu;
+        }
+        self.pmtu
+            .get(dst, self.now_ms())
+            .map_or(p.mtu, |m| m.min(p.mtu))
     }
 
     /// Milliseconds on the clock workers use for queued datagrams.
@@ -550,6 +635,7 @@ impl UdpSocket {
             PmtuDisc::Dont
         };
         let worker = id as usize % shared.tx.len();
+        core.set_flag(flag::PMTU_DONT, pmtudisc == PmtuDisc::Dont);
         Ok(UdpSocket {
             id,
             shared,
@@ -719,10 +805,13 @@ impl UdpSocket {
     /// [`connect`](Self::connect); `ENOBUFS` when the worker's send queue is
     /// full (non-blocking), `EAGAIN` on a send timeout.
     pub fn send_to(&self, buf: &[u8], dst: SocketAddrV4) -> io::Result<usize> {
+        let d = self.prepare(buf, dst)?;
+        // The pending error comes after the route and size checks, where
+        // sock_alloc_send_pskb() looks at it.
         if let Some(e) = self.core.take_error() {
+            self.core.recycle_tx(d.buf);
             return Err(e);
         }
-        let d = self.prepare(buf, dst)?;
         self.enqueue(d)?;
         Ok(buf.len())
     }
@@ -742,7 +831,27 @@ impl UdpSocket {
             return Err(errno(libc::EACCES));
         }
         let total = buf.len() + 28;
-        if matches!(st.pmtudisc, PmtuDisc::Do | PmtuDisc::Probe) && total > p.mtu as usize {
+        let mtu = self.shared.effective_mtu(&p, *dst.ip(), st.pmtudisc);
+        if matches!(st.pmtudisc, PmtuDisc::Do | PmtuDisc::Probe) && total > mtu as usize {
+            if self.core.has(flag::RECVERR) {
+                // ip_local_error(): the refusal is queued too.
+                let mut q = self.core.errq.lock().expect("not poisoned");
+                if q.len() < ERR_QUEUE {
+                    q.push_back(QueuedErr {
+                        err: ExtendedErr {
+                            errno: libc::EMSGSIZE,
+                            origin: ErrOrigin::Local,
+                            icmp_type: 0,
+                            icmp_code: 0,
+                            info: mtu,
+                            offender: None,
+                            dst,
+                        },
+                        data: [0; ERR_DATA],
+                        len: 0,
+                    });
+                }
+            }
             return Err(errno(libc::EMSGSIZE));
         }
         let ttl = st.ttl.unwrap_or(if dst.ip().is_multicast() {
@@ -1011,8 +1120,22 @@ impl UdpSocket {
 
     /// `IP_MTU_DISCOVER`.
     pub fn set_mtu_discover(&self, mode: PmtuDisc) -> io::Result<()> {
-        self.state().pmtudisc = mode;
-        Ok(())
+        self.set_option(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode as i32)
+    }
+
+    /// Reads one record of the error queue (`recvmsg(2)` with
+    /// `MSG_ERRQUEUE`): the quoted payload goes into `buf` (truncated to
+    /// it); returns its length and the record. `EAGAIN` when the queue is
+    /// empty. The pending error becomes the next record's, or none.
+    pub fn recv_error(&self, buf: &mut [u8]) -> io::Result<(usize, ExtendedErr)> {
+        let mut queue = self.core.errq.lock().expect("not poisoned");
+        let q = queue.pop_front().ok_or_else(|| errno(libc::EAGAIN))?;
+        let n = q.len.min(buf.len());
+        buf[..n].copy_from_slice(&q.data[..n]);
+        self.core
+            .error
+            .store(queue.front().map_or(0, |n| n.err.errno), Ordering::Relaxed);
+        Ok((n, q.err))
     }
 
     /// `IP_MTU_DISCOVER`.
@@ -1025,7 +1148,7 @@ impl UdpSocket {
     /// `ENOPROTOOPT`, as the kernel answers an unknown option.
     ///
     /// Implemented: `SO_REUSEADDR`, `SO_REUSEPORT`, `SO_BROADCAST`,
-    /// `IP_TTL`, `IP_TOS`, `IP_MTU_DISCOVER`, `IP_PKTINFO`, `IP_RECVTTL`,
+    /// `IP_TTL`, `IP_TOS`, `IP_MTU_DISCOVER`, `IP_RECVERR`, `IP_PKTINFO`, `IP_RECVTTL`,
     /// `IP_RECVTOS`, `IP_RECVORIGDSTADDR`, `IP_FREEBIND`,
     /// `IP_BIND_ADDRESS_NO_PORT`.
     pub fn set_option(&self, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -1045,7 +1168,18 @@ impl UdpSocket {
             // The kernel keeps the TOS byte as given (ECN bits included for
             // UDP).
             (libc::IPPROTO_IP, libc::IP_TOS) => st.tos = value as u8,
-            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER) => st.pmtudisc = PmtuDisc::from_raw(value)?,
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER) => {
+                st.pmtudisc = PmtuDisc::from_raw(value)?;
+                self.core
+                    .set_flag(flag::PMTU_DONT, st.pmtudisc == PmtuDisc::Dont);
+            }
+            (libc::IPPROTO_IP, libc::IP_RECVERR) => {
+                self.core.set_flag(flag::RECVERR, on);
+                if !on {
+                    // Turning it off purges the queue, as the kernel does.
+                    self.core.errq.lock().expect("not poisoned").clear();
+                }
+            }
             (libc::IPPROTO_IP, libc::IP_PKTINFO) => self.core.set_flag(flag::PKTINFO, on),
             (libc::IPPROTO_IP, libc::IP_RECVTTL) => self.core.set_flag(flag::RECVTTL, on),
             (libc::IPPROTO_IP, libc::IP_RECVTOS) => self.core.set_flag(flag::RECVTOS, on),
@@ -1085,8 +1219,11 @@ impl UdpSocket {
             (libc::IPPROTO_IP, libc::IP_MTU) => {
                 let peer = st.peer.ok_or_else(|| errno(libc::ENOTCONN))?;
                 let snap = self.shared.snapshot();
-                path::output(&snap, *peer.ip(), st.local.map(|l| *l.ip()))?.mtu as i32
+                let p = path::output(&snap, *peer.ip(), st.local.map(|l| *l.ip()))?;
+                // dst_mtu(): the learnt path MTU whatever the mode.
+                self.shared.effective_mtu(&p, *peer.ip(), PmtuDisc::Want) as i32
             }
+            (libc::IPPROTO_IP, libc::IP_RECVERR) => f(flag::RECVERR),
             _ => return Err(errno(libc::ENOPROTOOPT)),
         })
     }

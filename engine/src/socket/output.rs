@@ -1,7 +1,7 @@
 //! Building the frames of datagrams the engine's sockets send
 //! (`udp_send_skb()`, `ip_make_skb()`), in the worker.
 
-use super::{path, PmtuDisc, TxDatagram};
+use super::{path, PmtuDisc, SocketShared, TxDatagram};
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::ipv4::{self, Packet};
@@ -24,7 +24,13 @@ pub(crate) enum Built {
 
 /// Builds the Ethernet frame of `d` into `out` (at least 14 + 65535
 /// bytes), routed with `snap`.
-pub(crate) fn build(d: &TxDatagram, snap: &Snapshot, ident: &mut u16, out: &mut [u8]) -> Built {
+pub(crate) fn build(
+    d: &TxDatagram,
+    snap: &Snapshot,
+    shared: &SocketShared,
+    ident: &mut u16,
+    out: &mut [u8],
+) -> Built {
     let bound = Some(*d.src.ip()).filter(|a| !a.is_unspecified());
     let Ok(p) = path::output(snap, *d.dst.ip(), bound) else {
         return Built::Drop(DropReason::OutputNoRoute);
@@ -48,7 +54,7 @@ pub(crate) fn build(d: &TxDatagram, snap: &Snapshot, ident: &mut u16, out: &mut 
     };
     let udp_len = udp::HEADER_LEN + d.buf.len();
     let total = ipv4::MIN_HEADER_LEN + udp_len;
-    let mtu = p.mtu as usize;
+    let mtu = shared.effective_mtu(&p, *d.dst.ip(), d.pmtudisc) as usize;
     let fits = total <= mtu;
     // ip_dont_fragment() and __ip_make_skb(): DO and PROBE always set DF,
     // WANT only on a datagram that fits, DONT never.

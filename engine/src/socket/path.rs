@@ -62,3 +62,85 @@ pub(crate) fn output(snap: &Snapshot, dst: Ipv4Addr, bound: Option<Ipv4Addr>) ->
         broadcast,
     })
 }
+
+/// Path MTUs learnt from ICMP fragmentation-needed messages (the kernel's
+/// route exceptions, `ip_rt_update_pmtu()`), shared by workers (which
+/// learn) and application threads (which check sends against them).
+///
+/// Direct mapped and lock-free: a collision forgets the older entry, which
+/// only costs another fragmentation-needed round trip.
+pub(crate) struct PmtuCache {
+    /// destination << 32 | MTU; 0 when empty.
+    key: Box<[std::sync::atomic::AtomicU64]>,
+    /// Expiry, in the engine's milliseconds.
+    expires: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+/// `ip_rt_min_pmtu`: a smaller advertised MTU is raised to this.
+pub(crate) const MIN_PMTU: u32 = 552;
+/// `ip_rt_mtu_expires`: 10 minutes.
+const PMTU_EXPIRES_MS: u64 = 600_000;
+const PMTU_SLOTS: usize = 1024;
+
+impl std::fmt::Debug for PmtuCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PmtuCache").finish_non_exhaustive()
+    }
+}
+
+impl Default for PmtuCache {
+    fn default() -> Self {
+        use std::sync::atomic::AtomicU64;
+        PmtuCache {
+            key: (0..PMTU_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            expires: (0..PMTU_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl PmtuCache {
+    fn slot(dst: Ipv4Addr) -> usize {
+        (u32::from(dst).wrapping_mul(0x9e37_79b1) >> 22) as usize % PMTU_SLOTS
+    }
+
+    /// Learns `mtu` towards `dst` (only ever lowers it, as the kernel).
+    pub fn learn(&self, dst: Ipv4Addr, mtu: u32, dev_mtu: u32, now_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mtu = mtu.max(MIN_PMTU);
+        if mtu >= self.get(dst, now_ms).unwrap_or(dev_mtu) {
+            return;
+        }
+        let i = Self::slot(dst);
+        self.expires[i].store(now_ms + PMTU_EXPIRES_MS, Relaxed);
+        self.key[i].store((u32::from(dst) as u64) << 32 | mtu as u64, Relaxed);
+    }
+
+    /// The learnt path MTU towards `dst`, if any.
+    pub fn get(&self, dst: Ipv4Addr, now_ms: u64) -> Option<u32> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = Self::slot(dst);
+        let k = self.key[i].load(Relaxed);
+        (k >> 32 == u32::from(dst) as u64 && k != 0 && now_ms < self.expires[i].load(Relaxed))
+            .then_some(k as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pmtu_is_learnt_lowered_only_and_expires() {
+        let c = PmtuCache::default();
+        let d = Ipv4Addr::new(10, 3, 0, 9);
+        assert_eq!(c.get(d, 0), None);
+        c.learn(d, 1200, 1500, 1000);
+        assert_eq!(c.get(d, 1000), Some(1200));
+        c.learn(d, 1400, 1500, 2000);
+        assert_eq!(c.get(d, 2000), Some(1200), "never raised");
+        c.learn(d, 100, 1500, 3000);
+        assert_eq!(c.get(d, 3000), Some(MIN_PMTU));
+        assert_eq!(c.get(d, 3000 + PMTU_EXPIRES_MS), None);
+        assert_eq!(c.get(Ipv4Addr::new(10, 3, 0, 8), 3000), None);
+    }
+}
