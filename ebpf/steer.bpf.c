@@ -65,7 +65,7 @@ enum gate {
 };
 
 /* A claimed (protocol, port) pair; port 0 claims the whole protocol. For
- * ICMP the "port" is the message type (8: echo requests). */
+ * ICMP the "port" is 0x100 | message type (0x108: echo requests), never 0. */
 struct claim_key {
 	__u8 protocol;
 	__u8 pad;
@@ -180,7 +180,7 @@ static __always_inline int is_claimed(struct iphdr *iph, void *l4, void *data_en
 			key.port = iports[0];
 			return bpf_map_lookup_elem(&claimed, &key) != NULL;
 		}
-		key.port = bpf_htons(*type);
+		key.port = bpf_htons(0x100 | *type);
 		if (bpf_map_lookup_elem(&claimed, &key))
 			return 1;
 		key.port = 0;

@@ -177,6 +177,12 @@ impl ClaimKey {
     }
 }
 
+/// The claim "port" of an ICMP message type: `0x100 | type`, so that no
+/// type (echo reply is 0) reads as the whole-protocol claim, port 0.
+pub fn icmp_claim(msg_type: u8) -> u16 {
+    0x100 | msg_type as u16
+}
+
 /// The XDP attach mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -568,7 +574,7 @@ impl SteerMaps {
     pub fn claim_icmp_echo(&mut self) -> Result<(), SteerError> {
         self.claim(
             crate::wire::ipv4::protocol::ICMP,
-            crate::wire::icmp::msg_type::ECHO_REQUEST as u16,
+            icmp_claim(crate::wire::icmp::msg_type::ECHO_REQUEST),
         )
     }
 

@@ -10,7 +10,7 @@ use crate::ebpf::{
 use crate::iface::{Interface, LookupError};
 use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
-use crate::socket::{SocketShared, UdpSocket};
+use crate::socket::{RawSocket, SocketShared, UdpSocket};
 use crate::stats::{self, DropReason, Mib, PortTotals, WorkerCounters};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
@@ -837,6 +837,12 @@ impl Engine {
     /// ```
     pub fn udp_socket(&self) -> io::Result<UdpSocket> {
         UdpSocket::new(self.shared.sockets.clone())
+    }
+
+    /// A new raw IP socket of `protocol` on the engine's fast path; see
+    /// [`RawSocket`] for what it receives. `EPROTONOSUPPORT` for protocol 0.
+    pub fn raw_socket(&self, protocol: u8) -> io::Result<RawSocket> {
+        RawSocket::new(self.shared.sockets.clone(), protocol)
     }
 
     /// How the engine runs.

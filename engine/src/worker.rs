@@ -119,8 +119,6 @@ struct SocketState {
     received: u32,
     /// Frames on the tx ring or in flight, not yet completed.
     in_flight: u32,
-    /// Frames produced in copy mode that no sendto(2) has covered yet.
-    unkicked: u32,
     /// Frames waiting to be pushed to the tx ring this round.
     pending: Vec<Desc>,
 }
@@ -167,7 +165,6 @@ impl Worker {
                 fill_target: ring_size,
                 received: 0,
                 in_flight: 0,
-                unkicked: 0,
                 pending: Vec::with_capacity(batch * sockets.len()),
             })
             .collect();
@@ -428,24 +425,28 @@ impl Worker {
                     }
                     st.pending.clear();
                     st.in_flight += sent as u32;
-                    st.unkicked += sent as u32;
                     let pc = &counters.ports[s.port];
                     pc.tx_packets.add(sent as u64);
                     pc.tx_bytes.add(bytes);
                 }
-                // Copy mode transmits a budget of frames per sendto(2), so
-                // it takes one kick per budget; a zero-copy driver takes the
-                // whole ring on one kick, and none when it is not asleep.
-                while st.unkicked > 0 && s.tx.needs_wakeup() {
+                // Kick while frames sit on the ring, not only after new
+                // ones were put there: a kick may stop early (copy mode
+                // sends a budget per sendto(2), and a busy kernel answers
+                // EAGAIN), and frames left behind would otherwise wait for
+                // the next transmission, or forever. A zero-copy driver
+                // takes the whole ring on one kick, and needs none when it
+                // is awake.
+                let mut kicks = 0;
+                let max_kicks = if copy_mode {
+                    s.tx.pending().div_ceil(s.tx_budget.max(1)) + 1
+                } else {
+                    1
+                };
+                while kicks < max_kicks && s.tx.pending() > 0 && s.tx.needs_wakeup() {
                     s.kick_tx();
                     counters.wakeups.add(1);
-                    st.unkicked = if copy_mode {
-                        st.unkicked.saturating_sub(s.tx_budget)
-                    } else {
-                        0
-                    };
+                    kicks += 1;
                 }
-                st.unkicked = 0;
 
                 let n = s.cq.consume(&mut comp);
                 if n > 0 {
@@ -612,7 +613,9 @@ fn send_datagram(
         Built::Frame { port, len } => {
             if out.emit(port, &scratch[..len]) {
                 c.mib(Mib::OutRequests, 1);
-                c.mib(Mib::UdpOutDatagrams, 1);
+                if dg.raw.is_none() {
+                    c.mib(Mib::UdpOutDatagrams, 1);
+                }
             }
         }
         Built::Fragment { port, len, mtu } => {
@@ -621,7 +624,9 @@ fn send_datagram(
             }) {
                 Some(k) => {
                     c.mib(Mib::OutRequests, 1);
-                    c.mib(Mib::UdpOutDatagrams, 1);
+                    if dg.raw.is_none() {
+                        c.mib(Mib::UdpOutDatagrams, 1);
+                    }
                     c.mib(Mib::FragOKs, 1);
                     c.mib(Mib::FragCreates, k as u64);
                 }

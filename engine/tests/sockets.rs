@@ -745,3 +745,193 @@ fn path_mtu_and_error_queue_match_the_kernel() {
     println!("kernel: {kernel:#?}");
     assert_eq!(kernel, engine);
 }
+
+/// The calls a raw-socket conformance case makes.
+trait RawOps {
+    fn bind(&self, a: Ipv4Addr) -> Result<i64, i32>;
+    fn send_to(&self, buf: &[u8], a: Ipv4Addr) -> Result<i64, i32>;
+    fn send(&self, len: usize) -> Result<i64, i32>;
+    fn set(&self, level: i32, name: i32, v: i32) -> Result<i64, i32>;
+}
+
+impl RawOps for xdpip::socket::RawSocket {
+    fn bind(&self, a: Ipv4Addr) -> Result<i64, i32> {
+        xdpip::socket::RawSocket::bind(self, a)
+            .map(|_| 0)
+            .map_err(code)
+    }
+    fn send_to(&self, buf: &[u8], a: Ipv4Addr) -> Result<i64, i32> {
+        xdpip::socket::RawSocket::send_to(self, buf, a)
+            .map(|n| n as i64)
+            .map_err(code)
+    }
+    fn send(&self, len: usize) -> Result<i64, i32> {
+        xdpip::socket::RawSocket::send(self, &vec![1u8; len])
+            .map(|n| n as i64)
+            .map_err(code)
+    }
+    fn set(&self, level: i32, name: i32, v: i32) -> Result<i64, i32> {
+        self.set_option(level, name, v).map(|_| 0).map_err(code)
+    }
+}
+
+/// A kernel raw socket.
+struct KernelRaw(i32);
+
+impl KernelRaw {
+    fn new(proto: i32) -> Result<KernelRaw, i32> {
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error().raw_os_error().unwrap());
+        }
+        Ok(KernelRaw(fd))
+    }
+}
+
+impl Drop for KernelRaw {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+impl RawOps for KernelRaw {
+    fn bind(&self, a: Ipv4Addr) -> Result<i64, i32> {
+        Kernel(self.0).bind_keep(sa(a, 0))
+    }
+    fn send_to(&self, buf: &[u8], a: Ipv4Addr) -> Result<i64, i32> {
+        let s = sockaddr(sa(a, 0));
+        // SAFETY: valid buffer and address.
+        ret(unsafe {
+            libc::sendto(
+                self.0,
+                buf.as_ptr().cast(),
+                buf.len(),
+                0,
+                (&s as *const libc::sockaddr_in).cast(),
+                SALEN,
+            )
+        })
+    }
+    fn send(&self, len: usize) -> Result<i64, i32> {
+        Kernel(self.0).send_keep(len)
+    }
+    fn set(&self, level: i32, name: i32, v: i32) -> Result<i64, i32> {
+        Kernel(self.0).set_keep(level, name, v)
+    }
+}
+
+impl Kernel {
+    /// Calls on a borrowed descriptor, which must not be closed after.
+    fn bind_keep(self, a: SocketAddrV4) -> Result<i64, i32> {
+        let r = Sock::bind(&self, a);
+        std::mem::forget(self);
+        r
+    }
+    fn send_keep(self, len: usize) -> Result<i64, i32> {
+        let r = Sock::send(&self, len);
+        std::mem::forget(self);
+        r
+    }
+    fn set_keep(self, level: i32, name: i32, v: i32) -> Result<i64, i32> {
+        let r = Sock::set(&self, level, name, v);
+        std::mem::forget(self);
+        r
+    }
+}
+
+/// An IPv4 header for IP_HDRINCL with ID, source, length and checksum left
+/// zero for the stack to fill in.
+fn hdrincl_datagram(proto: u8, dst: Ipv4Addr, payload: usize) -> Vec<u8> {
+    let mut v = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 17, proto, 0, 0, 0, 0, 0, 0];
+    v.extend_from_slice(&dst.octets());
+    v.extend((0..payload).map(|i| i as u8));
+    v
+}
+
+#[test]
+fn raw_sockets_answer_and_carry_what_kernel_raw_sockets_do() {
+    let t = topology();
+    let (kernel, engine, created) = with_engine(&t, |e| {
+        let cases = |s: &dyn RawOps, proto: u8| {
+            use libc::IPPROTO_IP;
+            vec![
+                s.send(10),
+                s.send_to(&[1; 10], Ipv4Addr::new(10, 2, 0, 255)),
+                s.bind(Ipv4Addr::new(10, 77, 0, 1)),
+                s.set(IPPROTO_IP, libc::IP_MTU_DISCOVER, PmtuDisc::Do as i32),
+                s.send_to(&[1; 1480], addr::SINK),
+                s.send_to(&[1; 1481], addr::SINK),
+                s.set(IPPROTO_IP, libc::IP_MTU_DISCOVER, PmtuDisc::Want as i32),
+                s.send_to(&[1; 1481], addr::SINK),
+                s.send_to(&vec![1; 65516], addr::SINK),
+                s.set(IPPROTO_IP, libc::IP_HDRINCL, 1),
+                s.send_to(&[0x45; 19], addr::SINK),
+                s.send_to(&hdrincl_datagram(proto, addr::SINK, 1480), addr::SINK),
+                s.send_to(&hdrincl_datagram(proto, addr::SINK, 1481), addr::SINK),
+                s.set(IPPROTO_IP, 9999, 1),
+            ]
+        };
+        let k = KernelRaw::new(254).unwrap();
+        let r = e.raw_socket(253).unwrap();
+        let created = (
+            KernelRaw::new(0).map(|_| ()),
+            e.raw_socket(0).map(|_| ()).map_err(code),
+        );
+        (cases(&k, 254), cases(&r, 253), created)
+    });
+    println!("kernel raw: {kernel:?}");
+    assert_eq!(kernel, engine);
+    assert_eq!(created.0, created.1, "protocol 0");
+}
+
+#[test]
+fn raw_socket_receives_with_the_header_and_hdrincl_is_filled_in() {
+    let t = topology();
+    let gen = t.gen.name().to_string();
+    let sink_rx = PacketSocket::open(&t.sink, "eth0").unwrap();
+    let (k, e) = with_engine(&t, |e| {
+        let es = e.raw_socket(253).unwrap();
+        es.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let ks = KernelRaw::new(254).unwrap();
+        in_ns(&gen, || {
+            for proto in [253, 254] {
+                let g = KernelRaw::new(proto).unwrap();
+                g.send_to(b"raw payload", addr::DUT0).unwrap();
+            }
+        });
+        let mut b = [0u8; 2048];
+        let (n, from) = es.recv_from(&mut b).expect("engine raw socket receives");
+        let engine = (b[..n].to_vec(), from);
+        // SAFETY: a valid buffer on our descriptor.
+        let kn = unsafe { libc::recv(ks.0, b.as_mut_ptr().cast(), b.len(), 0) };
+        assert!(kn > 0);
+        let kernel = (b[..kn as usize].to_vec(), addr::GEN);
+        // IP_HDRINCL from the engine: length, checksum, ID, source filled.
+        es.set_option(libc::IPPROTO_IP, libc::IP_HDRINCL, 1)
+            .unwrap();
+        es.send_to(&hdrincl_datagram(253, addr::SINK, 8), addr::SINK)
+            .unwrap();
+        (kernel, engine)
+    });
+    // Same header fields but the protocol, ID and checksum; same payload.
+    let (kh, eh) = (&k.0, &e.0);
+    assert_eq!(kh.len(), eh.len());
+    assert_eq!(&kh[20..], b"raw payload");
+    assert_eq!(&eh[20..], b"raw payload");
+    assert_eq!(
+        (kh[0], kh[2..4].to_vec(), &kh[12..20]),
+        (eh[0], eh[2..4].to_vec(), &eh[12..20])
+    );
+    assert_eq!(k.1, e.1);
+    let got = sink_rx
+        .collect(1, Duration::from_secs(3), |f| f.len() > 34 && f[23] == 253)
+        .unwrap();
+    assert_eq!(got.len(), 1, "hdrincl datagram at sink");
+    let ip = &got[0][14..];
+    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 28, "total length");
+    assert_ne!(u16::from_be_bytes([ip[4], ip[5]]), 0, "ID filled in");
+    assert_eq!(&ip[12..16], &addr::DUT1.octets(), "source filled in");
+    assert_eq!(testbed::frame::checksum(&ip[..20]), 0, "checksum");
+}

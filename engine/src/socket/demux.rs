@@ -18,6 +18,16 @@ pub(crate) struct Entry {
     pub sock: Arc<SockCore>,
 }
 
+/// A raw socket as the demultiplexer sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry {
+    /// Bound local address, 0 for any.
+    pub laddr: u32,
+    /// Connected peer, 0 for any.
+    pub peer: u32,
+    pub sock: Arc<SockCore>,
+}
+
 /// The immutable table.
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
@@ -34,6 +44,9 @@ pub(crate) struct Demux {
     pub reuseport: FxHashMap<(u32, u16), bool>,
     /// Answer ICMP echo requests to the engine's addresses.
     pub echo: bool,
+    /// Raw sockets by protocol; each gets a copy of every datagram of its
+    /// protocol to its address from its peer (`raw_v4_input()`).
+    pub raw: FxHashMap<u8, Vec<RawEntry>>,
 }
 
 impl Demux {

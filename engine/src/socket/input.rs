@@ -44,18 +44,59 @@ pub(crate) fn deliver(
         // to the kernel, so this is a race with a map update.
         return Local::Drop(DropReason::LocalUnclaimed);
     }
+    let raw = raw_input(frame, ingress, snap, demux);
+    let to_raw = || match raw {
+        0 => Local::Drop(DropReason::LocalUnclaimed),
+        n => Local::Delivered(n),
+    };
     match pkt.protocol() {
         ipv4::protocol::UDP => udp_input(frame, ingress, snap, demux),
         ipv4::protocol::ICMP => {
             let hl = pkt.header_len();
             match frame.get(14 + hl) {
                 Some(&t) if icmp::is_error(t) => icmp_error(frame, snap, demux, shared),
-                _ if demux.echo => echo(frame, ingress, snap, ident),
-                _ => Local::Drop(DropReason::LocalUnclaimed),
+                Some(&msg_type::ECHO_REQUEST) if demux.echo => echo(frame, ingress, snap, ident),
+                _ => to_raw(),
             }
         }
-        _ => Local::Drop(DropReason::LocalUnclaimed),
+        _ => to_raw(),
     }
+}
+
+/// Gives a copy of the datagram, IP header included, to every raw socket
+/// of its protocol bound to its destination (or any) and connected to its
+/// source (or none), as `raw_v4_input()` does; returns how many took it.
+fn raw_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> usize {
+    if demux.raw.is_empty() {
+        return 0;
+    }
+    let pkt = Packet::new_unchecked(&frame[14..]);
+    let Some(list) = demux.raw.get(&pkt.protocol()) else {
+        return 0;
+    };
+    let (src, dst) = (pkt.src(), pkt.dst());
+    let (s, d) = (u32::from(src), u32::from(dst));
+    let port = &snap.ports[ingress];
+    let spec_dst = if snap.is_broadcast(dst) {
+        port.select_addr(src).unwrap_or(Ipv4Addr::UNSPECIFIED)
+    } else {
+        dst
+    };
+    let datagram = &frame[14..14 + pkt.total_len() as usize];
+    list.iter()
+        .filter(|e| (e.laddr == 0 || e.laddr == d) && (e.peer == 0 || e.peer == s))
+        .filter(|e| {
+            e.sock.deliver(
+                datagram,
+                SocketAddrV4::new(src, 0),
+                SocketAddrV4::new(dst, 0),
+                pkt.ttl(),
+                pkt.tos(),
+                port.ifindex,
+                spec_dst,
+            )
+        })
+        .count()
 }
 
 fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Local {

@@ -31,6 +31,9 @@ pub(crate) mod demux;
 pub(crate) mod input;
 pub(crate) mod output;
 pub(crate) mod path;
+mod raw;
+
+pub use raw::RawSocket;
 
 use crate::ebpf::SteerMaps;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -211,6 +214,9 @@ pub(crate) struct TxDatagram {
     pub ttl: u8,
     pub tos: u8,
     pub pmtudisc: PmtuDisc,
+    /// For a raw socket: its protocol, and whether `buf` holds the IP
+    /// header too (`IP_HDRINCL`).
+    pub raw: Option<(u8, bool)>,
     /// Monotonic milliseconds when it was queued (for giving up on an
     /// unresolved neighbour).
     pub queued_ms: u64,
@@ -386,6 +392,81 @@ impl SockCore {
         }
     }
 
+    /// Copies a datagram out, with the ancillary data asked for, and
+    /// recycles its buffer.
+    fn finish_recv(&self, d: RxDatagram, buf: &mut [u8]) -> RecvMeta {
+        let len = d.buf.len().min(buf.len());
+        buf[..len].copy_from_slice(&d.buf[..len]);
+        let f = self.flags.load(Ordering::Relaxed);
+        let meta = RecvMeta {
+            len,
+            datagram_len: d.buf.len(),
+            src: d.src,
+            ancillary: Ancillary {
+                pktinfo: (f & flag::PKTINFO != 0).then_some(PktInfo {
+                    ifindex: d.ifindex,
+                    spec_dst: d.spec_dst,
+                    addr: *d.dst.ip(),
+                }),
+                ttl: (f & flag::RECVTTL != 0).then_some(d.ttl),
+                tos: (f & flag::RECVTOS != 0).then_some(d.tos),
+                orig_dst: (f & flag::ORIGDSTADDR != 0).then_some(d.dst),
+            },
+        };
+        let _ = self.rx_free.push(d.buf);
+        meta
+    }
+
+    /// The next datagram, waiting as the socket's mode says.
+    fn next_datagram(
+        &self,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+    ) -> io::Result<RxDatagram> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(d) = self.rx.pop() {
+                return Ok(d);
+            }
+            if let Some(e) = self.take_error() {
+                return Err(e);
+            }
+            // Arm the wakeup, then look again: a datagram queued in between
+            // is seen now, or its worker sees `waiting` and signals.
+            self.clear_signal();
+            self.waiting.store(true, Ordering::SeqCst);
+            if let Some(d) = self.rx.pop() {
+                return Ok(d);
+            }
+            if nonblocking {
+                return Err(errno(libc::EAGAIN));
+            }
+            let wait_ms = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(errno(libc::EAGAIN));
+                    }
+                    left.as_millis().clamp(1, i32::MAX as u128) as i32
+                }
+                None => -1,
+            };
+            let mut pfd = libc::pollfd {
+                fd: self.event.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on our eventfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// A worker gives back the buffer of a sent datagram.
     pub fn recycle_tx(&self, mut buf: Vec<u8>) {
         buf.clear();
@@ -434,10 +515,20 @@ struct Binding {
     core: Arc<SockCore>,
 }
 
+/// A raw socket as the registry keeps it.
+#[derive(Debug)]
+struct RawBinding {
+    protocol: u8,
+    laddr: Ipv4Addr,
+    peer: Option<Ipv4Addr>,
+    core: Arc<SockCore>,
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     next_id: u64,
     bound: FxHashMap<u64, Binding>,
+    raw: FxHashMap<u64, RawBinding>,
     /// Sockets per port, for conflicts and claims.
     ports: FxHashMap<u16, Vec<u64>>,
     /// The next ephemeral port to try.
@@ -496,6 +587,55 @@ impl SocketShared {
             .map_or(p.mtu, |m| m.min(p.mtu))
     }
 
+    /// Hands a datagram to worker `w`: `ENOBUFS` when its queue is full and
+    /// the socket is non-blocking, else waits (up to `timeout`, then
+    /// `EAGAIN`).
+    fn enqueue(
+        &self,
+        w: usize,
+        mut d: TxDatagram,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let q = &self.tx[w];
+        let start = Instant::now();
+        loop {
+            match q.push(d) {
+                Ok(()) => return Ok(()),
+                Err(back) => d = back,
+            }
+            if nonblocking {
+                self.counters.sndbuf_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(errno(libc::ENOBUFS));
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Err(errno(libc::EAGAIN));
+            }
+            // The worker drains the queue every round: a short nap is
+            // enough, and there is no wakeup to wait on.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    fn claim_raw(&self, proto: u8) -> io::Result<()> {
+        if let Some((p, port)) = raw::raw_claim(proto) {
+            self.maps
+                .lock()
+                .expect("not poisoned")
+                .claim(p, port)
+                .map_err(|e| io::Error::other(format!("claiming protocol {proto}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn release_raw(&self, proto: u8) {
+        if let Some((p, port)) = raw::raw_claim(proto) {
+            if let Ok(mut m) = self.maps.lock() {
+                m.release(p, port);
+            }
+        }
+    }
+
     /// Milliseconds on the clock workers use for queued datagrams.
     pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -529,6 +669,16 @@ impl SocketShared {
                     *rp &= b.reuseport;
                 }
             }
+        }
+        let mut ids: Vec<&u64> = r.raw.keys().collect();
+        ids.sort();
+        for id in ids {
+            let b = &r.raw[id];
+            d.raw.entry(b.protocol).or_default().push(demux::RawEntry {
+                laddr: u32::from(b.laddr),
+                peer: b.peer.map_or(0, u32::from),
+                sock: b.core.clone(),
+            });
         }
         self.demux.store(Arc::new(d));
     }
@@ -878,36 +1028,17 @@ impl UdpSocket {
             ttl,
             tos: st.tos,
             pmtudisc: st.pmtudisc,
+            raw: None,
             queued_ms: self.shared.now_ms(),
         })
     }
 
-    fn enqueue(&self, mut d: TxDatagram) -> io::Result<()> {
+    fn enqueue(&self, d: TxDatagram) -> io::Result<()> {
         let (nonblocking, timeout) = {
             let st = self.state();
             (st.nonblocking, st.write_timeout)
         };
-        let q = &self.shared.tx[self.worker];
-        let start = Instant::now();
-        loop {
-            match q.push(d) {
-                Ok(()) => return Ok(()),
-                Err(back) => d = back,
-            }
-            if nonblocking {
-                self.shared
-                    .counters
-                    .sndbuf_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(errno(libc::ENOBUFS));
-            }
-            if timeout.is_some_and(|t| start.elapsed() >= t) {
-                return Err(errno(libc::EAGAIN));
-            }
-            // The worker drains the queue every round: a short nap is
-            // enough, and there is no wakeup to wait on.
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        self.shared.enqueue(self.worker, d, nonblocking, timeout)
     }
 
     /// Sends several datagrams to their destinations; returns how many were
@@ -963,26 +1094,7 @@ impl UdpSocket {
     }
 
     fn finish_recv(&self, d: RxDatagram, buf: &mut [u8]) -> RecvMeta {
-        let len = d.buf.len().min(buf.len());
-        buf[..len].copy_from_slice(&d.buf[..len]);
-        let f = self.core.flags.load(Ordering::Relaxed);
-        let meta = RecvMeta {
-            len,
-            datagram_len: d.buf.len(),
-            src: d.src,
-            ancillary: Ancillary {
-                pktinfo: (f & flag::PKTINFO != 0).then_some(PktInfo {
-                    ifindex: d.ifindex,
-                    spec_dst: d.spec_dst,
-                    addr: *d.dst.ip(),
-                }),
-                ttl: (f & flag::RECVTTL != 0).then_some(d.ttl),
-                tos: (f & flag::RECVTOS != 0).then_some(d.tos),
-                orig_dst: (f & flag::ORIGDSTADDR != 0).then_some(d.dst),
-            },
-        };
-        let _ = self.core.rx_free.push(d.buf);
-        meta
+        self.core.finish_recv(d, buf)
     }
 
     fn next_datagram(&self) -> io::Result<RxDatagram> {
@@ -990,48 +1102,7 @@ impl UdpSocket {
             let st = self.state();
             (st.nonblocking, st.read_timeout)
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            if let Some(d) = self.core.rx.pop() {
-                return Ok(d);
-            }
-            if let Some(e) = self.core.take_error() {
-                return Err(e);
-            }
-            // Arm the wakeup, then look again: a datagram queued in between
-            // is seen now, or its worker sees `waiting` and signals.
-            self.core.clear_signal();
-            self.core.waiting.store(true, Ordering::SeqCst);
-            if let Some(d) = self.core.rx.pop() {
-                return Ok(d);
-            }
-            if nonblocking {
-                return Err(errno(libc::EAGAIN));
-            }
-            let wait_ms = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(errno(libc::EAGAIN));
-                    }
-                    left.as_millis().clamp(1, i32::MAX as u128) as i32
-                }
-                None => -1,
-            };
-            let mut pfd = libc::pollfd {
-                fd: self.core.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd on our eventfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
+        self.core.next_datagram(nonblocking, timeout)
     }
 
     /// A descriptor that becomes readable when a datagram arrives after a

@@ -52,9 +52,17 @@ pub(crate) fn build(
             }
         }
     };
-    let udp_len = udp::HEADER_LEN + d.buf.len();
-    let total = ipv4::MIN_HEADER_LEN + udp_len;
     let mtu = shared.effective_mtu(&p, *d.dst.ip(), d.pmtudisc) as usize;
+    let src = *d.src.ip();
+    let src = if src.is_unspecified() { p.src } else { src };
+    if let Some((_, true)) = d.raw {
+        return hdrincl(d, mac, &port.mac.0, p.port, mtu, src, ident, out);
+    }
+    let (l4_len, proto) = match d.raw {
+        Some((proto, _)) => (d.buf.len(), proto),
+        None => (udp::HEADER_LEN + d.buf.len(), ipv4::protocol::UDP),
+    };
+    let total = ipv4::MIN_HEADER_LEN + l4_len;
     let fits = total <= mtu;
     // ip_dont_fragment() and __ip_make_skb(): DO and PROBE always set DF,
     // WANT only on a datagram that fits, DONT never.
@@ -71,26 +79,28 @@ pub(crate) fn build(
     out[6..12].copy_from_slice(&port.mac.0);
     out[12..14].copy_from_slice(&[0x08, 0x00]);
     *ident = ident.wrapping_add(1);
-    let src = *d.src.ip();
-    let src = if src.is_unspecified() { p.src } else { src };
     let repr = ipv4::Repr {
         src,
         dst: *d.dst.ip(),
-        protocol: ipv4::protocol::UDP,
+        protocol: proto,
         ttl: d.ttl,
         tos: d.tos,
         ident: *ident,
         dont_frag: df,
-        payload_len: udp_len,
+        payload_len: l4_len,
     };
     let (ip, rest) = out[14..14 + total].split_at_mut(ipv4::MIN_HEADER_LEN);
     repr.emit(&mut Packet::new_unchecked(ip));
-    let mut u = udp::Packet::new_unchecked(rest);
-    u.set_src_port(d.src.port());
-    u.set_dst_port(d.dst.port());
-    u.set_len(udp_len as u16);
-    u.payload_mut().copy_from_slice(&d.buf);
-    u.fill_checksum(src, *d.dst.ip());
+    if d.raw.is_some() {
+        rest.copy_from_slice(&d.buf);
+    } else {
+        let mut u = udp::Packet::new_unchecked(rest);
+        u.set_src_port(d.src.port());
+        u.set_dst_port(d.dst.port());
+        u.set_len(l4_len as u16);
+        u.payload_mut().copy_from_slice(&d.buf);
+        u.fill_checksum(src, *d.dst.ip());
+    }
     if fits {
         Built::Frame {
             port: p.port,
@@ -102,5 +112,49 @@ pub(crate) fn build(
             len: 14 + total,
             mtu,
         }
+    }
+}
+
+/// An `IP_HDRINCL` datagram (`raw_send_hdrinc()`): the caller's header
+/// with the total length and checksum always filled in, and the ID and
+/// source address when zero; never fragmented.
+#[allow(clippy::too_many_arguments)]
+fn hdrincl(
+    d: &TxDatagram,
+    mac: [u8; 6],
+    port_mac: &[u8; 6],
+    port: usize,
+    mtu: usize,
+    src: std::net::Ipv4Addr,
+    ident: &mut u16,
+    out: &mut [u8],
+) -> Built {
+    let len = d.buf.len();
+    let ihl = (d.buf[0] & 0x0f) as usize * 4;
+    if len > mtu {
+        return Built::Drop(DropReason::TooBig);
+    }
+    if ihl < ipv4::MIN_HEADER_LEN || ihl > len {
+        // The kernel sends whatever header it is given; a header that does
+        // not fit its own datagram could not be routed by anyone.
+        return Built::Drop(DropReason::BadHeaderLength);
+    }
+    out[0..6].copy_from_slice(&mac);
+    out[6..12].copy_from_slice(port_mac);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    out[14..14 + len].copy_from_slice(&d.buf);
+    let mut p = Packet::new_unchecked(&mut out[14..14 + ihl]);
+    p.set_total_len(len as u16);
+    if p.ident() == 0 {
+        *ident = ident.wrapping_add(1);
+        p.set_ident(*ident);
+    }
+    if p.src().is_unspecified() {
+        p.set_src(src);
+    }
+    p.fill_checksum();
+    Built::Frame {
+        port,
+        len: 14 + len,
     }
 }
