@@ -6,8 +6,9 @@
 //! * `afxdp`: an AF_XDP socket on one queue. The frames are written into
 //!   the UMEM from a template (flow, IP identification, sequence number),
 //!   stamped with the time just before the batch is handed to the kernel,
-//!   and transmitted with one `sendto(2)` per batch (per 32 frames in copy
-//!   mode, the kernel's budget per call). A frame the interface refuses
+//!   and transmitted with one `sendto(2)` per batch (in copy mode, per
+//!   budget of the kernel: 32 frames a call, or the whole ring where Linux
+//!   6.17+ lets `xdpip::xsk` raise it). A frame the interface refuses
 //!   (`sendto` fails with EBUSY: a full veth ring, say) is counted as
 //!   refused, not sent.
 //! * `live`: `BPF_PROG_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES` (kernel 5.18+):
@@ -33,16 +34,11 @@ use crate::sys::{self, LinkCounters};
 use crate::wire::{self, FrameSpec};
 use serde::Serialize;
 use std::error::Error;
-use std::io::{self, Write};
-use std::num::NonZeroU32;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use xsk_rs::config::{
-    BindFlags, FrameSize, Interface as XskIface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
-};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+use xdpip::xsk::{self, ring::Desc, BindMode, WorkerSockets, XskConfig};
 
 /// Errors of the generator and the sink.
 pub type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
@@ -276,34 +272,21 @@ fn base_report(cfg: &GenConfig, transmit: String) -> GenReport {
     }
 }
 
-/// The errno inside an xsk-rs error.
-fn os_error(e: &dyn Error) -> io::Error {
-    e.source()
-        .and_then(|s| s.downcast_ref::<io::Error>())
-        .and_then(|i| i.raw_os_error())
-        .map_or_else(
-            || io::Error::other(e.to_string()),
-            io::Error::from_raw_os_error,
-        )
-}
-
+/// Entries of the transmitter's tx and completion rings.
 const RING: u32 = 2048;
-const FRAMES: u32 = 4096;
 
-/// An AF_XDP socket bound to one queue, with its UMEM, for transmitting.
+/// An AF_XDP socket bound to one queue, with its own UMEM, for
+/// transmitting (`xdpip::xsk`, the engine's AF_XDP code, with a single
+/// interface).
 ///
-/// Open it once per process and interface queue and reuse it for every
-/// run: xsk-rs 0.7 hands libxdp pointers to ring structs that it then
-/// moves, so deleting a socket leaves its rings mapped and the queue
-/// bound until the process exits, and a second bind on the queue fails
-/// with EBUSY.
+/// Open it once and reuse it for every run: the kernel releases a closed
+/// socket's queue asynchronously, so binding the queue again may wait (up
+/// to 2 s in `xdpip::xsk::open`).
 pub struct Transmitter {
-    umem: Umem,
-    tx: TxQueue,
-    _rx: RxQueue,
-    _fq: FillQueue,
-    cq: CompQueue,
-    pool: Vec<FrameDesc>,
+    /// The UMEM and its one socket (`sockets[0]`).
+    xsk: WorkerSockets,
+    /// Frames no ring holds.
+    pool: Vec<u64>,
     frame_size: u32,
     /// `copy` or `zero-copy`.
     pub mode: &'static str,
@@ -321,70 +304,54 @@ impl std::fmt::Debug for Transmitter {
     }
 }
 
+/// Binds one AF_XDP socket with its own UMEM to `queue` of `iface`, zero-copy
+/// or copy mode as `zero_copy` says (`Auto` falls back to copy mode when
+/// the driver refuses zero-copy). Returns the sockets and the mode's name.
+pub(crate) fn open_one(
+    iface: &str,
+    queue: u32,
+    zero_copy: ZeroCopy,
+    cfg: &XskConfig,
+) -> Result<(WorkerSockets, &'static str)> {
+    let ports = [(0, iface.to_string())];
+    let first = match zero_copy {
+        ZeroCopy::Off => BindMode::Copy,
+        ZeroCopy::Auto | ZeroCopy::On => BindMode::ZeroCopy,
+    };
+    let ws = match xsk::open(&ports, queue, cfg, 0, first) {
+        Err(e) if e.is_zero_copy_refused() && zero_copy == ZeroCopy::Auto => {
+            xsk::open(&ports, queue, cfg, 0, BindMode::Copy)
+        }
+        other => other,
+    }
+    .map_err(|e| format!("AF_XDP socket: {e}"))?;
+    let mode = match ws.mode {
+        BindMode::ZeroCopy => "zero-copy",
+        BindMode::Copy => "copy",
+    };
+    Ok((ws, mode))
+}
+
 impl Transmitter {
     /// Binds a socket to `queue` of `iface` (in the calling thread's
     /// namespace) with frames of `frame_size` bytes (2048 or 4096).
     pub fn open(iface: &str, queue: u32, zero_copy: ZeroCopy, frame_size: u32) -> Result<Self> {
-        let q = |n| QueueSize::new(n).expect("power of two");
-        let umem_cfg = UmemConfig::builder()
-            .frame_size(
-                FrameSize::new(frame_size).map_err(|_| "AF_XDP frame size is 2048 or 4096")?,
-            )
-            .fill_queue_size(q(RING))
-            .comp_queue_size(q(FRAMES))
-            .build()
-            .map_err(|e| format!("UMEM configuration: {e}"))?;
-        let ifname = XskIface::from_str(iface).map_err(|_| "interface name")?;
-        let tries: &[(BindFlags, &'static str)] = match zero_copy {
-            ZeroCopy::Auto => &[
-                (BindFlags::XDP_ZEROCOPY, "zero-copy"),
-                (BindFlags::XDP_COPY, "copy"),
-            ],
-            ZeroCopy::On => &[(BindFlags::XDP_ZEROCOPY, "zero-copy")],
-            ZeroCopy::Off => &[(BindFlags::XDP_COPY, "copy")],
+        let cfg = XskConfig {
+            frame_size,
+            ring_size: RING,
+            need_wakeup: true,
         };
-        let mut refusal = String::new();
-        for (flags, name) in tries {
-            // A failed bind keeps the UMEM's rings: every try gets a new UMEM.
-            let (umem, pool) =
-                Umem::new(umem_cfg, NonZeroU32::new(FRAMES).expect("nonzero"), false).map_err(
-                    |e| {
-                        format!(
-                            "creating the UMEM: {} (locked memory: ulimit -l, or run as root)",
-                            os_error(&e)
-                        )
-                    },
-                )?;
-            let sock_cfg = SocketConfig::builder()
-                .rx_queue_size(q(64))
-                .tx_queue_size(q(RING))
-                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .bind_flags(*flags | BindFlags::XDP_USE_NEED_WAKEUP)
-                .build();
-            // SAFETY: the (interface, queue) pair is bound once on this UMEM,
-            // and libxdp's program loading is inhibited.
-            match crate::sink::bind_retrying(|| unsafe {
-                Socket::new(sock_cfg, &umem, &ifname, queue)
-            }) {
-                Ok((tx, rx, rings)) => {
-                    let (fq, cq) = rings.ok_or("libxdp returned no completion ring")?;
-                    return Ok(Transmitter {
-                        umem,
-                        tx,
-                        _rx: rx,
-                        _fq: fq,
-                        cq,
-                        pool,
-                        frame_size,
-                        mode: name,
-                        iface: iface.to_string(),
-                        queue,
-                    });
-                }
-                Err(e) => refusal = format!("{name} mode: {}", os_error(&e)),
-            }
-        }
-        Err(format!("binding an AF_XDP socket to {iface} queue {queue}: {refusal}").into())
+        let (mut xsk, mode) = open_one(iface, queue, zero_copy, &cfg)?;
+        // 2 × RING frames: a full tx ring and a full completion ring.
+        let pool = std::mem::take(&mut xsk.frames);
+        Ok(Transmitter {
+            xsk,
+            pool,
+            frame_size,
+            mode,
+            iface: iface.to_string(),
+            queue,
+        })
     }
 
     /// The frame size a run of `cfg` needs.
@@ -400,9 +367,10 @@ impl Transmitter {
         Ok(if longest <= 2048 { 2048 } else { 4096 })
     }
 
-    /// Transmits one frame in copy mode per budget, reporting refusals.
+    /// Asks the kernel to transmit the tx ring (copy mode: up to one budget
+    /// of frames per call), reporting refusals.
     fn kick(&self, refused: &mut u64) -> Result<()> {
-        let fd = self.tx.fd().as_raw_fd();
+        let fd = self.xsk.sockets[0].fd();
         let mut again = 0;
         loop {
             // SAFETY: a zero-length sendto on our own socket.
@@ -464,8 +432,8 @@ fn run_afxdp(cfg: &GenConfig, t: &mut Transmitter, stop: &AtomicBool) -> Result<
         frames: 0,
         slips: 0,
     });
-    let mut comp = vec![FrameDesc::default(); FRAMES as usize];
-    let mut batch: Vec<FrameDesc> = Vec::with_capacity(max_batch);
+    let mut comp = vec![0u64; 2 * RING as usize];
+    let mut batch: Vec<Desc> = Vec::with_capacity(max_batch);
     let mut in_flight = 0u64;
     let mut seq = 0u64;
     let start = Instant::now();
@@ -476,8 +444,7 @@ fn run_afxdp(cfg: &GenConfig, t: &mut Transmitter, stop: &AtomicBool) -> Result<
         if start.elapsed() >= cfg.duration || cfg.count.is_some_and(|c| seq >= c) {
             break;
         }
-        // SAFETY: completions are addresses of this UMEM's frames.
-        let n = unsafe { t.cq.consume(&mut comp) };
+        let n = t.xsk.sockets[0].cq.consume(&mut comp);
         in_flight -= n as u64;
         sent_frames += n as u64;
         t.pool.extend_from_slice(&comp[..n]);
@@ -495,16 +462,14 @@ fn run_afxdp(cfg: &GenConfig, t: &mut Transmitter, stop: &AtomicBool) -> Result<
         }
         batch.clear();
         let from = t.pool.len() - want;
-        batch.extend(t.pool.drain(from..));
-        for (k, d) in batch.iter_mut().enumerate() {
+        for (k, addr) in t.pool.drain(from..).enumerate() {
             let frag = k % per_dg;
             let dg = seq + (k / per_dg) as u64;
-            // SAFETY: the frame came from the pool: no ring holds it.
-            let mut data = unsafe { t.umem.data_mut(d) };
-            let mut cur = data.cursor();
-            cur.set_pos(0);
-            cur.write_all(&template[frag]).expect("fits the frame");
-            let f = data.contents_mut();
+            let len = template[frag].len();
+            // SAFETY: the frame came from the pool: no ring holds it, and
+            // nothing else borrows it.
+            let f = unsafe { t.xsk.umem.slice_mut(addr, len) };
+            f.copy_from_slice(&template[frag]);
             let flow = (dg % cfg.spec.flows as u64) as u32;
             if flow != 0 || per_dg > 1 {
                 let (sport, src) = cfg.spec.flow(flow);
@@ -517,23 +482,34 @@ fn run_afxdp(cfg: &GenConfig, t: &mut Transmitter, stop: &AtomicBool) -> Result<
             if frag == 0 {
                 wire::set_seq(f, dg);
             }
+            batch.push(Desc {
+                addr,
+                len: len as u32,
+                options: 0,
+            });
         }
         let now = wire::now_ns();
-        for d in batch.iter_mut().step_by(per_dg) {
-            // SAFETY: as above.
-            let mut data = unsafe { t.umem.data_mut(d) };
-            wire::set_time(data.contents_mut(), now);
+        for d in batch.iter().step_by(per_dg) {
+            // SAFETY: as above: still ours, not yet on the tx ring.
+            let f = unsafe { t.xsk.umem.slice_mut(d.addr, d.len as usize) };
+            wire::set_time(f, now);
         }
-        // SAFETY: the descriptors are this UMEM's frames, owned by us.
-        let put = unsafe { t.tx.produce(&batch) };
+        // The ring takes what it has room for; the fragments of a datagram
+        // go together, so one cut short is finished before going on.
+        let mut put = t.xsk.sockets[0].tx.produce(&batch);
+        let whole = put.next_multiple_of(per_dg);
+        while put < whole && !stop.load(Ordering::Relaxed) {
+            t.kick(&mut refused)?;
+            put += t.xsk.sockets[0].tx.produce(&batch[put..whole]);
+        }
+        t.pool.extend(batch[put..].iter().map(|d| d.addr));
         if put == 0 {
-            t.pool.append(&mut batch);
             t.kick(&mut refused)?;
             continue;
         }
-        seq += (want / per_dg) as u64;
+        seq += (put / per_dg) as u64;
         in_flight += put as u64;
-        if t.tx.needs_wakeup() {
+        if t.xsk.sockets[0].tx.needs_wakeup() {
             t.kick(&mut refused)?;
         }
         last_tx = Instant::now();
@@ -542,8 +518,7 @@ fn run_afxdp(cfg: &GenConfig, t: &mut Transmitter, stop: &AtomicBool) -> Result<
     let deadline = Instant::now() + Duration::from_secs(2);
     while in_flight > 0 && Instant::now() < deadline {
         t.kick(&mut refused)?;
-        // SAFETY: as above.
-        let n = unsafe { t.cq.consume(&mut comp) };
+        let n = t.xsk.sockets[0].cq.consume(&mut comp);
         in_flight -= n as u64;
         sent_frames += n as u64;
         t.pool.extend_from_slice(&comp[..n]);

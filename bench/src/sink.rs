@@ -20,17 +20,11 @@ use aya::maps::{MapData, PerCpuArray, XskMap};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::io;
-use std::num::NonZeroU32;
-use std::os::fd::AsRawFd;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use xsk_rs::config::{
-    BindFlags, FrameSize, Interface as XskIface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
-};
-use xsk_rs::{FillQueue, FrameDesc, RxQueue, Socket, Umem};
+use xdpip::xsk::{ring::Desc, WorkerSockets, XskConfig};
 
 /// How the sink takes frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -138,8 +132,8 @@ struct Reader {
 /// A running sink: its XDP program stays attached until it is finished or
 /// dropped.
 ///
-/// The AF_XDP sockets are bound once per sink (see
-/// [`crate::gen::Transmitter`] for why a process binds each queue once);
+/// The AF_XDP sockets are bound once per sink (binding waits for the
+/// kernel to release a queue's previous socket);
 /// [`Sink::use_program`] switches between counting and reading, and
 /// [`Sink::take_latency`] starts a new measurement.
 pub struct Sink {
@@ -164,14 +158,13 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// The frames of one queue's socket.
+/// One queue's socket (`sockets[0]`) and its own UMEM.
 struct QueueReader {
-    umem: Umem,
-    rx: RxQueue,
-    fq: FillQueue,
+    xsk: WorkerSockets,
     queue: u32,
 }
 
+/// Entries of the rx and fill rings.
 const RING: u32 = 4096;
 
 fn rx_queues(iface: &str) -> u32 {
@@ -185,82 +178,25 @@ fn rx_queues(iface: &str) -> u32 {
         .max(1)
 }
 
-/// Binds, retrying EBUSY for up to 2 s: the socket a run just closed on the
-/// same queue is torn down asynchronously.
-pub fn bind_retrying<T, E: std::error::Error>(
-    mut bind: impl FnMut() -> std::result::Result<T, E>,
-) -> std::result::Result<T, E> {
-    let start = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match bind() {
-            Err(e) if chain(&e).contains("os error 16") && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            r => {
-                if std::env::var("DBG").is_ok() {
-                    eprintln!("bind after {:?}", start.elapsed());
-                }
-                return r;
-            }
-        }
-    }
-}
-
 fn open_sockets(iface: &str) -> Result<(Vec<QueueReader>, &'static str)> {
-    let ifname = XskIface::from_str(iface).map_err(|_| "interface name")?;
-    let q = |n| QueueSize::new(n).expect("power of two");
+    let cfg = XskConfig {
+        frame_size: 2048,
+        ring_size: RING,
+        need_wakeup: true,
+    };
     let mut out = Vec::new();
     let mut bind = "copy";
     for queue in 0..rx_queues(iface) {
-        let umem_cfg = UmemConfig::builder()
-            .frame_size(FrameSize::new(2048).expect("valid"))
-            .fill_queue_size(q(RING))
-            .comp_queue_size(q(64))
-            .build()
-            .map_err(|e| format!("UMEM configuration: {e}"))?;
-        let mut last_err = String::new();
-        let mut got = None;
-        for (flags, name) in [
-            (BindFlags::XDP_ZEROCOPY, "zero-copy"),
-            (BindFlags::XDP_COPY, "copy"),
-        ] {
-            // A failed bind keeps the UMEM's rings: every try gets a new UMEM.
-            let (umem, frames) =
-                Umem::new(umem_cfg, NonZeroU32::new(RING).expect("nonzero"), false)
-                    .map_err(|e| format!("creating the UMEM: {}", chain(&e)))?;
-            let sock_cfg = SocketConfig::builder()
-                .rx_queue_size(q(RING))
-                .tx_queue_size(q(64))
-                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .bind_flags(flags)
-                .build();
-            // SAFETY: each (interface, queue) is bound once on its own UMEM;
-            // libxdp's program loading is inhibited.
-            match bind_retrying(|| unsafe { Socket::new(sock_cfg, &umem, &ifname, queue) }) {
-                Ok(s) => {
-                    got = Some((umem, frames, s));
-                    bind = name;
-                    break;
-                }
-                Err(e) => last_err = format!("{name} mode: {}", chain(&e)),
-            }
+        let (mut xsk, mode) = crate::gen::open_one(iface, queue, crate::gen::ZeroCopy::Auto, &cfg)?;
+        bind = mode;
+        // The UMEM has more frames than the fill ring takes (it is sized
+        // for a forwarding worker); the rest stay unused.
+        let frames = std::mem::take(&mut xsk.frames);
+        let n = xsk.sockets[0].fq.produce(&frames);
+        if n != RING as usize {
+            return Err(format!("could fill only {n} of {RING} frames").into());
         }
-        let (umem, frames, (_tx, rx, rings)) = got.ok_or_else(|| {
-            format!("binding an AF_XDP socket to {iface} queue {queue}: {last_err}")
-        })?;
-        let (mut fq, _cq) = rings.ok_or("libxdp returned no fill ring")?;
-        // SAFETY: the frames are this UMEM's and owned by no ring yet.
-        let n = unsafe { fq.produce(&frames) };
-        if n != frames.len() {
-            return Err(format!("could fill only {n} of {} frames", frames.len()).into());
-        }
-        out.push(QueueReader {
-            umem,
-            rx,
-            fq,
-            queue,
-        });
+        out.push(QueueReader { xsk, queue });
     }
     Ok((out, bind))
 }
@@ -292,7 +228,7 @@ impl Sink {
             let mut xsks: XskMap<MapData> = obj.take_map("xsks")?;
             let (queues, bind) = open_sockets(&cfg.iface)?;
             for q in &queues {
-                xsks.set(q.queue, q.rx.fd().as_raw_fd(), 0)
+                xsks.set(q.queue, q.xsk.sockets[0].fd(), 0)
                     .map_err(|e| format!("BPF map xsks: {}", chain(&e)))?;
             }
             let stop = Arc::new(AtomicBool::new(false));
@@ -544,11 +480,12 @@ fn read_loop(
     if fifo {
         crate::topo::set_fifo(0, 40)?;
     }
-    let mut descs = vec![FrameDesc::default(); 64];
+    let mut descs = vec![Desc::default(); 64];
+    let mut addrs = vec![0u64; 64];
     let mut pollfds: Vec<libc::pollfd> = queues
         .iter()
         .map(|q| libc::pollfd {
-            fd: q.rx.fd().as_raw_fd(),
+            fd: q.xsk.sockets[0].fd(),
             events: libc::POLLIN,
             revents: 0,
         })
@@ -556,8 +493,8 @@ fn read_loop(
     while !stop.load(Ordering::Relaxed) {
         let mut got = 0;
         for q in queues.iter_mut() {
-            // SAFETY: rx descriptors are frames of this queue's UMEM.
-            let n = unsafe { q.rx.consume(&mut descs) };
+            let sock = &mut q.xsk.sockets[0];
+            let n = sock.rx.consume(&mut descs);
             if n == 0 {
                 continue;
             }
@@ -567,17 +504,25 @@ fn read_loop(
                 let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                 for d in &descs[..n] {
                     // SAFETY: the frame was just received and is ours until
-                    // it goes back to the fill ring.
-                    let data = unsafe { q.umem.data(d) };
-                    t.frame(data.contents(), port, now);
+                    // it goes back to the fill ring; slice() keeps the read
+                    // inside its frame whatever the descriptor says.
+                    let data = unsafe { q.xsk.umem.slice(d.addr, d.len as usize) };
+                    t.frame(data, port, now);
                 }
             }
             last_frame.store(now, Ordering::Relaxed);
+            for (a, d) in addrs.iter_mut().zip(&descs[..n]) {
+                *a = q.xsk.umem.frame_of(d.addr);
+            }
             let mut put = 0;
             while put < n {
-                // SAFETY: the same frames go back to their UMEM's fill
-                // ring, which has room: it held them before.
-                put += unsafe { q.fq.produce(&descs[put..n]) };
+                // The same frames go back to the fill ring, which has room:
+                // it held them before.
+                put += sock.fq.produce(&addrs[put..n]);
+            }
+            if sock.fq.needs_wakeup() {
+                // Zero-copy drivers ask to be woken to take fill entries.
+                sock.kick_rx();
             }
         }
         if got > 0 {
