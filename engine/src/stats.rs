@@ -71,6 +71,18 @@ named_enum! {
         ForwDatagrams = "ForwDatagrams",
         /// Datagrams dropped on output for lack of resources (tx ring full).
         OutDiscards = "OutDiscards",
+        /// Fragment queues that timed out (`ipfrag_time`).
+        ReasmTimeout = "ReasmTimeout",
+        /// Fragments received for reassembly.
+        ReasmReqds = "ReasmReqds",
+        /// Datagrams reassembled.
+        ReasmOKs = "ReasmOKs",
+        /// Reassembly failures: datagrams discarded (overlap, bad length),
+        /// timed out or reset (`ipfrag_max_dist`), fragments refused for memory.
+        ReasmFails = "ReasmFails",
+        /// Datagrams discarded for overlapping fragments (`IpExt` in
+        /// /proc/net/netstat; also counted in ReasmFails).
+        ReasmOverlaps = "ReasmOverlaps",
         /// Datagrams that needed fragmenting and could not be.
         FragFails = "FragFails",
         /// Datagrams fragmented.
@@ -151,6 +163,17 @@ named_enum! {
         NoTxQueue = "no_tx_queue",
         /// No free frame for a fragment or an ICMP error.
         NoFreeFrame = "no_free_frame",
+        /// A fragment that overlaps another of its datagram, which is
+        /// discarded.
+        ReasmOverlap = "reasm_overlap",
+        /// A fragment that makes its datagram invalid (length conflicts,
+        /// no data, over 65535 bytes, ECN mix), which is discarded.
+        ReasmInvalid = "reasm_invalid",
+        /// A fragment whose data is already queued.
+        ReasmDuplicate = "reasm_duplicate",
+        /// A fragment refused at the reassembly memory limit
+        /// (`ipfrag_high_thresh`).
+        ReasmNoMemory = "reasm_no_memory",
     }
 }
 
@@ -182,6 +205,9 @@ impl DropReason {
             | ForeignEgress
             | PortDown
             | NeighbourMissing => &[],
+            // The reassembler counts ReasmFails once per datagram, not per
+            // fragment dropped (reasm::Stats).
+            ReasmOverlap | ReasmInvalid | ReasmDuplicate | ReasmNoMemory => &[],
         }
     }
 }
