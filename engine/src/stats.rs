@@ -71,6 +71,18 @@ named_enum! {
         ForwDatagrams = "ForwDatagrams",
         /// Datagrams dropped on output for lack of resources (tx ring full).
         OutDiscards = "OutDiscards",
+        /// Fragment queues that timed out (`ipfrag_time`).
+        ReasmTimeout = "ReasmTimeout",
+        /// Fragments received for reassembly.
+        ReasmReqds = "ReasmReqds",
+        /// Datagrams reassembled.
+        ReasmOKs = "ReasmOKs",
+        /// Reassembly failures: datagrams discarded (overlap, bad length),
+        /// timed out or reset (`ipfrag_max_dist`), fragments refused for memory.
+        ReasmFails = "ReasmFails",
+        /// Datagrams discarded for overlapping fragments (`IpExt` in
+        /// /proc/net/netstat; also counted in ReasmFails).
+        ReasmOverlaps = "ReasmOverlaps",
         /// Datagrams that needed fragmenting and could not be.
         FragFails = "FragFails",
         /// Datagrams fragmented.
@@ -204,6 +216,17 @@ named_enum! {
         OutputNoRoute = "output_no_route",
         /// An originated datagram waited too long for its next hop's MAC.
         OutputNeighbourTimeout = "output_neighbour_timeout",
+        /// A fragment that overlaps another of its datagram, which is
+        /// discarded.
+        ReasmOverlap = "reasm_overlap",
+        /// A fragment that makes its datagram invalid (length conflicts,
+        /// no data, over 65535 bytes, ECN mix), which is discarded.
+        ReasmInvalid = "reasm_invalid",
+        /// A fragment whose data is already queued.
+        ReasmDuplicate = "reasm_duplicate",
+        /// A fragment refused at the reassembly memory limit
+        /// (`ipfrag_high_thresh`).
+        ReasmNoMemory = "reasm_no_memory",
     }
 }
 
@@ -242,6 +265,9 @@ impl DropReason {
             | ForeignEgress
             | PortDown
             | NeighbourMissing => &[],
+            // The reassembler counts ReasmFails once per datagram, not per
+            // fragment dropped (reasm::Stats).
+            ReasmOverlap | ReasmInvalid | ReasmDuplicate | ReasmNoMemory => &[],
         }
     }
 }
