@@ -540,6 +540,9 @@ pub struct Reassembler {
     stats: Stats,
     taken: Stats,
     out: Vec<u8>,
+    /// Evict the oldest queues instead of refusing fragments at
+    /// `high_thresh` ([`Reassembler::set_evict`]).
+    evict: bool,
 }
 
 impl fmt::Debug for Reassembler {
@@ -577,6 +580,7 @@ impl Reassembler {
             stats: Stats::default(),
             taken: Stats::default(),
             out: vec![0; 65535],
+            evict: false,
         }
     }
 
@@ -594,6 +598,20 @@ impl Reassembler {
             seed: self.cfg.seed,
             ..cfg
         };
+    }
+
+    /// With `on`, a fragment that would take memory over `high_thresh`
+    /// first evicts the oldest queues (other than its own) down to
+    /// `low_thresh`, each counted in `ReasmFails`, instead of being refused.
+    ///
+    /// This is Linux before 4.17 (`inet_frag_evictor()`), not after: under a
+    /// flood of fragments that never complete, refusing keeps the table
+    /// full of garbage for `ipfrag_time` and every legitimate datagram
+    /// fails, while evicting the oldest lets datagrams whose fragments
+    /// arrive close together complete. Memory stays bounded either way. The
+    /// engine turns it on; [`Config::linux`] tables start with it off.
+    pub fn set_evict(&mut self, on: bool) {
+        self.evict = on;
     }
 
     /// Memory charged to the queues now, in bytes of [`truesize`] and
@@ -646,21 +664,27 @@ impl Reassembler {
         let data_len = end - offset;
         let cost = truesize(data_len);
 
-        let qi = match self.index.get(&key) {
-            Some(&qi) => {
-                if self.mem + cost > self.cfg.high_thresh {
-                    self.stats.fails += 1;
-                    return Outcome::OutOfMemory;
-                }
-                qi
-            }
-            None => {
-                if self.mem + cost + QUEUE_OVERHEAD > self.cfg.high_thresh {
-                    self.stats.fails += 1;
-                    return Outcome::OutOfMemory;
-                }
-                self.create(now_ms, key)
-            }
+        let existing = self.index.get(&key).copied();
+        let need = cost
+            + if existing.is_some() {
+                0
+            } else {
+                QUEUE_OVERHEAD
+            };
+        if self.mem + need > self.cfg.high_thresh && self.evict {
+            let target = self
+                .cfg
+                .low_thresh
+                .min(self.cfg.high_thresh.saturating_sub(need));
+            self.evict_to(target, existing.unwrap_or(NIL));
+        }
+        if self.mem + need > self.cfg.high_thresh {
+            self.stats.fails += 1;
+            return Outcome::OutOfMemory;
+        }
+        let qi = match existing {
+            Some(qi) => qi,
+            None => self.create(now_ms, key),
         };
 
         if self.too_far(qi) {
@@ -773,6 +797,20 @@ impl Reassembler {
     /// next has work.
     pub fn next_deadline(&self) -> Option<u64> {
         (self.oldest != NIL).then(|| self.queues[self.oldest as usize].deadline)
+    }
+
+    /// Releases the oldest queues but `keep` until memory is at most
+    /// `target`.
+    fn evict_to(&mut self, target: u64, keep: u32) {
+        let mut qi = self.oldest;
+        while self.mem > target && qi != NIL {
+            let next = self.queues[qi as usize].next;
+            if qi != keep {
+                self.stats.fails += 1;
+                self.release(qi);
+            }
+            qi = next;
+        }
     }
 
     fn create(&mut self, now_ms: u64, key: Key) -> u32 {

@@ -617,3 +617,41 @@ fn malformed_and_unfragmented_packets_count_nothing() {
     ));
     assert_eq!(r.stats(), Stats::default());
 }
+
+#[test]
+fn evicting_the_oldest_lets_legitimate_datagrams_through_a_flood() {
+    // A flood of first fragments from many sources that never complete,
+    // with a legitimate 3-fragment datagram after every 20 flood fragments.
+    for evict in [false, true] {
+        let mut r = Reassembler::new(Config {
+            high_thresh: 256 << 10,
+            low_thresh: 192 << 10,
+            max_dist: 0,
+            ..Config::linux(99)
+        });
+        r.set_evict(evict);
+        let mut done = 0u32;
+        let legit = 2000u32;
+        for i in 0..legit {
+            for j in 0..20u32 {
+                let n = i * 20 + j;
+                let k = Key::new(Ipv4Addr::from(0x0a00_0000 | n), DST, 17, n as u16);
+                let _ = r.insert(u64::from(i), &frag(k, 0, 1200, true));
+                assert!(r.memory() <= 256 << 10, "memory {}", r.memory());
+            }
+            let k = Key::new(SRC, DST, 17, i as u16);
+            for f in split(k, 3000, 1200) {
+                if let Outcome::Ready(d) = r.insert(u64::from(i), &f) {
+                    assert_datagram(k, d, 3000);
+                    done += 1;
+                }
+            }
+        }
+        if evict {
+            assert!(done * 100 >= legit * 99, "{done} of {legit} completed");
+        } else {
+            // Refusing (Linux since 4.17) starves them once the table is full.
+            assert!(done * 100 < legit * 10, "{done} of {legit} completed");
+        }
+    }
+}
