@@ -54,6 +54,7 @@ enum verdict {
 struct config {
 	__u32 forwarding;	/* 1: forward IPv4 through the engine */
 	__u32 fib_gate;		/* enum gate */
+	__u32 local_frags;	/* 1: fragments to local addresses to the engine */
 };
 
 /* What the kernel's FIB decides before the engine sees a packet.
@@ -242,6 +243,11 @@ int xdpip_steer(struct xdp_md *ctx)
 	 * the kernel to check. */
 
 	if (bpf_map_lookup_elem(&local_addrs, &iph->daddr)) {
+		/* A fragment carries no port (but the first): while engine
+		 * sockets exist, the engine reassembles all local fragments and
+		 * hands the kernel back what is not for it. */
+		if ((iph->frag_off & bpf_htons(0x3fff)) && cfg->local_frags)
+			return to_engine(ctx, V_REDIRECT_LOCAL);
 		/* Ports are read after a plain header only: a packet with options
 		 * to a local address stays with the kernel. */
 		if (iph->ihl == 5 && is_claimed(iph, (void *)(iph + 1), data_end))

@@ -147,6 +147,9 @@ pub struct SteerConfig {
     pub forwarding: u32,
     /// A [`GateMode`] as a number.
     pub fib_gate: u32,
+    /// 1: fragments to local addresses go to the engine, which reassembles
+    /// them (set while engine sockets exist).
+    pub local_frags: u32,
 }
 
 // SAFETY: repr(C), only u32 fields, no padding.
@@ -567,6 +570,14 @@ impl SteerMaps {
         self.claimed
             .insert(ClaimKey::new(protocol, port), 1, 0)
             .map_err(|e| SteerError::Map("claimed", Box::new(e)))
+    }
+
+    /// Sends fragments to local addresses to the engine, or leaves them to
+    /// the kernel; the rest of the config stays.
+    pub fn set_local_frags(&mut self, on: bool) -> Result<(), SteerError> {
+        let mut c = self.config()?;
+        c.local_frags = on as u32;
+        self.set_config(c)
     }
 
     /// Claims ICMP echo requests to local addresses (the engine answers

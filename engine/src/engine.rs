@@ -334,6 +334,7 @@ impl EngineBuilder {
         maps.set_config(SteerConfig {
             forwarding: forwarding as u32,
             fib_gate: self.fib_gate as u32,
+            local_frags: 0,
         })?;
         for (port, i) in ifaces.iter().enumerate() {
             maps.set_port(i.ifindex, port as u32)?;
@@ -435,6 +436,10 @@ impl EngineBuilder {
             )
             .map_err(|e| Error::Config(format!("sockets: {e}")))?,
         );
+        // Random per run, so that an attacker cannot aim all fragments at
+        // one worker.
+        let reasm_seed = crate::reasm::random_seed();
+        let handoff = Arc::new(crate::reasm::handoff::Handoff::new(sockets.len(), 1024));
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         let mut registrations = Vec::new();
@@ -471,6 +476,8 @@ impl EngineBuilder {
                 ready: Some(ready_tx.clone()),
                 resolve: resolve.clone(),
                 sockets: local.clone(),
+                handoff: handoff.clone(),
+                reasm_seed,
             };
             let t = std::thread::Builder::new()
                 .name(format!("xdpip-w{id}"))
@@ -666,6 +673,11 @@ impl Shared {
                 sleeps: w.counters.sleeps.get(),
                 wakeups: w.counters.wakeups.get(),
                 free_frames: w.counters.free_frames.get(),
+                reasm_memory: w.counters.reasm_memory.get(),
+                reasm_memory_peak: w.counters.reasm_memory_peak.get(),
+                reasm_queues: w.counters.reasm_queues.get(),
+                to_kernel: w.counters.to_kernel.get(),
+                handed_off: w.counters.handed_off.get(),
                 sockets: w
                     .sockets
                     .iter()
@@ -764,6 +776,16 @@ pub struct WorkerReport {
     pub wakeups: u64,
     /// Free frames in its pool.
     pub free_frames: u64,
+    /// Reassembly memory now and at its highest, in bytes.
+    pub reasm_memory: u64,
+    /// Highest reassembly memory seen.
+    pub reasm_memory_peak: u64,
+    /// Datagrams being reassembled.
+    pub reasm_queues: u64,
+    /// Reassembled datagrams handed back to the kernel.
+    pub to_kernel: u64,
+    /// Fragments passed to the worker that owns their datagram.
+    pub handed_off: u64,
     /// Its sockets.
     pub sockets: Vec<SocketReport>,
 }
@@ -918,7 +940,7 @@ impl Engine {
         if let Some(steer) = self.steer.take() {
             drop(steer);
         }
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..).chain(self.services.drain(..)) {
             let _ = t.join();
         }

@@ -227,6 +227,11 @@ named_enum! {
         /// A fragment refused at the reassembly memory limit
         /// (`ipfrag_high_thresh`).
         ReasmNoMemory = "reasm_no_memory",
+        /// The lane to the worker that owns the fragment's datagram was
+        /// full.
+        HandoffFull = "handoff_full",
+        /// A reassembled datagram for the kernel could not be handed back.
+        KernelHandbackFailed = "kernel_handback_failed",
     }
 }
 
@@ -268,6 +273,8 @@ impl DropReason {
             // The reassembler counts ReasmFails once per datagram, not per
             // fragment dropped (reasm::Stats).
             ReasmOverlap | ReasmInvalid | ReasmDuplicate | ReasmNoMemory => &[],
+            HandoffFull => &[Mib::ReasmFails],
+            KernelHandbackFailed => &[],
         }
     }
 }
@@ -337,6 +344,17 @@ pub struct WorkerCounters {
     pub wakeups: Counter,
     /// Free frames in the worker's pool (gauge).
     pub free_frames: Counter,
+    /// Reassembly memory in bytes (gauge), and its highest value.
+    pub reasm_memory: Counter,
+    /// Highest reassembly memory seen.
+    pub reasm_memory_peak: Counter,
+    /// Datagrams being reassembled (gauge).
+    pub reasm_queues: Counter,
+    /// Reassembled datagrams handed back to the kernel (no engine socket
+    /// wanted them).
+    pub to_kernel: Counter,
+    /// Fragments passed to the worker that owns their datagram.
+    pub handed_off: Counter,
     /// Per socket, in the order of the worker's sockets.
     pub sockets: Vec<SocketCounters>,
 }
@@ -352,6 +370,11 @@ impl WorkerCounters {
             sleeps: Counter::default(),
             wakeups: Counter::default(),
             free_frames: Counter::default(),
+            reasm_memory: Counter::default(),
+            reasm_memory_peak: Counter::default(),
+            reasm_queues: Counter::default(),
+            to_kernel: Counter::default(),
+            handed_off: Counter::default(),
             sockets: (0..sockets).map(|_| SocketCounters::default()).collect(),
         }
     }

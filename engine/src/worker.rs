@@ -10,13 +10,16 @@
 //! asks for and poll(2) when there is nothing to do.
 
 use crate::forward::{forward, fragment, icmp, Verdict};
+use crate::reasm::{self, handoff::Handoff, Outcome, Reassembler};
 use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
+use crate::socket::demux::Demux;
 use crate::socket::input::{self, Local};
 use crate::socket::output::{self, Built};
 use crate::socket::{SocketShared, TxDatagram};
 use crate::stats::{DropReason, Mib, WorkerCounters};
 use crate::wire::icmp::RouterError;
 use crate::wire::ipopt;
+use crate::wire::ipv4::Packet;
 use crate::xsk::ring::Desc;
 use crate::xsk::{self, BindMode, WorkerSockets};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +61,10 @@ pub struct Worker {
     pub resolve: Arc<ResolveQueue>,
     /// The engine's sockets: demultiplexing table and send queues.
     pub(crate) sockets: Arc<SocketShared>,
+    /// Lanes to hand fragments to the worker that owns their datagram.
+    pub handoff: Arc<Handoff>,
+    /// Key of [`reasm::owner`], the same for all workers, random per run.
+    pub reasm_seed: u128,
 }
 
 /// Datagrams of the engine's sockets held while their next hop is
@@ -142,6 +149,8 @@ impl Worker {
             ready,
             resolve,
             sockets: local,
+            handoff,
+            reasm_seed,
             ..
         } = self;
         let WorkerSockets {
@@ -198,6 +207,15 @@ impl Worker {
         let mut parked_generation = 0u64;
         let mut ident: u16 = seed().wrapping_mul(31);
         let txq = &local.tx[id % local.tx.len()];
+        // This worker's share of the reassembly memory; tables evict their
+        // oldest queues under a flood (see reasm::Reassembler::set_evict).
+        let mut table = Reassembler::new(reasm::Config::from_sysctl(
+            &snapshot.load().sysctl,
+            workers,
+            reasm_seed ^ (id as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        ));
+        table.set_evict(true);
+        let kernel = ToKernel::open();
         let mut icmp_state =
             icmp::IcmpState::new(workers, (id as u16).wrapping_mul(0x9e37) ^ seed());
         let started = Instant::now();
@@ -206,11 +224,82 @@ impl Worker {
         let mut idle = 0u32;
         let mut rounds = 0u32;
         let mut last_refresh = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        let mut last_round = false;
+        while !last_round {
+            // After stop, one more round: datagrams the application sent
+            // before stopping the engine still go out, as a kernel socket's
+            // do after close(2). Acquire pairs with the Release of the stop.
+            last_round = stop.load(Ordering::Acquire);
             let snap = snapshot.load();
             let demux = local.demux.load();
             let mut work = 0usize;
             clock.tick(started);
+
+            // Fragments other workers received for datagrams this one owns,
+            // and reassembly timeouts.
+            {
+                let mut out = Out {
+                    umem,
+                    pool: &mut pool,
+                    state: &mut state,
+                    port_socket: &port_socket,
+                    counters: &counters,
+                };
+                work += handoff.receive(id, 4 * batch, |frame, ingress| {
+                    reassemble(
+                        frame,
+                        ingress,
+                        clock.now_ms,
+                        &mut table,
+                        &mut scratch,
+                        &mut scratch2,
+                        &snap,
+                        &demux,
+                        &local,
+                        &mut ident,
+                        &mut out,
+                        &kernel,
+                        &mut |i, n| {
+                            if asked.first_time(i, n, clock.now_ms) {
+                                let _ = resolve.push((i, n));
+                            }
+                        },
+                    );
+                });
+                if table.next_deadline().is_some_and(|t| t <= clock.now_ms) {
+                    table.expire(clock.now_ms, |e| {
+                        // ip_expire(): time exceeded, code 1, to the sender,
+                        // if the first fragment had come.
+                        let Some(first) = e.first_fragment else {
+                            return;
+                        };
+                        let Some(port) = snap
+                            .fib
+                            .lookup(e.key.src)
+                            .and_then(|r| r.nexthop(0))
+                            .and_then(|nh| snap.port_of(nh.ifindex))
+                        else {
+                            return;
+                        };
+                        let n = 14 + first.len();
+                        scratch[..6].copy_from_slice(&snap.ports[port].mac.0);
+                        scratch[12..14].copy_from_slice(&[0x08, 0x00]);
+                        scratch[14..n].copy_from_slice(first);
+                        answer(
+                            &mut out,
+                            &scratch[..n],
+                            port,
+                            RouterError::ReassemblyTimeExceeded,
+                            icmp::Origin::Other,
+                            None,
+                            &snap,
+                            &mut icmp_state,
+                            clock,
+                            &mut scratch2,
+                        );
+                    });
+                }
+            }
 
             for (si, s) in sockets.iter_mut().enumerate() {
                 let n = s.rx.consume(&mut rx);
@@ -256,6 +345,44 @@ impl Worker {
                         Verdict::Local => {
                             // SAFETY: the frame is still owned by the worker.
                             let data = unsafe { umem.slice_mut(d.addr, d.len as usize) };
+                            if Packet::new_unchecked(&data[14..]).is_fragment() {
+                                let p = Packet::new_unchecked(&data[14..]);
+                                let w = reasm::owner(
+                                    reasm_seed,
+                                    p.src(),
+                                    p.dst(),
+                                    p.protocol(),
+                                    p.ident(),
+                                    workers,
+                                );
+                                if w == id {
+                                    reassemble(
+                                        data,
+                                        ingress,
+                                        clock.now_ms,
+                                        &mut table,
+                                        &mut scratch,
+                                        &mut scratch2,
+                                        &snap,
+                                        &demux,
+                                        &local,
+                                        &mut ident,
+                                        &mut out,
+                                        &kernel,
+                                        &mut |i, n| {
+                                            if asked.first_time(i, n, clock.now_ms) {
+                                                let _ = resolve.push((i, n));
+                                            }
+                                        },
+                                    );
+                                } else if handoff.send(id, w, data, ingress) {
+                                    counters.handed_off.add(1);
+                                } else {
+                                    counters.count_drop(DropReason::HandoffFull);
+                                }
+                                pool.push(umem.frame_of(d.addr));
+                                continue;
+                            }
                             match input::deliver(data, ingress, &snap, &demux, &local, &mut ident) {
                                 Local::Delivered(k) => {
                                     counters.mib(Mib::InDelivers, 1);
@@ -263,9 +390,15 @@ impl Worker {
                                 }
                                 Local::EchoReply { port, len } => {
                                     count_echo(&counters);
-                                    d.len = len as u32;
-                                    out.send(port, *d);
-                                    continue;
+                                    let mtu = snap.ports[port].mtu as usize;
+                                    if len - 14 <= mtu {
+                                        d.len = len as u32;
+                                        out.send(port, *d);
+                                        continue;
+                                    }
+                                    // SAFETY: the frame is still owned by the worker.
+                                    let frame = unsafe { umem.slice(d.addr, len) };
+                                    emit_fragmented(&mut out, port, frame, mtu, &mut scratch);
                                 }
                                 Local::Unresolved { ifindex, next } => {
                                     counters.count_drop(DropReason::NeighbourMissing);
@@ -503,9 +636,34 @@ impl Worker {
                     st.received = 0;
                 }
                 refresh(sockets, &state, &counters, pool.len());
+                for (m, v) in table.take_stats().mib() {
+                    counters.mib(m, v);
+                }
+                counters.reasm_queues.set(table.queues() as u64);
+                let cfg = reasm::Config::from_sysctl(&snapshot.load().sysctl, workers, 0);
+                if (
+                    cfg.high_thresh,
+                    cfg.low_thresh,
+                    cfg.timeout_ms,
+                    cfg.max_dist,
+                ) != {
+                    let c = table.config();
+                    (c.high_thresh, c.low_thresh, c.timeout_ms, c.max_dist)
+                } {
+                    table.set_config(cfg);
+                }
+            }
+            let m = table.memory();
+            counters.reasm_memory.set(m);
+            if m > counters.reasm_memory_peak.get() {
+                counters.reasm_memory_peak.set(m);
             }
         }
         refresh(sockets, &state, &counters, pool.len());
+        for (m, v) in table.take_stats().mib() {
+            counters.mib(m, v);
+        }
+        counters.reasm_queues.set(table.queues() as u64);
         log::debug!("worker {id}: stopped");
     }
 }
@@ -645,6 +803,152 @@ fn send_datagram(
     }
     let TxDatagram { sock, buf, .. } = dg;
     sock.recycle_tx(buf);
+}
+
+/// Sends `frame` on `port` as fragments of at most `mtu` bytes.
+fn emit_fragmented(out: &mut Out<'_>, port: usize, frame: &[u8], mtu: usize, scratch: &mut [u8]) {
+    let c = out.counters;
+    match fragment::split(frame, mtu, scratch, |f| {
+        out.emit(port, f);
+    }) {
+        Some(k) => {
+            c.mib(Mib::FragOKs, 1);
+            c.mib(Mib::FragCreates, k as u64);
+        }
+        None => c.count_drop(DropReason::TooBig),
+    }
+}
+
+/// Gives a fragment (`frame`, Ethernet header included) to this worker's
+/// reassembly table and delivers the datagram it completes.
+#[allow(clippy::too_many_arguments)]
+fn reassemble(
+    frame: &[u8],
+    ingress: usize,
+    now_ms: u64,
+    table: &mut Reassembler,
+    scratch: &mut [u8],
+    scratch2: &mut [u8],
+    snap: &Snapshot,
+    demux: &Demux,
+    shared: &SocketShared,
+    ident: &mut u16,
+    out: &mut Out<'_>,
+    kernel: &ToKernel,
+    ask: &mut dyn FnMut(u32, std::net::Ipv4Addr),
+) {
+    let c = out.counters;
+    let len = match table.insert(now_ms, &frame[14..]) {
+        Outcome::Ready(d) => {
+            scratch[..14].copy_from_slice(&frame[..14]);
+            scratch[14..14 + d.len()].copy_from_slice(d);
+            14 + d.len()
+        }
+        Outcome::NeedMore => return,
+        other => {
+            if let Some(r) = other.drop_reason() {
+                c.count_drop(r);
+            }
+            return;
+        }
+    };
+    let whole = &mut scratch[..len];
+    match input::deliver(whole, ingress, snap, demux, shared, ident) {
+        Local::Delivered(k) => {
+            c.mib(Mib::InDelivers, 1);
+            if Packet::new_unchecked(&whole[14..]).protocol() == crate::wire::ipv4::protocol::UDP {
+                c.mib(Mib::UdpInDatagrams, k as u64);
+            }
+        }
+        Local::EchoReply { port, len } => {
+            count_echo(c);
+            let mtu = snap.ports[port].mtu as usize;
+            if len - 14 <= mtu {
+                out.emit(port, &whole[..len]);
+            } else {
+                emit_fragmented(out, port, &whole[..len], mtu, scratch2);
+            }
+        }
+        Local::Unresolved { ifindex, next } => {
+            c.count_drop(DropReason::NeighbourMissing);
+            ask(ifindex, next);
+        }
+        // Not for an engine socket: the fragments were the engine's only
+        // because fragments carry no port. The kernel gets the datagram.
+        Local::NoSocket { .. } | Local::Drop(DropReason::LocalUnclaimed) => {
+            if kernel.send(&whole[14..]) {
+                c.to_kernel.add(1);
+            } else {
+                c.count_drop(DropReason::KernelHandbackFailed);
+            }
+        }
+        Local::Drop(r) => c.count_drop(r),
+    }
+}
+
+/// Hands reassembled datagrams back to the kernel: an `IPPROTO_RAW`
+/// socket sends them, header and all, to the local destination, and the
+/// kernel delivers them through the loopback device to its own sockets.
+struct ToKernel {
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ToKernel {
+    fn open() -> ToKernel {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2); the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_RAW,
+            )
+        };
+        if fd < 0 {
+            log::warn!(
+                "no raw socket to hand reassembled datagrams back to the kernel: {}",
+                std::io::Error::last_os_error()
+            );
+            return ToKernel { fd: None };
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        ToKernel {
+            fd: Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+        }
+    }
+
+    fn send(&self, datagram: &[u8]) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.fd else { return false };
+        if datagram.len() < 20 {
+            return false;
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([
+                    datagram[16],
+                    datagram[17],
+                    datagram[18],
+                    datagram[19],
+                ]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: a valid buffer and address of the stated lengths.
+        let r = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                datagram.as_ptr().cast(),
+                datagram.len(),
+                libc::MSG_DONTWAIT,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        r == datagram.len() as isize
+    }
 }
 
 /// Where a round's outgoing frames go: the pending tx batch of their

@@ -902,7 +902,15 @@ fn raw_socket_receives_with_the_header_and_hdrincl_is_filled_in() {
             }
         });
         let mut b = [0u8; 2048];
-        let (n, from) = es.recv_from(&mut b).expect("engine raw socket receives");
+        let (n, from) = es.recv_from(&mut b).unwrap_or_else(|err| {
+            let r = e.report();
+            panic!(
+                "engine raw socket receives: {err}; xdp {:?} drops {:?} mib {:?}",
+                r.xdp,
+                r.drops.iter().filter(|(_, v)| **v > 0).collect::<Vec<_>>(),
+                r.mib
+            )
+        });
         let engine = (b[..n].to_vec(), from);
         // SAFETY: a valid buffer on our descriptor.
         let kn = unsafe { libc::recv(ks.0, b.as_mut_ptr().cast(), b.len(), 0) };

@@ -652,12 +652,15 @@ impl Control {
             self.publish();
         }
         let forwarding = sys.ip_forward;
-        let want = SteerConfig {
-            forwarding: forwarding as u32,
-            fib_gate: self.fib_gate as u32,
-        };
         if let Ok(mut maps) = self.maps.lock() {
-            if maps.config().ok() != Some(want) {
+            let now = maps.config().ok();
+            // local_frags belongs to the sockets; keep it.
+            let want = SteerConfig {
+                forwarding: forwarding as u32,
+                fib_gate: self.fib_gate as u32,
+                local_frags: now.map_or(0, |c| c.local_frags),
+            };
+            if now != Some(want) {
                 log::info!(
                     "ip_forward is {}: forwarding through the engine {}",
                     forwarding as u8,

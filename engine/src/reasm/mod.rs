@@ -127,6 +127,7 @@
 //! ```
 
 pub mod check;
+pub mod handoff;
 pub mod hash;
 
 use crate::stats::{DropReason, Mib};

@@ -17,7 +17,7 @@ pub(crate) enum Local {
     /// Queued on `n` sockets (more than one for a broadcast).
     Delivered(usize),
     /// The frame was rewritten in place into an echo reply: transmit its
-    /// first `len` bytes on `port`.
+    /// first `len` bytes on `port`, fragmented if they exceed its MTU.
     EchoReply { port: usize, len: usize },
     /// The echo reply's next hop has no MAC yet.
     Unresolved { ifindex: u32, next: Ipv4Addr },
@@ -271,25 +271,32 @@ fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> L
     }
     // icmp_echo_ignore_broadcasts (on by default): a broadcast ping gets
     // no answer. The XDP program only steers option-less packets here.
-    let _ = ingress;
     if snap.is_broadcast(dst) || hl != ipv4::MIN_HEADER_LEN {
         return Local::Drop(DropReason::LocalUnclaimed);
     }
     let Ok(path) = super::path::output(snap, src, Some(dst)) else {
         return Local::Drop(DropReason::OutputNoRoute);
     };
-    let Some(mac) = snap.neigh.resolve(path.ifindex, path.next) else {
+    // The kernel learnt the sender from its ARP request a moment ago, but
+    // the mirror may not have it yet: a sender on the ingress link is
+    // answered at the MAC it sent from, which is what the neighbour entry
+    // will say.
+    let on_link = path.next == src && path.port == ingress;
+    let sender =
+        crate::wire::MacAddr([frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]);
+    let Some(mac) = snap
+        .neigh
+        .resolve(path.ifindex, path.next)
+        .or(on_link.then_some(sender))
+    else {
         return Local::Unresolved {
             ifindex: path.ifindex,
             next: path.next,
         };
     };
+    // A reply larger than the egress MTU (a reassembled request, or one
+    // that came in on a larger-MTU port) is fragmented by the caller.
     let out = &snap.ports[path.port];
-    if total > out.mtu as usize {
-        // The request came in whole on another port: the reply would need
-        // fragmenting, which the kernel would do; rare enough to drop.
-        return Local::Drop(DropReason::TooBig);
-    }
     // The ICMP header: type 0, checksum adjusted for the type change only.
     let icmp_at = 14 + hl;
     frame[icmp_at] = msg_type::ECHO_REPLY;

@@ -487,6 +487,8 @@ pub struct SendCounters {
 /// What sockets share with each other, the workers and the engine.
 pub(crate) struct SocketShared {
     registry: Mutex<Registry>,
+    /// Whether the XDP program sends local fragments to the engine.
+    local_frags: AtomicBool,
     /// Path MTUs learnt from fragmentation-needed messages.
     pub pmtu: path::PmtuCache,
     pub demux: ArcSwap<Demux>,
@@ -564,6 +566,7 @@ impl SocketShared {
                 ..Demux::default()
             }),
             pmtu: path::PmtuCache::default(),
+            local_frags: AtomicBool::new(false),
             maps,
             cell,
             tx: (0..workers.max(1))
@@ -681,6 +684,16 @@ impl SocketShared {
             });
         }
         self.demux.store(Arc::new(d));
+        // Fragments to local addresses come to the engine while it has
+        // sockets that could want them.
+        let want = !r.bound.is_empty() || !r.raw.is_empty();
+        if want != self.local_frags.swap(want, Ordering::Relaxed) {
+            if let Ok(mut m) = self.maps.lock() {
+                if let Err(e) = m.set_local_frags(want) {
+                    log::error!("steering local fragments: {e}");
+                }
+            }
+        }
     }
 
     fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {

@@ -161,6 +161,8 @@ pub enum RouterError {
     PortUnreachable,
     /// Time exceeded in transit (TTL).
     TimeExceeded,
+    /// Time exceeded, fragment reassembly time exceeded (`ipfrag_time`).
+    ReassemblyTimeExceeded,
     /// Parameter problem, pointing at the offending byte of the header.
     ParameterProblem {
         /// Offset in the IP header.
@@ -179,6 +181,7 @@ impl RouterError {
             RouterError::SourceRouteFailed => (msg_type::DEST_UNREACH, 5),
             RouterError::AdminProhibited => (msg_type::DEST_UNREACH, 13),
             RouterError::TimeExceeded => (msg_type::TIME_EXCEEDED, 0),
+            RouterError::ReassemblyTimeExceeded => (msg_type::TIME_EXCEEDED, 1),
             RouterError::ParameterProblem { .. } => (msg_type::PARAM_PROBLEM, 0),
         }
     }
