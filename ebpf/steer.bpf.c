@@ -80,6 +80,15 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
+/* Multicast groups engine sockets joined: UDP to them goes to the engine
+ * (IGMP itself stays with the kernel, which speaks it for those joins). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, __u32);
+} mcast_groups SEC(".maps");
+
 /* Local and broadcast addresses of the namespace (the kernel's local table). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -256,8 +265,14 @@ int xdpip_steer(struct xdp_md *ctx)
 	}
 	/* 224.0.0.0/4 and 255.255.255.255 */
 	if ((iph->daddr & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000) ||
-	    iph->daddr == bpf_htonl(0xffffffff))
+	    iph->daddr == bpf_htonl(0xffffffff)) {
+		/* UDP to a group an engine socket joined; fragments too, as
+		 * for local addresses (the engine hands back what is not its). */
+		if (iph->protocol == IPPROTO_UDP &&
+		    bpf_map_lookup_elem(&mcast_groups, &iph->daddr))
+			return to_engine(ctx, V_REDIRECT_LOCAL);
 		return count(V_PASS_MULTICAST, XDP_PASS);
+	}
 
 	if (!cfg->forwarding)
 		return count(V_PASS_FORWARDING_OFF, XDP_PASS);

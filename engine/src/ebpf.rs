@@ -483,6 +483,7 @@ pub struct SteerMaps {
     xsks: XskMap<MapData>,
     local_addrs: BpfHashMap<MapData, u32, u32>,
     claimed: BpfHashMap<MapData, ClaimKey, u32>,
+    mcast_groups: BpfHashMap<MapData, u32, u32>,
     ports: BpfHashMap<MapData, u32, u32>,
     config: Array<MapData, SteerConfig>,
     counters: PerCpuArray<MapData, u64>,
@@ -565,6 +566,20 @@ impl SteerMaps {
         Ok(())
     }
 
+    /// Sends UDP to multicast `group` to the engine (an engine socket
+    /// joined it), or leaves it to the kernel again.
+    pub fn set_group(&mut self, group: Ipv4Addr, on: bool) -> Result<(), SteerError> {
+        let k = u32::from(group).to_be();
+        if on {
+            self.mcast_groups
+                .insert(k, 1, 0)
+                .map_err(|e| SteerError::Map("mcast_groups", Box::new(e)))
+        } else {
+            let _ = self.mcast_groups.remove(&k);
+            Ok(())
+        }
+    }
+
     /// Claims (`protocol`, `port`) for the engine; port 0 claims the protocol.
     pub fn claim(&mut self, protocol: u8, port: u16) -> Result<(), SteerError> {
         self.claimed
@@ -638,6 +653,7 @@ impl Steer {
             xsks: take!(bpf, "xsks"),
             local_addrs: take!(bpf, "local_addrs"),
             claimed: take!(bpf, "claimed"),
+            mcast_groups: take!(bpf, "mcast_groups"),
             ports: take!(bpf, "ports"),
             config: take!(bpf, "config"),
             counters: take!(bpf, "counters"),

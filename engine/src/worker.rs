@@ -511,6 +511,7 @@ impl Worker {
                         &mut scratch2,
                         &mut parked,
                         &local,
+                        &demux,
                         &mut |i, n| {
                             if asked.first_time(i, n, clock.now_ms) {
                                 let _ = resolve.push((i, n));
@@ -541,6 +542,7 @@ impl Worker {
                     &mut scratch2,
                     &mut parked,
                     &local,
+                    &demux,
                     &mut |i, n| {
                         if asked.first_time(i, n, clock.now_ms) {
                             let _ = resolve.push((i, n));
@@ -764,6 +766,7 @@ fn send_datagram(
     scratch2: &mut [u8],
     parked: &mut Vec<TxDatagram>,
     shared: &SocketShared,
+    demux: &Demux,
     ask: &mut dyn FnMut(u32, std::net::Ipv4Addr),
 ) {
     let c = out.counters;
@@ -773,6 +776,16 @@ fn send_datagram(
                 c.mib(Mib::OutRequests, 1);
                 if dg.raw.is_none() {
                     c.mib(Mib::UdpOutDatagrams, 1);
+                }
+            }
+            // IP_MULTICAST_LOOP: the engine's own sockets get a copy, as
+            // if it had come in on the egress interface.
+            if dg.mcast_loop && dg.dst.ip().is_multicast() {
+                if let Local::Delivered(k) =
+                    input::deliver(&mut scratch[..len], port, snap, demux, shared, ident)
+                {
+                    c.mib(Mib::InDelivers, 1);
+                    c.mib(Mib::UdpInDatagrams, k as u64);
                 }
             }
         }
@@ -875,13 +888,17 @@ fn reassemble(
         }
         // Not for an engine socket: the fragments were the engine's only
         // because fragments carry no port. The kernel gets the datagram.
-        Local::NoSocket { .. } | Local::Drop(DropReason::LocalUnclaimed) => {
+        // (Multicast would go out on the wire that way: not handed back.)
+        Local::NoSocket { .. } | Local::Drop(DropReason::LocalUnclaimed)
+            if !Packet::new_unchecked(&whole[14..]).dst().is_multicast() =>
+        {
             if kernel.send(&whole[14..]) {
                 c.to_kernel.add(1);
             } else {
                 c.count_drop(DropReason::KernelHandbackFailed);
             }
         }
+        Local::NoSocket { .. } => c.count_drop(DropReason::UdpNoSocket),
         Local::Drop(r) => c.count_drop(r),
     }
 }

@@ -196,7 +196,8 @@ fn forward_inner(
     // Only frames to this port's MAC are routed (PACKET_HOST); broadcast
     // frames may still be for a local broadcast address.
     let to_us = frame[0..6] == in_port.mac.0;
-    if !to_us && frame[0..6] != [0xff; 6] {
+    // Broadcast and multicast MACs set the group bit.
+    if !to_us && frame[0] & 1 == 0 {
         return Err(DropReason::NotForHost);
     }
     let (eth, ip) = frame.split_at_mut(ethernet::HEADER_LEN);
@@ -209,6 +210,11 @@ fn forward_inner(
     let (src, dst) = (pkt.src(), pkt.dst());
     if martian_source(src) {
         return Err(DropReason::MartianSource);
+    }
+    // The XDP program steers only groups engine sockets joined: multicast
+    // is never forwarded here, only delivered.
+    if dst.is_multicast() {
+        return Ok(Verdict::Local);
     }
     if martian_destination(dst) {
         return Err(DropReason::MartianDestination);

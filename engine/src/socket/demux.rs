@@ -13,6 +13,8 @@ use std::sync::Arc;
 /// A socket as the demultiplexer sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
+    /// The socket's registry id.
+    pub id: u64,
     /// Bound local address, 0 for `INADDR_ANY`.
     pub laddr: u32,
     pub sock: Arc<SockCore>,
@@ -47,6 +49,10 @@ pub(crate) struct Demux {
     /// Raw sockets by protocol; each gets a copy of every datagram of its
     /// protocol to its address from its peer (`raw_v4_input()`).
     pub raw: FxHashMap<u8, Vec<RawEntry>>,
+    /// Multicast memberships by socket id.
+    pub mships: FxHashMap<u64, Vec<super::multicast::Membership>>,
+    /// (group, interface) pairs some engine socket joined.
+    pub joined: rustc_hash::FxHashSet<(u32, u32)>,
 }
 
 impl Demux {
@@ -112,6 +118,40 @@ impl Demux {
             .map(|e| &*e.sock)
     }
 
+    /// Every socket a datagram to multicast `group:dport` from `src:sport`
+    /// arriving on `ifindex` goes to (`__udp4_lib_mcast_deliver()` with
+    /// `ip_mc_sf_allow()`): the interface joined the group, and the socket
+    /// is bound to the port (wildcard or the group), connected to that
+    /// sender if at all, and its own membership's filter admits the source;
+    /// a socket without a membership of the group receives it as Linux's
+    /// `IP_MULTICAST_ALL` (on by default) has it.
+    pub fn multicast<'a>(
+        &'a self,
+        group: Ipv4Addr,
+        dport: u16,
+        src: Ipv4Addr,
+        sport: u16,
+        ifindex: u32,
+    ) -> impl Iterator<Item = &'a SockCore> + 'a {
+        let (g, s) = (u32::from(group), u32::from(src));
+        let joined = self.joined.contains(&(g, ifindex));
+        self.ports
+            .get(&dport)
+            .into_iter()
+            .flatten()
+            .filter(move |e| {
+                joined
+                    && (e.laddr == 0 || e.laddr == g)
+                    && e.sock.peer_matches(s, sport)
+                    && self.mships.get(&e.id).is_none_or(|v| {
+                        v.iter()
+                            .find(|m| m.group == group && m.ifindex == ifindex)
+                            .is_none_or(|m| m.admits(src))
+                    })
+            })
+            .map(|e| &*e.sock)
+    }
+
     /// Every socket a broadcast datagram to `dst:dport` from `src:sport`
     /// goes to (`__udp4_lib_mcast_deliver()`): bound to the port and to the
     /// wildcard or that address, and, if connected, to that peer.
@@ -142,6 +182,7 @@ mod tests {
 
     fn entry(laddr: Ipv4Addr, s: &Arc<SockCore>) -> Entry {
         Entry {
+            id: 0,
             laddr: u32::from(laddr),
             sock: s.clone(),
         }

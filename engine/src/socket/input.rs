@@ -123,6 +123,23 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
         dst
     };
     let (ttl, tos) = (pkt.ttl(), pkt.tos());
+    if dst.is_multicast() {
+        let mut n = 0;
+        let mut full = 0;
+        for s in demux.multicast(dst, dport, src, sport, port.ifindex) {
+            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+                n += 1;
+            } else {
+                full += 1;
+            }
+        }
+        // No port unreachable for multicast (RFC 1122).
+        return match (n, full) {
+            (0, 0) => Local::NoSocket { broadcast: true },
+            (0, _) => Local::Drop(DropReason::UdpSocketFull),
+            _ => Local::Delivered(n),
+        };
+    }
     if broadcast {
         let mut n = 0;
         let mut full = 0;

@@ -29,10 +29,12 @@
 
 pub(crate) mod demux;
 pub(crate) mod input;
+mod multicast;
 pub(crate) mod output;
 pub(crate) mod path;
 mod raw;
 
+pub use multicast::FilterMode;
 pub use raw::RawSocket;
 
 use crate::ebpf::SteerMaps;
@@ -101,6 +103,8 @@ mod flag {
     pub const RECVERR: u32 = 1 << 5;
     /// IP_PMTUDISC_DONT is set (frag-needed errors are not reported).
     pub const PMTU_DONT: u32 = 1 << 6;
+    /// IP_MULTICAST_LOOP is off.
+    pub const MCAST_NOLOOP: u32 = 1 << 7;
 }
 
 /// Where an error in the error queue comes from (`ee_origin`).
@@ -217,6 +221,10 @@ pub(crate) struct TxDatagram {
     /// For a raw socket: its protocol, and whether `buf` holds the IP
     /// header too (`IP_HDRINCL`).
     pub raw: Option<(u8, bool)>,
+    /// For multicast: the interface of `IP_MULTICAST_IF`, 0 for by route.
+    pub oif: u32,
+    /// For multicast: `IP_MULTICAST_LOOP`.
+    pub mcast_loop: bool,
     /// Monotonic milliseconds when it was queued (for giving up on an
     /// unresolved neighbour).
     pub queued_ms: u64,
@@ -487,6 +495,8 @@ pub struct SendCounters {
 /// What sockets share with each other, the workers and the engine.
 pub(crate) struct SocketShared {
     registry: Mutex<Registry>,
+    /// Groups the XDP program steers to the engine now.
+    groups: Mutex<rustc_hash::FxHashSet<Ipv4Addr>>,
     /// Whether the XDP program sends local fragments to the engine.
     local_frags: AtomicBool,
     /// Path MTUs learnt from fragmentation-needed messages.
@@ -531,6 +541,8 @@ struct Registry {
     next_id: u64,
     bound: FxHashMap<u64, Binding>,
     raw: FxHashMap<u64, RawBinding>,
+    /// Multicast memberships by socket.
+    mships: FxHashMap<u64, Vec<multicast::Membership>>,
     /// Sockets per port, for conflicts and claims.
     ports: FxHashMap<u16, Vec<u64>>,
     /// The next ephemeral port to try.
@@ -567,6 +579,7 @@ impl SocketShared {
             }),
             pmtu: path::PmtuCache::default(),
             local_frags: AtomicBool::new(false),
+            groups: Mutex::new(Default::default()),
             maps,
             cell,
             tx: (0..workers.max(1))
@@ -655,6 +668,7 @@ impl SocketShared {
         for id in ids {
             let b = &r.bound[id];
             let e = Entry {
+                id: *id,
                 laddr: u32::from(b.laddr),
                 sock: b.core.clone(),
             };
@@ -683,7 +697,32 @@ impl SocketShared {
                 sock: b.core.clone(),
             });
         }
+        d.mships = r.mships.clone();
+        d.joined = r
+            .mships
+            .values()
+            .flatten()
+            .map(|m| (u32::from(m.group), m.ifindex))
+            .collect();
         self.demux.store(Arc::new(d));
+        let want: rustc_hash::FxHashSet<Ipv4Addr> =
+            r.mships.values().flatten().map(|m| m.group).collect();
+        {
+            let mut have = self.groups.lock().expect("not poisoned");
+            if *have != want {
+                if let Ok(mut m) = self.maps.lock() {
+                    for g in want.difference(&have) {
+                        if let Err(e) = m.set_group(*g, true) {
+                            log::error!("steering group {g}: {e}");
+                        }
+                    }
+                    for g in have.difference(&want) {
+                        let _ = m.set_group(*g, false);
+                    }
+                }
+                *have = want;
+            }
+        }
         // Fragments to local addresses come to the engine while it has
         // sockets that could want them.
         let want = !r.bound.is_empty() || !r.raw.is_empty();
@@ -758,6 +797,10 @@ struct SockState {
     nonblocking: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// IP_MULTICAST_TTL.
+    mcast_ttl: u8,
+    /// IP_MULTICAST_IF: interface index and address.
+    mcast_if: Option<(u32, Ipv4Addr)>,
 }
 
 /// A UDP socket on the engine's fast path, shaped like
@@ -772,6 +815,9 @@ pub struct UdpSocket {
     core: Arc<SockCore>,
     state: Mutex<SockState>,
     worker: usize,
+    /// The kernel socket that takes this socket's multicast memberships
+    /// (see the `multicast` module).
+    shadow: Mutex<Option<OwnedFd>>,
 }
 
 impl std::fmt::Debug for UdpSocket {
@@ -816,8 +862,11 @@ impl UdpSocket {
                 nonblocking: false,
                 read_timeout: None,
                 write_timeout: None,
+                mcast_ttl: 1,
+                mcast_if: None,
             }),
             worker,
+            shadow: Mutex::new(None),
         })
     }
 
@@ -989,7 +1038,15 @@ impl UdpSocket {
         let mut st = self.state();
         let snap = self.shared.snapshot();
         let bound_ip = st.local.map(|l| *l.ip()).filter(|a| !a.is_unspecified());
-        let p = path::output(&snap, *dst.ip(), bound_ip)?;
+        let oif = match st.mcast_if {
+            Some((ix, _)) if dst.ip().is_multicast() => ix,
+            _ => 0,
+        };
+        let p = if oif != 0 {
+            path::output_via(&snap, *dst.ip(), bound_ip, oif)?
+        } else {
+            path::output(&snap, *dst.ip(), bound_ip)?
+        };
         if p.broadcast && !self.core.has(flag::BROADCAST) {
             return Err(errno(libc::EACCES));
         }
@@ -1017,11 +1074,12 @@ impl UdpSocket {
             }
             return Err(errno(libc::EMSGSIZE));
         }
-        let ttl = st.ttl.unwrap_or(if dst.ip().is_multicast() {
-            1
+        // Multicast goes with IP_MULTICAST_TTL, whatever IP_TTL says.
+        let ttl = if dst.ip().is_multicast() {
+            st.mcast_ttl
         } else {
-            snap.sysctl.ip_default_ttl
-        });
+            st.ttl.unwrap_or(snap.sysctl.ip_default_ttl)
+        };
         let range = snap.sysctl.ip_local_port_range;
         drop(snap);
         if st.local.is_none() {
@@ -1042,6 +1100,8 @@ impl UdpSocket {
             tos: st.tos,
             pmtudisc: st.pmtudisc,
             raw: None,
+            oif,
+            mcast_loop: !self.core.has(flag::MCAST_NOLOOP),
             queued_ms: self.shared.now_ms(),
         })
     }
@@ -1322,6 +1382,7 @@ impl AsRawFd for UdpSocket {
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
+        self.drop_memberships();
         let mut r = self.shared.registry.lock().expect("not poisoned");
         if let Some(b) = r.bound.remove(&self.id) {
             let last = match r.ports.get_mut(&b.port) {

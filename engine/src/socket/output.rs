@@ -32,7 +32,12 @@ pub(crate) fn build(
     out: &mut [u8],
 ) -> Built {
     let bound = Some(*d.src.ip()).filter(|a| !a.is_unspecified());
-    let Ok(p) = path::output(snap, *d.dst.ip(), bound) else {
+    let routed = if d.oif != 0 {
+        path::output_via(snap, *d.dst.ip(), bound, d.oif)
+    } else {
+        path::output(snap, *d.dst.ip(), bound)
+    };
+    let Ok(p) = routed else {
         return Built::Drop(DropReason::OutputNoRoute);
     };
     let port = &snap.ports[p.port];
@@ -41,6 +46,8 @@ pub(crate) fn build(
     }
     let mac = if p.broadcast {
         [0xff; 6]
+    } else if d.dst.ip().is_multicast() {
+        super::multicast::group_mac(*d.dst.ip())
     } else {
         match snap.neigh.resolve(p.ifindex, p.next) {
             Some(m) => m.0,

@@ -63,6 +63,36 @@ pub(crate) fn output(snap: &Snapshot, dst: Ipv4Addr, bound: Option<Ipv4Addr>) ->
     })
 }
 
+/// Routes multicast to `dst` out of interface `ifindex`
+/// (`IP_MULTICAST_IF`): no route lookup, the interface's address as
+/// source unless bound.
+pub(crate) fn output_via(
+    snap: &Snapshot,
+    dst: Ipv4Addr,
+    bound: Option<Ipv4Addr>,
+    ifindex: u32,
+) -> io::Result<Path> {
+    let e = io::Error::from_raw_os_error;
+    let port = snap.port_of(ifindex).ok_or_else(|| e(libc::ENETUNREACH))?;
+    let p = &snap.ports[port];
+    let src = match bound.filter(|a| !a.is_unspecified()) {
+        Some(a) => a,
+        None => p
+            .addrs
+            .first()
+            .map(|a| a.0)
+            .ok_or_else(|| e(libc::EADDRNOTAVAIL))?,
+    };
+    Ok(Path {
+        port,
+        ifindex,
+        next: dst,
+        src,
+        mtu: p.mtu,
+        broadcast: false,
+    })
+}
+
 /// Path MTUs learnt from ICMP fragmentation-needed messages (the kernel's
 /// route exceptions, `ip_rt_update_pmtu()`), shared by workers (which
 /// learn) and application threads (which check sends against them).

@@ -251,6 +251,8 @@ impl RawSocket {
             tos: st.tos,
             pmtudisc: st.pmtudisc,
             raw: Some((self.protocol, st.hdrincl)),
+            oif: 0,
+            mcast_loop: false,
             queued_ms: self.shared.now_ms(),
         };
         self.shared.enqueue(self.worker, d, st.nonblocking, None)?;
