@@ -29,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "iputils-tracepath",
     "bird2",
     "socat",
+    "iperf3",
     "systemd",
 ];
 
