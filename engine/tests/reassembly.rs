@@ -426,3 +426,102 @@ fn a_fragment_flood_stays_bounded_and_legitimate_datagrams_get_through() {
         "{got} of {sent} legitimate datagrams"
     );
 }
+
+/// `iperf3 -u -l 8000`: each datagram is six fragments. Through the
+/// engine to a kernel iperf3 server in sink (forwarded as fragments), and
+/// to `examples/iperf3_server` on an engine port (reassembled).
+#[test]
+fn iperf3_with_8000_byte_datagrams_through_and_to_the_engine() {
+    let t = topology(1);
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("examples/iperf3_server"))
+        .unwrap();
+    assert!(
+        example.exists(),
+        "{} missing: `cargo xtask test` builds it",
+        example.display()
+    );
+    let run = |dst: &str, port: &str| -> (f64, f64) {
+        let out = t
+            .gen
+            .command("iperf3")
+            .args([
+                "-u", "-c", dst, "-p", port, "-b", "20M", "-t", "2", "-l", "8000", "--json",
+            ])
+            .args(["--connect-timeout", "5000"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let j: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("iperf3 JSON: {e}\n{text}"));
+        assert!(
+            out.status.success() && j.get("error").is_none(),
+            "iperf3: {}",
+            j["error"]
+        );
+        let s = &j["end"]["sum"];
+        (
+            s["packets"].as_f64().unwrap_or(0.0),
+            s["lost_packets"].as_f64().unwrap_or(0.0),
+        )
+    };
+
+    // Through: the engine forwards between gen and sink.
+    let kernel_server = testbed::Child::spawn({
+        let mut c = t.sink.command("iperf3");
+        c.args(["-s", "-p", "5202"]);
+        c
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut xdpip = testbed::Child::spawn({
+        let mut c = t.dut.command(env!("CARGO_BIN_EXE_xdpip"));
+        c.args(["run", "--json", "-q", "-i", "eth0", "-i", "eth1"]);
+        c
+    })
+    .unwrap();
+    xdpip
+        .wait_for_line(Duration::from_secs(30), |l| {
+            l.contains("\"event\":\"started\"")
+        })
+        .expect("engine start");
+    let (through, through_lost) = run("10.2.0.2", "5202");
+    xdpip.signal(libc::SIGTERM);
+    let _ = xdpip.wait(Duration::from_secs(20));
+    let fwd = xdpip
+        .stdout()
+        .into_iter()
+        .find(|l| l.contains("\"event\":\"stopped\""))
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
+        .expect("stopped event");
+    kernel_server.signal(libc::SIGTERM);
+
+    // To: the engine's iperf3 server reassembles.
+    let mut server = testbed::Child::spawn({
+        let mut c = t.dut.command(example.to_str().unwrap());
+        c.args(["-i", "eth0", "-i", "eth1", "-p", "5201"]);
+        c
+    })
+    .unwrap();
+    server
+        .wait_for_line(Duration::from_secs(30), |l| l.contains("serving"))
+        .expect("iperf3_server start");
+    let (to, to_lost) = run("10.1.0.2", "5201");
+    server.signal(libc::SIGINT);
+    let _ = server.wait(Duration::from_secs(20));
+    println!(
+        "through: {through} datagrams, {through_lost} lost; to: {to} datagrams, {to_lost} lost; \
+         engine forwarded {} fragments",
+        fwd["mib"]["ForwDatagrams"]
+    );
+    assert!(
+        through > 0.0 && through_lost <= through * 0.05,
+        "through the engine"
+    );
+    assert!(fwd["mib"]["ForwDatagrams"].as_u64().unwrap_or(0) >= through as u64 * 6);
+    assert!(to > 0.0 && to_lost <= to * 0.05, "to the engine");
+}
