@@ -50,6 +50,8 @@
 //! * Linux refuses fragments once memory is *above* the threshold, so it
 //!   can exceed it by one fragment; here a fragment is refused if it would
 //!   *take* memory above it, so [`Reassembler::memory`] never exceeds it.
+//!   The check comes first, as in Linux, so at the limit a duplicate is
+//!   refused (and counted) like any other fragment.
 //! * Linux finds a datagram too long (header plus data above 65535) only
 //!   when it completes it. A fragment ending beyond 65515 bytes of data
 //!   (65535 less the shortest header) can never complete, so it discards
@@ -597,7 +599,9 @@ impl Reassembler {
     }
 
     /// Memory charged to the queues now, in bytes of [`truesize`] and
-    /// [`QUEUE_OVERHEAD`]; never above `high_thresh`.
+    /// [`QUEUE_OVERHEAD`]; never above `high_thresh` (unless
+    /// [`Reassembler::set_config`] lowered it below what is queued: then
+    /// nothing is accepted until enough queues complete or expire).
     pub fn memory(&self) -> u64 {
         self.mem
     }
