@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
-use xdpip::wire::checksum::{checksum, fast_sum, fold, sum, verify_headers, verify_headers_scalar};
+use xdpip::wire::checksum::{checksum, fast_sum, fold, sum, verify_headers};
 
 fn checksums(c: &mut Criterion) {
     let mut g = c.benchmark_group("checksum");
@@ -47,12 +47,6 @@ fn header_batch(c: &mut Criterion) {
             for (h, o) in black_box(&headers).iter().zip(out.iter_mut()) {
                 *o = checksum(h) == 0;
             }
-            black_box(&out);
-        })
-    });
-    g.bench_function("batched_scalar", |b| {
-        b.iter(|| {
-            verify_headers_scalar(black_box(&headers), &mut out);
             black_box(&out);
         })
     });

@@ -128,7 +128,8 @@ pub fn decode(data: &[u8]) -> (Config, Vec<Step>) {
 /// breaks: memory never above the threshold, memory zero exactly when no
 /// queue is left, every datagram a valid packet of the right key and
 /// bytes, counters that add up, nothing left after the last expiry.
-pub fn run(data: &[u8]) {
+/// Returns the counters, so that a corpus can show what it reaches.
+pub fn run(data: &[u8]) -> super::Stats {
     let (cfg, steps) = decode(data);
     let mut r = Reassembler::new(cfg);
     let mut now = 0u64;
@@ -167,6 +168,7 @@ pub fn run(data: &[u8]) {
     assert_eq!(r.expire(u64::MAX, |e| check_expired(&e)) as u64, left);
     assert_eq!((r.memory(), r.queues()), (0, 0));
     assert_eq!(r.stats().timeout, expired + left);
+    r.stats()
 }
 
 /// A reassembled datagram: a valid IPv4 packet of `key`, not a fragment,

@@ -594,7 +594,7 @@ fn random_sequences_keep_the_invariants() {
     for _ in 0..300 {
         let len = 4 + 8 * (rng.next() % 200) as usize;
         let bytes = rng.bytes(len);
-        check::run(&bytes);
+        let _ = check::run(&bytes);
     }
 }
 
@@ -654,4 +654,30 @@ fn evicting_the_oldest_lets_legitimate_datagrams_through_a_flood() {
             assert!(done * 100 < legit * 10, "{done} of {legit} completed");
         }
     }
+}
+
+/// Every input of the committed fuzz corpus, through the same invariant
+/// checks as the fuzz target: the corpus runs wherever `cargo test` does.
+#[test]
+fn fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/reasm");
+    let mut n = 0;
+    let mut total = Stats::default();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let s = std::panic::catch_unwind(|| check::run(&data))
+            .unwrap_or_else(|_| panic!("{} breaks an invariant", path.display()));
+        total.oks += s.oks;
+        total.fails += s.fails;
+        total.timeout += s.timeout;
+        total.overlaps += s.overlaps;
+        n += 1;
+    }
+    assert!(n >= 20, "only {n} corpus files in {}", dir.display());
+    // The corpus reaches completion, failure, timeout and overlap.
+    assert!(
+        total.oks > 0 && total.overlaps > 0 && total.timeout > 0 && total.fails > total.timeout,
+        "{total:?}"
+    );
 }
