@@ -15,6 +15,7 @@ mod compare;
 mod demo;
 mod ebpf;
 mod gen;
+mod mcast;
 mod plot;
 mod sink;
 mod sys;
@@ -71,6 +72,10 @@ enum Cmd {
     /// (bpf_fib_lookup) and xdpip: forwarding rate, and latency at 10, 50
     /// and 90% of the kernel's rate. Prints a table with ratios.
     Compare(compare::CompareArgs),
+    /// Receive throughput of one multicast group joined by N sockets in
+    /// dut: N kernel sockets against N engine sockets, same generator, one
+    /// run, on a veth topology it builds and removes.
+    Mcast(mcast::McastArgs),
     /// Forward IPv4 between interfaces of this network namespace with the
     /// in-kernel XDP forwarder `compare` measures (bpf_fib_lookup and a
     /// devmap redirect) until SIGINT or SIGTERM: the peer to compare xdpip
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
         Cmd::Gen(a) => ("gen", run_gen(a).map_err(|e| e.to_string())),
         Cmd::Sink(a) => ("sink", run_sink(a).map_err(|e| e.to_string())),
         Cmd::Compare(a) => ("compare", compare::run(a).map_err(|e| e.to_string())),
+        Cmd::Mcast(a) => ("mcast", mcast::run(a)),
         Cmd::XdpForward { ifaces, skb } => (
             "xdp-forward",
             run_forward(&ifaces, skb).map_err(|e| e.to_string()),
