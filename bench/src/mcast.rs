@@ -271,7 +271,7 @@ pub fn run(a: McastArgs) -> Result<(), String> {
     if !sys::is_root() {
         return Err("mcast builds network namespaces: run it as root".into());
     }
-    if a.sockets == 0 || a.runs == 0 || !(a.seconds > 0.0) {
+    if a.sockets == 0 || a.runs == 0 || !a.seconds.is_finite() || a.seconds <= 0.0 {
         return Err("--sockets, --runs and --seconds must be positive".into());
     }
     let t = Topology::gen_dut_sink(1).map_err(|e| format!("topology: {e}"))?;
