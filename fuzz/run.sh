@@ -33,5 +33,9 @@ fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
+# FUZZ_DEV=1 builds without optimizations: a few times faster to build,
+# slower to run; right for CI's short smoke.
+if [ "${FUZZ_DEV:-0}" = 1 ]; then flags+=(--dev); fi
+
 cargo "${toolchain[@]}" fuzz run "${flags[@]}" reasm "$scratch" corpus/reasm -- \
   -max_total_time="$secs" -max_len=4096 -print_final_stats=1
