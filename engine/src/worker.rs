@@ -487,44 +487,19 @@ impl Worker {
             if !parked.is_empty() && snap.generation != parked_generation {
                 parked_generation = snap.generation;
                 std::mem::swap(&mut parked, &mut retry);
-                let now = local.now_ms();
-                for dg in retry.drain(..) {
-                    if now.saturating_sub(dg.queued_ms) > PARKED_MS {
-                        counters.count_drop(DropReason::OutputNeighbourTimeout);
-                        let TxDatagram { sock, buf, .. } = dg;
-                        sock.recycle_tx(buf);
-                        continue;
-                    }
-                    let mut out = Out {
-                        umem,
-                        pool: &mut pool,
-                        state: &mut state,
-                        port_socket: &port_socket,
-                        counters: &counters,
-                    };
-                    send_datagram(
-                        dg,
-                        &snap,
-                        &mut out,
-                        &mut ident,
-                        &mut scratch,
-                        &mut scratch2,
-                        &mut parked,
-                        &local,
-                        &demux,
-                        &mut |i, n| {
-                            if asked.first_time(i, n, clock.now_ms) {
-                                let _ = resolve.push((i, n));
-                            }
-                        },
-                    );
-                }
             }
-            for _ in 0..batch {
-                let Some(dg) = txq.pop() else { break };
-                work += 1;
-                if parked.is_empty() {
-                    parked_generation = snap.generation;
+            if parked.is_empty() {
+                parked_generation = snap.generation;
+            }
+            let fresh = std::iter::from_fn(|| txq.pop()).take(batch);
+            let mut now = None;
+            for dg in retry.drain(..).chain(fresh) {
+                let t = *now.get_or_insert_with(|| local.now_ms());
+                if t.saturating_sub(dg.queued_ms) > PARKED_MS {
+                    counters.count_drop(DropReason::OutputNeighbourTimeout);
+                    let TxDatagram { sock, buf, .. } = dg;
+                    sock.recycle_tx(buf);
+                    continue;
                 }
                 let mut out = Out {
                     umem,
@@ -549,6 +524,7 @@ impl Worker {
                         }
                     },
                 );
+                work += 1;
             }
 
             for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {

@@ -11,7 +11,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket as StdUdp};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
-use testbed::{require_root, PacketSocket, Topology};
+use testbed::{in_ns, require_root, PacketSocket, Topology};
 use xdpip::socket::FilterMode;
 
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
@@ -22,20 +22,6 @@ const SOURCES: [Ipv4Addr; 3] = [
     Ipv4Addr::new(10, 1, 0, 12),
     Ipv4Addr::new(10, 1, 0, 13),
 ];
-
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: an open namespace file; setns changes only this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    })
-}
 
 /// The membership calls of the sequence, on either kind of socket.
 trait Member {

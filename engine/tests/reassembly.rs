@@ -6,13 +6,11 @@
 //!
 //! Needs root: `cargo xtask test`.
 
-use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket as StdUdp};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use testbed::frame::checksum;
-use testbed::{addr, mac_of, require_root, PacketSocket, Topology};
+use testbed::{addr, in_ns, mac_of, require_root, PacketSocket, Topology};
 use xdpip::Engine;
 
 fn topology(queues: u32) -> Topology {
@@ -20,21 +18,6 @@ fn topology(queues: u32) -> Topology {
     let t = Topology::gen_dut_sink(queues).expect("topology");
     assert!(t.warm_up(), "the kernel router itself does not forward");
     t
-}
-
-/// Runs `f` on a thread inside namespace `ns`, borrowing freely.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: an open namespace file; setns changes only this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    })
 }
 
 /// A UDP datagram from gen to dut:`port` as an IP packet (header and

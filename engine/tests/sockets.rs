@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket as StdU
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 use testbed::frame::UdpFrame;
-use testbed::{addr, mac_of, require_root, Child, PacketSocket, Topology};
+use testbed::{addr, in_ns, mac_of, require_root, Child, PacketSocket, Topology};
 use xdpip::socket::{Ancillary, PktInfo, PmtuDisc, UdpSocket};
 use xdpip::Engine;
 
@@ -20,21 +20,6 @@ fn topology() -> Topology {
     let t = Topology::gen_dut_sink(1).expect("topology");
     assert!(t.warm_up(), "the kernel router itself does not forward");
     t
-}
-
-/// Runs `f` on a thread inside namespace `ns`, borrowing freely.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: an open namespace file; setns changes only this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
-    })
 }
 
 /// Starts an engine on dut's two interfaces (in dut) and runs `f` with it.

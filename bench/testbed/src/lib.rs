@@ -28,6 +28,27 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 static REAP: Once = Once::new();
 const PREFIX: &str = "xdpt-";
 
+/// Runs `f` on a thread that has entered network namespace `ns` (a name
+/// under /run/netns), and returns what it returns. Unlike
+/// [`Netns::run`], `f` may borrow from the caller: the thread is scoped.
+///
+/// Panics when the namespace cannot be entered or `f` panics, which is
+/// what a test wants.
+pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = File::open(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("network namespace {ns}: {e}"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: an open namespace file; setns changes only this thread.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {ns}: {}", io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("thread in namespace {ns} panicked"))
+    })
+}
+
 /// Fails with a clear message unless running as root: the tests need to
 /// create namespaces, attach XDP programs and open AF_XDP sockets.
 pub fn require_root() {

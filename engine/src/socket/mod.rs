@@ -93,6 +93,29 @@ impl PmtuDisc {
     }
 }
 
+/// `IP_TTL`: -1 restores the default, 1 to 255 sets it, the rest is
+/// `EINVAL`.
+fn ttl_option(value: i32) -> io::Result<Option<u8>> {
+    match value {
+        -1 => Ok(None),
+        1..=255 => Ok(Some(value as u8)),
+        _ => Err(errno(libc::EINVAL)),
+    }
+}
+
+/// The on/off options kept as [`SockCore`] flags, by (level, name).
+fn flag_of(level: i32, name: i32) -> Option<u32> {
+    Some(match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_BROADCAST) => flag::BROADCAST,
+        (libc::IPPROTO_IP, libc::IP_PKTINFO) => flag::PKTINFO,
+        (libc::IPPROTO_IP, libc::IP_RECVTTL) => flag::RECVTTL,
+        (libc::IPPROTO_IP, libc::IP_RECVTOS) => flag::RECVTOS,
+        (libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR) => flag::ORIGDSTADDR,
+        (libc::IPPROTO_IP, libc::IP_RECVERR) => flag::RECVERR,
+        _ => return None,
+    })
+}
+
 /// Bits of [`SockCore::flags`] a worker reads.
 mod flag {
     pub const BROADCAST: u32 = 1 << 0;
@@ -390,6 +413,55 @@ impl SockCore {
             self.signal();
         }
         true
+    }
+
+    /// Sets an on/off option kept as a flag; false when it is not one.
+    fn set_flag_option(&self, level: i32, name: i32, on: bool) -> bool {
+        let Some(f) = flag_of(level, name) else {
+            return false;
+        };
+        self.set_flag(f, on);
+        if f == flag::RECVERR && !on {
+            // Turning IP_RECVERR off purges the queue, as the kernel does.
+            self.errq.lock().expect("not poisoned").clear();
+        }
+        true
+    }
+
+    /// The value of an on/off option kept as a flag.
+    fn flag_option(&self, level: i32, name: i32) -> Option<i32> {
+        flag_of(level, name).map(|f| self.has(f) as i32)
+    }
+
+    /// `IP_MTU_DISCOVER`: the mode, noted for the workers.
+    fn pmtu_option(&self, value: i32) -> io::Result<PmtuDisc> {
+        let mode = PmtuDisc::from_raw(value)?;
+        self.set_flag(flag::PMTU_DONT, mode == PmtuDisc::Dont);
+        Ok(mode)
+    }
+
+    /// A send refused for size: `EMSGSIZE`, and with `IP_RECVERR` a local
+    /// record carrying the MTU, as `ip_local_error()` queues it.
+    fn too_big(&self, dst: SocketAddrV4, mtu: u32) -> io::Error {
+        if self.has(flag::RECVERR) {
+            let mut q = self.errq.lock().expect("not poisoned");
+            if q.len() < ERR_QUEUE {
+                q.push_back(QueuedErr {
+                    err: ExtendedErr {
+                        errno: libc::EMSGSIZE,
+                        origin: ErrOrigin::Local,
+                        icmp_type: 0,
+                        icmp_code: 0,
+                        info: mtu,
+                        offender: None,
+                        dst,
+                    },
+                    data: [0; ERR_DATA],
+                    len: 0,
+                });
+            }
+        }
+        errno(libc::EMSGSIZE)
     }
 
     /// Takes the pending error (`sock_error()`).
@@ -1053,26 +1125,7 @@ impl UdpSocket {
         let total = buf.len() + 28;
         let mtu = self.shared.effective_mtu(&p, *dst.ip(), st.pmtudisc);
         if matches!(st.pmtudisc, PmtuDisc::Do | PmtuDisc::Probe) && total > mtu as usize {
-            if self.core.has(flag::RECVERR) {
-                // ip_local_error(): the refusal is queued too.
-                let mut q = self.core.errq.lock().expect("not poisoned");
-                if q.len() < ERR_QUEUE {
-                    q.push_back(QueuedErr {
-                        err: ExtendedErr {
-                            errno: libc::EMSGSIZE,
-                            origin: ErrOrigin::Local,
-                            icmp_type: 0,
-                            icmp_code: 0,
-                            info: mtu,
-                            offender: None,
-                            dst,
-                        },
-                        data: [0; ERR_DATA],
-                        len: 0,
-                    });
-                }
-            }
-            return Err(errno(libc::EMSGSIZE));
+            return Err(self.core.too_big(dst, mtu));
         }
         // Multicast goes with IP_MULTICAST_TTL, whatever IP_TTL says.
         let ttl = if dst.ip().is_multicast() {
@@ -1301,36 +1354,15 @@ impl UdpSocket {
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => st.reuseaddr = on,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => st.reuseport = on,
-            (libc::SOL_SOCKET, libc::SO_BROADCAST) => self.core.set_flag(flag::BROADCAST, on),
-            (libc::IPPROTO_IP, libc::IP_TTL) => {
-                st.ttl = match value {
-                    -1 => None,
-                    1..=255 => Some(value as u8),
-                    _ => return Err(errno(libc::EINVAL)),
-                }
-            }
+            (libc::IPPROTO_IP, libc::IP_TTL) => st.ttl = ttl_option(value)?,
             // The kernel keeps the TOS byte as given (ECN bits included for
             // UDP).
             (libc::IPPROTO_IP, libc::IP_TOS) => st.tos = value as u8,
             (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER) => {
-                st.pmtudisc = PmtuDisc::from_raw(value)?;
-                self.core
-                    .set_flag(flag::PMTU_DONT, st.pmtudisc == PmtuDisc::Dont);
-            }
-            (libc::IPPROTO_IP, libc::IP_RECVERR) => {
-                self.core.set_flag(flag::RECVERR, on);
-                if !on {
-                    // Turning it off purges the queue, as the kernel does.
-                    self.core.errq.lock().expect("not poisoned").clear();
-                }
-            }
-            (libc::IPPROTO_IP, libc::IP_PKTINFO) => self.core.set_flag(flag::PKTINFO, on),
-            (libc::IPPROTO_IP, libc::IP_RECVTTL) => self.core.set_flag(flag::RECVTTL, on),
-            (libc::IPPROTO_IP, libc::IP_RECVTOS) => self.core.set_flag(flag::RECVTOS, on),
-            (libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR) => {
-                self.core.set_flag(flag::ORIGDSTADDR, on)
+                st.pmtudisc = self.core.pmtu_option(value)?
             }
             (libc::IPPROTO_IP, libc::IP_FREEBIND) => st.freebind = on,
+            _ if self.core.set_flag_option(level, name, on) => {}
             (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT) => st.bind_no_port = on,
             _ => return Err(errno(libc::ENOPROTOOPT)),
         }
@@ -1342,11 +1374,12 @@ impl UdpSocket {
     /// `ENOTCONN` otherwise).
     pub fn option(&self, level: i32, name: i32) -> io::Result<i32> {
         let st = self.state();
-        let f = |b| self.core.has(b) as i32;
+        if let Some(v) = self.core.flag_option(level, name) {
+            return Ok(v);
+        }
         Ok(match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => st.reuseaddr as i32,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => st.reuseport as i32,
-            (libc::SOL_SOCKET, libc::SO_BROADCAST) => f(flag::BROADCAST),
             (libc::IPPROTO_IP, libc::IP_TTL) => st
                 .ttl
                 .map_or(self.shared.snapshot().sysctl.ip_default_ttl as i32, |t| {
@@ -1354,10 +1387,6 @@ impl UdpSocket {
                 }),
             (libc::IPPROTO_IP, libc::IP_TOS) => st.tos as i32,
             (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER) => st.pmtudisc as i32,
-            (libc::IPPROTO_IP, libc::IP_PKTINFO) => f(flag::PKTINFO),
-            (libc::IPPROTO_IP, libc::IP_RECVTTL) => f(flag::RECVTTL),
-            (libc::IPPROTO_IP, libc::IP_RECVTOS) => f(flag::RECVTOS),
-            (libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR) => f(flag::ORIGDSTADDR),
             (libc::IPPROTO_IP, libc::IP_FREEBIND) => st.freebind as i32,
             (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT) => st.bind_no_port as i32,
             (libc::IPPROTO_IP, libc::IP_MTU) => {
@@ -1367,7 +1396,6 @@ impl UdpSocket {
                 // dst_mtu(): the learnt path MTU whatever the mode.
                 self.shared.effective_mtu(&p, *peer.ip(), PmtuDisc::Want) as i32
             }
-            (libc::IPPROTO_IP, libc::IP_RECVERR) => f(flag::RECVERR),
             _ => return Err(errno(libc::ENOPROTOOPT)),
         })
     }

@@ -3,8 +3,7 @@
 //! `IP_HDRINCL`, with the caller's.
 
 use super::{
-    errno, flag, path, ErrOrigin, ExtendedErr, PmtuDisc, QueuedErr, RawBinding, RecvMeta, SockCore,
-    SocketShared, TxDatagram, ERR_DATA, ERR_QUEUE,
+    errno, flag, path, PmtuDisc, RawBinding, RecvMeta, SockCore, SocketShared, TxDatagram,
 };
 use crate::wire::ipv4::protocol;
 use std::io;
@@ -211,25 +210,7 @@ impl RawSocket {
         let mtu = self.shared.effective_mtu(&p, dst, st.pmtudisc);
         let refuse = st.hdrincl || matches!(st.pmtudisc, PmtuDisc::Do | PmtuDisc::Probe);
         if refuse && total > mtu as usize {
-            if self.core.has(flag::RECVERR) {
-                let mut q = self.core.errq.lock().expect("not poisoned");
-                if q.len() < ERR_QUEUE {
-                    q.push_back(QueuedErr {
-                        err: ExtendedErr {
-                            errno: libc::EMSGSIZE,
-                            origin: ErrOrigin::Local,
-                            icmp_type: 0,
-                            icmp_code: 0,
-                            info: mtu,
-                            offender: None,
-                            dst: SocketAddrV4::new(dst, 0),
-                        },
-                        data: [0; ERR_DATA],
-                        len: 0,
-                    });
-                }
-            }
-            return Err(errno(libc::EMSGSIZE));
+            return Err(self.core.too_big(SocketAddrV4::new(dst, 0), mtu));
         }
         if let Some(e) = self.core.take_error() {
             return Err(e);
@@ -317,30 +298,13 @@ impl RawSocket {
                     st.hdrincl = on;
                 }
             }
-            (libc::IPPROTO_IP, libc::IP_TTL) => {
-                st.ttl = match value {
-                    -1 => None,
-                    1..=255 => Some(value as u8),
-                    _ => return Err(errno(libc::EINVAL)),
-                }
-            }
+            (libc::IPPROTO_IP, libc::IP_TTL) => st.ttl = super::ttl_option(value)?,
             (libc::IPPROTO_IP, libc::IP_TOS) => st.tos = value as u8,
             (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER) => {
-                st.pmtudisc = PmtuDisc::from_raw(value)?;
-                self.core
-                    .set_flag(flag::PMTU_DONT, st.pmtudisc == PmtuDisc::Dont);
+                st.pmtudisc = self.core.pmtu_option(value)?
             }
-            (libc::IPPROTO_IP, libc::IP_RECVERR) => {
-                self.core.set_flag(flag::RECVERR, on);
-                if !on {
-                    self.core.errq.lock().expect("not poisoned").clear();
-                }
-            }
-            (libc::IPPROTO_IP, libc::IP_PKTINFO) => self.core.set_flag(flag::PKTINFO, on),
-            (libc::IPPROTO_IP, libc::IP_RECVTTL) => self.core.set_flag(flag::RECVTTL, on),
-            (libc::IPPROTO_IP, libc::IP_RECVTOS) => self.core.set_flag(flag::RECVTOS, on),
             (libc::IPPROTO_IP, libc::IP_FREEBIND) => st.freebind = on,
-            (libc::SOL_SOCKET, libc::SO_BROADCAST) => self.core.set_flag(flag::BROADCAST, on),
+            _ if self.core.set_flag_option(level, name, on) => {}
             _ => return Err(errno(libc::ENOPROTOOPT)),
         }
         Ok(())
@@ -349,7 +313,9 @@ impl RawSocket {
     /// `getsockopt(2)` for the options of [`set_option`](Self::set_option).
     pub fn option(&self, level: i32, name: i32) -> io::Result<i32> {
         let st = self.state();
-        let f = |b| self.core.has(b) as i32;
+        if let Some(v) = self.core.flag_option(level, name) {
+            return Ok(v);
+        }
         Ok(match (level, name) {
             (libc::IPPROTO_IP, libc::IP_HDRINCL) => st.hdrincl as i32,
             (libc::IPPROTO_IP, libc::IP_TTL) => st
@@ -359,12 +325,7 @@ impl RawSocket {
                 }),
             (libc::IPPROTO_IP, libc::IP_TOS) => st.tos as i32,
             (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER) => st.pmtudisc as i32,
-            (libc::IPPROTO_IP, libc::IP_RECVERR) => f(flag::RECVERR),
-            (libc::IPPROTO_IP, libc::IP_PKTINFO) => f(flag::PKTINFO),
-            (libc::IPPROTO_IP, libc::IP_RECVTTL) => f(flag::RECVTTL),
-            (libc::IPPROTO_IP, libc::IP_RECVTOS) => f(flag::RECVTOS),
             (libc::IPPROTO_IP, libc::IP_FREEBIND) => st.freebind as i32,
-            (libc::SOL_SOCKET, libc::SO_BROADCAST) => f(flag::BROADCAST),
             _ => return Err(errno(libc::ENOPROTOOPT)),
         })
     }
