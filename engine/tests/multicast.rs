@@ -332,3 +332,90 @@ fn sending_to_a_group_uses_the_group_mac_ttl_interface_and_loop() {
         assert_eq!(&f[26..30], &IFADDR.octets(), "source of IP_MULTICAST_IF");
     }
 }
+
+/// An IGMPv3 general query from gen (RFC 3376 4.1): to 224.0.0.1, TTL 1,
+/// Router Alert, Max Resp Code 10 (1 s).
+fn general_query(src_mac: [u8; 6]) -> Vec<u8> {
+    let mut q = vec![0x11, 10, 0, 0, 0, 0, 0, 0, 0x02, 125, 0, 0];
+    let c = testbed::frame::checksum(&q);
+    q[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![
+        0x46, 0xc0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 10, 1, 0, 1, 224, 0, 0, 1,
+    ];
+    ip.extend_from_slice(&[0x94, 0x04, 0, 0]); // Router Alert
+    let total = (ip.len() + q.len()) as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let c = testbed::frame::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&q);
+    f
+}
+
+#[test]
+fn igmp_reports_and_query_answers_keep_rfc_3376_timing() {
+    require_root();
+    let t = Topology::gen_dut_sink(1).expect("topology");
+    assert!(t.warm_up());
+    let dut = t.dut.name().to_string();
+    let cap = PacketSocket::open(&t.gen, "eth0").unwrap();
+    let gen_mac = testbed::mac_of(&t.gen, "eth0").unwrap();
+    // (milliseconds after the join, record type) of each report for GROUP.
+    let seen = in_ns(&dut, || {
+        let e = xdpip::Engine::builder()
+            .interface("eth0")
+            .interface("eth1")
+            .start()
+            .expect("engine");
+        let s = e.udp_socket().unwrap();
+        s.bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT))
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        s.join_multicast_v4(&GROUP, &IFADDR).unwrap();
+        let mut seen = Vec::new();
+        let mut record = |until: Duration, seen: &mut Vec<(u128, u8)>| {
+            while t0.elapsed() < until {
+                if let Ok(Some(f)) = cap.recv(Duration::from_millis(50)) {
+                    if let Some(recs) = igmpv3_records(&f) {
+                        for r in recs.iter().filter(|r| r.1 == GROUP) {
+                            seen.push((t0.elapsed().as_millis(), r.0));
+                        }
+                    }
+                }
+            }
+        };
+        // Unsolicited reports: now, and once more within the Unsolicited
+        // Report Interval (1 s), robustness 2.
+        record(Duration::from_millis(2500), &mut seen);
+        // A general query: a current-state record within Max Resp Time.
+        cap.send(&general_query(gen_mac)).unwrap();
+        let asked = t0.elapsed().as_millis();
+        record(Duration::from_millis(4000), &mut seen);
+        drop(s);
+        e.stop();
+        (seen, asked)
+    });
+    let (seen, asked) = seen;
+    println!("reports for {GROUP} (ms after join, record type): {seen:?}; query at {asked} ms");
+    let joins: Vec<u128> = seen.iter().filter(|r| r.1 == 4).map(|r| r.0).collect();
+    assert_eq!(
+        joins.len(),
+        2,
+        "CHANGE_TO_EXCLUDE sent twice (robustness 2): {seen:?}"
+    );
+    assert!(joins[0] <= 200, "first report at once: {seen:?}");
+    assert!(
+        joins[1] - joins[0] <= 1100,
+        "second within the 1 s interval: {seen:?}"
+    );
+    let answer = seen.iter().find(|r| r.1 == 2 && r.0 >= asked);
+    let answer =
+        answer.unwrap_or_else(|| panic!("no MODE_IS_EXCLUDE answer to the query: {seen:?}"));
+    assert!(
+        answer.0 - asked <= 1200,
+        "answer within Max Resp Time (1 s): {seen:?}"
+    );
+}
