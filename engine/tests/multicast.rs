@@ -376,7 +376,7 @@ fn igmp_reports_and_query_answers_keep_rfc_3376_timing() {
         let t0 = std::time::Instant::now();
         s.join_multicast_v4(&GROUP, &IFADDR).unwrap();
         let mut seen = Vec::new();
-        let mut record = |until: Duration, seen: &mut Vec<(u128, u8)>| {
+        let record = |until: Duration, seen: &mut Vec<(u128, u8)>| {
             while t0.elapsed() < until {
                 if let Ok(Some(f)) = cap.recv(Duration::from_millis(50)) {
                     if let Some(recs) = igmpv3_records(&f) {
