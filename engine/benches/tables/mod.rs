@@ -66,7 +66,7 @@ pub fn internet_like(n: usize, seed: u64, nexthop: impl Fn(usize) -> NextHop) ->
         prefix: Ipv4Addr::from(prefix),
         len,
         kind: RouteKind::Unicast,
-        nexthops: vec![nexthop(i)],
+        nexthops: vec![nexthop(i)].into(),
         metric: 0,
     };
     let mut v = Vec::with_capacity(n);

@@ -76,6 +76,8 @@ pub struct Mirror {
     neigh: NeighTable,
     /// The neighbour table last handed out, while it is still current.
     neigh_published: Option<Arc<NeighTable>>,
+    /// Next-hop sets shared by routes.
+    nexthop_sets: FxHashMap<Vec<NextHop>, Arc<[NextHop]>>,
 }
 
 fn route_key(m: &RouteMessage) -> Option<(RouteKey, u32)> {
@@ -247,9 +249,9 @@ impl Mirror {
             len: key.len,
             kind,
             nexthops: if kind == RouteKind::Unicast {
-                nexthops(r)
+                self.intern(nexthops(r))
             } else {
-                Vec::new()
+                Arc::from([])
             },
             metric: key.metric,
         };
@@ -271,6 +273,20 @@ impl Mirror {
         }
     }
 
+    /// The shared copy of a next-hop set.
+    fn intern(&mut self, set: Vec<NextHop>) -> Arc<[NextHop]> {
+        if let Some(a) = self.nexthop_sets.get(&set) {
+            return a.clone();
+        }
+        // Forget sets no route uses any more before the table grows.
+        if self.nexthop_sets.len() >= 4096 {
+            self.nexthop_sets.retain(|_, a| Arc::strong_count(a) > 1);
+        }
+        let a: Arc<[NextHop]> = Arc::from(set.as_slice());
+        self.nexthop_sets.insert(set, a.clone());
+        a
+    }
+
     fn flush_routes_through(&mut self, ifindex: u32) {
         let fib = self.fib();
         for r in fib.routes() {
@@ -290,6 +306,7 @@ impl Mirror {
                     metric: r.metric,
                 });
             } else {
+                let rest = self.intern(rest);
                 self.pending.push(FibChange::Add(Route {
                     nexthops: rest,
                     ..r.clone()

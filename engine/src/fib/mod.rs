@@ -40,7 +40,7 @@ pub enum RouteKind {
 }
 
 /// One next hop of a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NextHop {
     /// The gateway, or `None` for a directly connected destination.
     pub gateway: Option<Ipv4Addr>,
@@ -60,7 +60,10 @@ pub struct Route {
     /// What the route does.
     pub kind: RouteKind,
     /// Next hops; one for a plain route, several for ECMP.
-    pub nexthops: Vec<NextHop>,
+    /// Shared between routes with the same set (a full table uses a
+    /// handful of next hops): the mirror interns them, so a million routes
+    /// do not make a million allocations.
+    pub nexthops: Arc<[NextHop]>,
     /// Route metric (`ip route ... metric N`); the lowest wins among routes
     /// with the same prefix.
     pub metric: u32,
@@ -75,7 +78,7 @@ impl Route {
     /// use std::net::Ipv4Addr;
     /// let r = Route {
     ///     prefix: Ipv4Addr::new(10, 0, 0, 0), len: 8, kind: RouteKind::Unicast, metric: 0,
-    ///     nexthops: vec![NextHop { gateway: None, ifindex: 3, weight: 1 }],
+    ///     nexthops: vec![NextHop { gateway: None, ifindex: 3, weight: 1 }].into(),
     /// };
     /// assert_eq!(r.nexthop(12345).unwrap().ifindex, 3);
     /// ```
@@ -87,7 +90,7 @@ impl Route {
             _ => {
                 let total: u64 = self.nexthops.iter().map(|n| n.weight.max(1) as u64).sum();
                 let mut point = (flow_hash as u64 * total) >> 32;
-                for n in &self.nexthops {
+                for n in self.nexthops.iter() {
                     let w = n.weight.max(1) as u64;
                     if point < w {
                         return Some(n);
@@ -217,7 +220,8 @@ fn key(r: &Route) -> (u8, u32, u32) {
 
 /// Bytes the next hops of `r` hold on the heap.
 fn nexthops_size(r: &Route) -> usize {
-    r.nexthops.capacity() * size_of::<NextHop>()
+    // Counted whole for every route that shares the set: an upper bound.
+    r.nexthops.len() * size_of::<NextHop>()
 }
 
 /// Applies one normalized change to routes sorted by [`key`]; returns the
@@ -332,11 +336,11 @@ const SHORT_CHUNKS: usize = 1 << (SHORT_MAX as usize + 1 - 8);
 /// let mut b = Fib::builder();
 /// b.add(Route {
 ///     prefix: Ipv4Addr::new(0, 0, 0, 0), len: 0, kind: RouteKind::Unicast, metric: 0,
-///     nexthops: vec![NextHop { gateway: Some(Ipv4Addr::new(10, 0, 0, 1)), ifindex: 2, weight: 1 }],
+///     nexthops: vec![NextHop { gateway: Some(Ipv4Addr::new(10, 0, 0, 1)), ifindex: 2, weight: 1 }].into(),
 /// }).unwrap();
 /// b.add(Route {
 ///     prefix: Ipv4Addr::new(10, 1, 0, 0), len: 16, kind: RouteKind::Unicast, metric: 0,
-///     nexthops: vec![NextHop { gateway: None, ifindex: 3, weight: 1 }],
+///     nexthops: vec![NextHop { gateway: None, ifindex: 3, weight: 1 }].into(),
 /// }).unwrap();
 /// let fib = b.build();
 /// assert_eq!(fib.lookup(Ipv4Addr::new(10, 1, 2, 3)).unwrap().len, 16);
@@ -580,7 +584,7 @@ impl Fib {
     /// let mut b = Fib::builder();
     /// b.add(Route {
     ///     prefix: Ipv4Addr::new(10, 0, 0, 0), len: 8, kind: RouteKind::Blackhole,
-    ///     nexthops: vec![], metric: 0,
+    ///     nexthops: vec![].into(), metric: 0,
     /// }).unwrap();
     /// let fib = b.build();
     /// let dsts = [Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(11, 1, 1, 1)];
@@ -646,7 +650,7 @@ impl Fib {
     /// let mut b = Fib::builder();
     /// b.add(Route {
     ///     prefix: Ipv4Addr::new(10, 0, 0, 0), len: 8, kind: RouteKind::Blackhole,
-    ///     nexthops: vec![], metric: 0,
+    ///     nexthops: vec![].into(), metric: 0,
     /// }).unwrap();
     /// let fib = b.build();
     /// assert!(fib.get(Ipv4Addr::new(10, 9, 9, 9), 8).is_some());
@@ -673,7 +677,7 @@ impl Fib {
     ///
     /// let route = |len, metric, ifindex| Route {
     ///     prefix: Ipv4Addr::new(10, 1, 0, 0), len, kind: RouteKind::Unicast, metric,
-    ///     nexthops: vec![NextHop { gateway: None, ifindex, weight: 1 }],
+    ///     nexthops: vec![NextHop { gateway: None, ifindex, weight: 1 }].into(),
     /// };
     /// let old = Fib::default()
     ///     .update(&[

@@ -12,7 +12,8 @@ fn r(p: [u8; 4], len: u8, ifindex: u32, metric: u32) -> Route {
             gateway: None,
             ifindex,
             weight: 1,
-        }],
+        }]
+        .into(),
         metric,
     }
 }
@@ -85,7 +86,7 @@ fn bad_routes_are_refused() {
     let mut b = Fib::builder();
     assert_eq!(b.add(r([0; 4], 33, 1, 0)), Err(FibError::PrefixLength(33)));
     let mut x = r([0; 4], 0, 1, 0);
-    x.nexthops.clear();
+    x.nexthops = Arc::from([]);
     assert_eq!(b.add(x.clone()), Err(FibError::NoNextHop));
     x.kind = RouteKind::Blackhole;
     assert!(b.add(x).is_ok());
@@ -132,11 +133,13 @@ fn matches_linear_scan_on_random_tables() {
 #[test]
 fn ecmp_spreads_by_weight() {
     let mut route = r([0; 4], 0, 1, 0);
-    route.nexthops.push(NextHop {
+    let mut set = route.nexthops.to_vec();
+    set.push(NextHop {
         gateway: None,
         ifindex: 2,
         weight: 3,
     });
+    route.nexthops = set.into();
     let mut counts = [0u32; 3];
     for i in 0..40_000u32 {
         let h = i.wrapping_mul(0x9e37_79b9);

@@ -130,7 +130,7 @@ fn flow_hash<T: AsRef<[u8]>>(pkt: &Packet<T>, policy: u8) -> u32 {
 /// let mut fib = Fib::builder();
 /// fib.add(Route {
 ///     prefix: Ipv4Addr::new(10, 2, 0, 0), len: 24, kind: RouteKind::Unicast, metric: 0,
-///     nexthops: vec![NextHop { gateway: None, ifindex: 11, weight: 1 }],
+///     nexthops: vec![NextHop { gateway: None, ifindex: 11, weight: 1 }].into(),
 /// }).unwrap();
 /// snap.fib = Arc::new(fib.build());
 /// let sink_mac = MacAddr([2, 0, 0, 0, 9, 9]);
@@ -387,7 +387,8 @@ mod tests {
                     gateway: gw,
                     ifindex,
                     weight: 1,
-                }],
+                }]
+                .into(),
             })
             .unwrap()
         };
@@ -683,7 +684,8 @@ mod tests {
                     ifindex: 11,
                     weight: 1,
                 },
-            ],
+            ]
+            .into(),
         })
         .unwrap();
         s.fib = std::sync::Arc::new(b.build());
