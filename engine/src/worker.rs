@@ -94,6 +94,21 @@ impl Asked {
         }
     }
 
+    /// Asks the control thread to resolve `next` on `ifindex`, unless it
+    /// was asked within the back-off. A full queue only delays the request
+    /// to the next packet after the back-off.
+    fn request(
+        &mut self,
+        resolve: &ResolveQueue,
+        ifindex: u32,
+        next: std::net::Ipv4Addr,
+        now: u64,
+    ) {
+        if self.first_time(ifindex, next, now) {
+            let _ = resolve.push((ifindex, next));
+        }
+    }
+
     fn first_time(&mut self, ifindex: u32, next: std::net::Ipv4Addr, now: u64) -> bool {
         let a = u32::from(next);
         let i = (a ^ ifindex.rotate_left(16)).wrapping_mul(0x9e37_79b1) as usize % Self::SLOTS;
@@ -259,11 +274,7 @@ impl Worker {
                         &mut ident,
                         &mut out,
                         &kernel,
-                        &mut |i, n| {
-                            if asked.first_time(i, n, clock.now_ms) {
-                                let _ = resolve.push((i, n));
-                            }
-                        },
+                        &mut |i, n| asked.request(&resolve, i, n, clock.now_ms),
                     );
                 });
                 if table.next_deadline().is_some_and(|t| t <= clock.now_ms) {
@@ -369,11 +380,7 @@ impl Worker {
                                         &mut ident,
                                         &mut out,
                                         &kernel,
-                                        &mut |i, n| {
-                                            if asked.first_time(i, n, clock.now_ms) {
-                                                let _ = resolve.push((i, n));
-                                            }
-                                        },
+                                        &mut |i, n| asked.request(&resolve, i, n, clock.now_ms),
                                     );
                                 } else if handoff.send(id, w, data, ingress) {
                                     counters.handed_off.add(1);
@@ -402,9 +409,7 @@ impl Worker {
                                 }
                                 Local::Unresolved { ifindex, next } => {
                                     counters.count_drop(DropReason::NeighbourMissing);
-                                    if asked.first_time(ifindex, next, clock.now_ms) {
-                                        let _ = resolve.push((ifindex, next));
-                                    }
+                                    asked.request(&resolve, ifindex, next, clock.now_ms);
                                 }
                                 Local::NoSocket { broadcast } => {
                                     counters.count_drop(DropReason::UdpNoSocket);
@@ -430,11 +435,7 @@ impl Worker {
                         }
                         Verdict::Unresolved { ifindex, next } => {
                             counters.count_drop(DropReason::NeighbourMissing);
-                            if asked.first_time(ifindex, next, clock.now_ms) {
-                                // A full queue only delays the request to
-                                // the next packet after the back-off.
-                                let _ = resolve.push((ifindex, next));
-                            }
+                            asked.request(&resolve, ifindex, next, clock.now_ms);
                         }
                         Verdict::Fragment { port, mtu } => {
                             counters.mib(Mib::ForwDatagrams, 1);
@@ -518,11 +519,7 @@ impl Worker {
                     &mut parked,
                     &local,
                     &demux,
-                    &mut |i, n| {
-                        if asked.first_time(i, n, clock.now_ms) {
-                            let _ = resolve.push((i, n));
-                        }
-                    },
+                    &mut |i, n| asked.request(&resolve, i, n, clock.now_ms),
                 );
                 work += 1;
             }
