@@ -98,14 +98,33 @@ impl Runner<'_> {
         });
 
         let started = self.check("engine-start", |vm| {
-            let r = vm.sh("engine engine --zero-copy on -q", T_ENGINE)?;
+            // As when a router restarts: traffic flows both ways while the
+            // engine attaches its program and binds its sockets.
+            let mut pings = Vec::new();
+            for (ns, dst) in [(&vm.a, HOST_B), (&vm.b, HOST_A)] {
+                let c = ns
+                    .command("ping")
+                    .args(["-q", "-n", "-i", "0.05", "-c", "4000", dst])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                if let Ok(c) = c {
+                    pings.push(c);
+                }
+            }
+            let r = vm.sh("engine engine --zero-copy on -q", T_ENGINE);
+            for mut p in pings {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+            let r = r?;
             if !r.ok() {
                 return Err(Fail(format!(
                     "xdpip run --zero-copy on did not start: {}",
                     r.out.trim()
                 )));
             }
-            Ok("xdpip run -i xa -i xb --zero-copy on".into())
+            Ok("xdpip run -i xa -i xb --zero-copy on, started under ping traffic".into())
         });
         if started {
             self.check("zero-copy-bound", zero_copy_bound);
@@ -114,6 +133,9 @@ impl Runner<'_> {
             self.forwarding();
             if suite == Suite::Full {
                 self.check("fragment-to-mtu-1000", fragment);
+            }
+            if driver == Driver::Virtio {
+                self.check("virtio-xsk-tx-header", virtio_tx_header);
             }
         }
         self.check("sigterm-detach", |vm| stop_and_detached(vm, "engine"));
@@ -813,4 +835,71 @@ fn diagnose(vm: &mut Vm) {
             Err(e) => show("host", &e.to_string()),
         }
     }
+}
+
+/// Where the device reads the virtio-net header of zero-copy frames.
+///
+/// virtio_net (Linux 6.13 to at least 7.3.4, built as a module) DMA-maps the
+/// header it puts before every AF_XDP frame from a static variable of the
+/// module. `dma_map_single()` of a module address is not allowed (module
+/// memory is not in the linear map); on x86-64 `__pa()` takes it for a
+/// kernel-image address and returns `addr - __START_KERNEL_map +
+/// phys_base`, a page that has nothing to do with the variable. The device
+/// reads the header from that page: zeros, or garbage that makes QEMU's tap
+/// drop every frame the engine transmits (the transmit stall,
+/// docs/TUNING.md). With KASLR the page is random. The guest boots with
+/// `nokaslr` (`phys_base` 0) and 1 GiB of RAM, which puts every module
+/// address's `__pa()` at 1 GiB or above: past the end of RAM, where QEMU
+/// reads zeros. This check verifies that from the kernel's own numbers
+/// and QEMU's page-table walk, and fails if the page can be RAM.
+fn virtio_tx_header(vm: &mut Vm) -> Check {
+    const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+    let hex = |s: &str| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok();
+    let facts = must(
+        vm,
+        "grep -m1 -w _text /proc/kallsyms; cat /sys/module/virtio_net/sections/.bss; \
+         grep 'System RAM' /proc/iomem",
+        T_CMD,
+    )?;
+    let text = facts
+        .lines()
+        .find(|l| l.ends_with(" _text"))
+        .and_then(|l| hex(l.split_whitespace().next()?))
+        .ok_or_else(|| Fail(format!("no _text in /proc/kallsyms: {facts}")))?;
+    let bss = facts
+        .lines()
+        .find(|l| l.starts_with("0x"))
+        .and_then(hex)
+        .ok_or_else(|| Fail(format!("no .bss of virtio_net: {facts}")))?;
+    let ram_end = facts
+        .lines()
+        .filter(|l| l.contains("System RAM"))
+        .filter_map(|l| hex(l.trim().split(['-', ' ']).nth(1)?))
+        .max()
+        .ok_or_else(|| Fail(format!("no System RAM in /proc/iomem: {facts}")))?
+        + 1;
+    let gpa = |vm: &mut Vm, va: u64| -> Result<u64, Fail> {
+        let r = vm.monitor(&format!("gva2gpa {va:#x}"))?;
+        r.trim()
+            .strip_prefix("gpa: ")
+            .and_then(hex)
+            .ok_or_else(|| Fail(format!("gva2gpa {va:#x}: {}", r.trim())))
+    };
+    let phys_base = gpa(vm, text)?.wrapping_sub(text - START_KERNEL_MAP);
+    let bss_real = gpa(vm, bss)?;
+    // Where __pa() puts the module's data, hence the header's DMA address.
+    let bss_pa = (bss - START_KERNEL_MAP).wrapping_add(phys_base);
+    let seen = format!(
+        "virtio_net's data lies at {bss_real:#x}, but __pa() of it is {bss_pa:#x} \
+         (phys_base {phys_base:#x}); RAM ends at {ram_end:#x}"
+    );
+    if bss_pa < ram_end {
+        return Err(Fail(format!(
+            "{seen}: the device reads the header of zero-copy frames from RAM that is not \
+             the driver's header; frames are mangled or dropped whenever that RAM is not zero"
+        )));
+    }
+    Ok(format!(
+        "{seen}: the device reads zeros past the end of RAM"
+    ))
 }

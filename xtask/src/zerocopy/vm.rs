@@ -163,6 +163,8 @@ pub struct Vm {
     pub console: PathBuf,
     transcript: fs::File,
     sock: PathBuf,
+    /// QEMU's human monitor, to look at the devices from outside.
+    mon: PathBuf,
     /// What the guest said when it was ready.
     pub ready_line: String,
 }
@@ -199,6 +201,8 @@ impl Vm {
             sock = PathBuf::from(format!("/tmp/xdpip-zc-{pid}.sock"));
         }
         let _ = fs::remove_file(&sock);
+        let mon = sock.with_extension("mon");
+        let _ = fs::remove_file(&mon);
         let qlog = fs::File::create(b.dir.join("qemu.log"))
             .map_err(|e| Fail(format!("{}: {e}", b.dir.display())))?;
 
@@ -222,11 +226,19 @@ impl Vm {
             sock.display()
         ))
         .args(["-serial", "chardev:cmd"])
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", mon.display()))
         .arg("-kernel")
         .arg(b.vmlinuz)
         .arg("-initrd")
         .arg(b.initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"]);
+        .arg("-append")
+        .arg(match driver {
+            // See docs/TUNING.md: with KASLR, virtio_net's misplaced XSK
+            // header may land on any page of the guest's RAM.
+            Driver::Virtio => "console=ttyS0 panic=-1 quiet nokaslr",
+            Driver::Igb => "console=ttyS0 panic=-1 quiet",
+        });
         for (i, tap) in [&tap_a, &tap_b].iter().enumerate() {
             let mac = format!("52:54:00:99:0{}:02", i + 1);
             match driver {
@@ -289,6 +301,7 @@ impl Vm {
             console,
             transcript,
             sock,
+            mon,
             ready_line: String::new(),
         };
         vm.connect(b)?;
@@ -352,10 +365,12 @@ impl Vm {
         // The guest says READY on its console once the command server runs.
         loop {
             let text = fs::read_to_string(&self.console).unwrap_or_default();
-            if let Some(l) = text.lines().find(|l| l.starts_with("ZC ERROR")) {
-                return Err(Fail(format!("guest: {l}")));
+            // Whole lines only: QEMU may have written part of one.
+            let mut lines = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+            if let Some(l) = lines.clone().find(|l| l.starts_with("ZC ERROR")) {
+                return Err(Fail(format!("guest: {}", l.trim())));
             }
-            if let Some(l) = text.lines().find(|l| l.starts_with("ZC READY")) {
+            if let Some(l) = lines.find(|l| l.starts_with("ZC READY")) {
                 self.ready_line = l.trim().to_string();
                 break;
             }
@@ -460,6 +475,37 @@ impl Vm {
         }
     }
 
+    /// Runs a command of QEMU's human monitor (`info virtio`, `xp`, ...)
+    /// and returns its output.
+    pub fn monitor(&mut self, cmd: &str) -> Result<String, Fail> {
+        let mut s = UnixStream::connect(&self.mon)
+            .map_err(|e| Fail(format!("QEMU monitor {}: {e}", self.mon.display())))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let prompt = b"(qemu) ";
+        let read_to_prompt = |s: &mut UnixStream| -> Result<Vec<u8>, Fail> {
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            while !got.ends_with(prompt) {
+                let n = s
+                    .read(&mut b)
+                    .map_err(|e| Fail(format!("QEMU monitor: {e}")))?;
+                if n == 0 {
+                    return Err(Fail("QEMU monitor closed".into()));
+                }
+                got.extend_from_slice(&b[..n]);
+            }
+            Ok(got)
+        };
+        read_to_prompt(&mut s)?;
+        s.write_all(format!("{cmd}\n").as_bytes())?;
+        let out = read_to_prompt(&mut s)?;
+        let text = String::from_utf8_lossy(&out[..out.len() - prompt.len()]).replace('\r', "");
+        // The monitor echoes the command line first.
+        let body = text.split_once('\n').map_or("", |(_, b)| b);
+        let _ = writeln!(self.transcript, "(qemu) {cmd}\n{body}");
+        Ok(body.to_string())
+    }
+
     /// True once a command went unanswered.
     pub fn unresponsive(&self) -> bool {
         self.broken.is_some()
@@ -489,6 +535,7 @@ impl Drop for Vm {
             l.retain(|x| x.qemu != pid);
         }
         let _ = fs::remove_file(&self.sock);
+        let _ = fs::remove_file(&self.mon);
         // The namespaces go with self.a and self.b.
     }
 }
