@@ -136,13 +136,15 @@ fn stage(o: &Options) -> Result<bool, Fail> {
     if o.build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
+        // What `demo` and `compare` build, and the example: one release
+        // build serves all three stages.
         c.args([
             "build",
             "--release",
             "-p",
             "xdpip",
-            "--bin",
-            "xdpip",
+            "-p",
+            "xdpip-bench",
             "--example",
             "udp_echo",
         ]);
