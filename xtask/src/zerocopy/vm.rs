@@ -106,6 +106,15 @@ pub fn on_signals() {
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
             for n in names {
+                // What runs inside (host-side pings) would keep it alive.
+                if let Ok(o) = Command::new("ip").args(["netns", "pids", &n]).output() {
+                    for p in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        if let Ok(p) = p.parse::<i32>() {
+                            // SAFETY: kill has no memory preconditions.
+                            unsafe { libc::kill(p, libc::SIGKILL) };
+                        }
+                    }
+                }
                 let _ = Command::new("ip").args(["netns", "del", &n]).status();
             }
         }
