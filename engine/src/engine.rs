@@ -678,6 +678,10 @@ impl Shared {
                 reasm_queues: w.counters.reasm_queues.get(),
                 to_kernel: w.counters.to_kernel.get(),
                 handed_off: w.counters.handed_off.get(),
+                vector_forwarded: w.counters.vector_forwarded.get(),
+                slow_path: w.counters.slow_path.get(),
+                neighbour_held: w.counters.neighbour_held.get(),
+                frames_leaked: w.counters.frames_leaked.get(),
                 sockets: w
                     .sockets
                     .iter()
@@ -786,6 +790,19 @@ pub struct WorkerReport {
     pub to_kernel: u64,
     /// Fragments passed to the worker that owns their datagram.
     pub handed_off: u64,
+    /// Frames forwarded by the vector path.
+    #[serde(default)]
+    pub vector_forwarded: u64,
+    /// Frames the vector path left to the slow path (options, errors,
+    /// local delivery, unresolved next hops...).
+    #[serde(default)]
+    pub slow_path: u64,
+    /// Forwarded frames held while the kernel resolved their next hop.
+    #[serde(default)]
+    pub neighbour_held: u64,
+    /// UMEM frames lost to a bug: 0.
+    #[serde(default)]
+    pub frames_leaked: u64,
     /// Its sockets.
     pub sockets: Vec<SocketReport>,
 }

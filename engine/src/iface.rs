@@ -269,6 +269,79 @@ pub fn ipv4_addresses(name: &str) -> io::Result<Vec<(Ipv4Addr, u8)>> {
     Ok(out)
 }
 
+/// An interface the engine serves, as the kernel currently describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Its MAC address, the source of forwarded frames.
+    pub mac: MacAddr,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Administratively and operationally up.
+    pub up: bool,
+    /// Its IPv4 addresses with prefix lengths, primaries first, in the
+    /// kernel's order.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// `net.ipv4.conf.<port>.forwarding`: forward what arrives here.
+    pub forwarding: bool,
+    /// `accept_source_route` of `conf/all` and of the port, both set.
+    pub accept_source_route: bool,
+    /// `accept_local` of `conf/all` or of the port: packets from this
+    /// host's own addresses are accepted on it, not martians.
+    pub accept_local: bool,
+}
+
+impl Port {
+    /// The source address for a packet leaving through this port towards
+    /// `dst`, as `inet_select_addr()` picks it: the first primary address
+    /// whose subnet holds `dst`, else the first address.
+    ///
+    /// ```
+    /// use xdpip::iface::Port;
+    /// use std::net::Ipv4Addr;
+    /// let p = Port {
+    ///     addrs: vec![(Ipv4Addr::new(10, 0, 0, 1), 24), (Ipv4Addr::new(10, 9, 0, 1), 16)],
+    ///     ..Port::default()
+    /// };
+    /// assert_eq!(p.select_addr(Ipv4Addr::new(10, 9, 3, 3)), Some(Ipv4Addr::new(10, 9, 0, 1)));
+    /// assert_eq!(p.select_addr(Ipv4Addr::new(8, 8, 8, 8)), Some(Ipv4Addr::new(10, 0, 0, 1)));
+    /// ```
+    pub fn select_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let d = u32::from(dst);
+        self.addrs
+            .iter()
+            .find(|(a, len)| {
+                let m = if *len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - *len as u32)
+                };
+                u32::from(*a) & m == d & m
+            })
+            .or(self.addrs.first())
+            .map(|(a, _)| *a)
+    }
+}
+
+impl Default for Port {
+    fn default() -> Self {
+        Port {
+            name: String::new(),
+            ifindex: 0,
+            mac: MacAddr::default(),
+            mtu: 1500,
+            up: true,
+            addrs: Vec::new(),
+            forwarding: true,
+            accept_source_route: false,
+            accept_local: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

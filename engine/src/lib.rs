@@ -19,7 +19,7 @@
 //! The map of the system is `DESIGN.md`; the module names follow it.
 #![warn(missing_docs)]
 
-pub mod capability;
+mod capability;
 pub mod control;
 pub mod ebpf;
 mod engine;
@@ -34,7 +34,7 @@ pub mod stats;
 #[cfg(test)]
 mod testutil;
 pub mod wire;
-pub mod worker;
+mod worker;
 pub mod xsk;
 
 pub use engine::{

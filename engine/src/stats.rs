@@ -355,6 +355,16 @@ pub struct WorkerCounters {
     pub to_kernel: Counter,
     /// Fragments passed to the worker that owns their datagram.
     pub handed_off: Counter,
+    /// Frames forwarded by the vector path.
+    pub vector_forwarded: Counter,
+    /// Frames the vector path left to the slow path.
+    pub slow_path: Counter,
+    /// Forwarded frames held while the kernel resolved their next hop
+    /// (the kernel's queue on an unresolved neighbour).
+    pub neighbour_held: Counter,
+    /// UMEM frames lost to a bug (dropped without a ring or the pool) in
+    /// the process: 0.
+    pub frames_leaked: Counter,
     /// Per socket, in the order of the worker's sockets.
     pub sockets: Vec<SocketCounters>,
 }
@@ -375,6 +385,10 @@ impl WorkerCounters {
             reasm_queues: Counter::default(),
             to_kernel: Counter::default(),
             handed_off: Counter::default(),
+            vector_forwarded: Counter::default(),
+            slow_path: Counter::default(),
+            neighbour_held: Counter::default(),
+            frames_leaked: Counter::default(),
             sockets: (0..sockets).map(|_| SocketCounters::default()).collect(),
         }
     }

@@ -174,11 +174,15 @@ fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
         Request::Routes => {
             let snap = shared.cell.load();
             let mut routes: Vec<Value> = Vec::new();
-            for r in snap.fib.routes() {
+            // The main table, as `ip route` lists it (the local table's
+            // routes share the FIB but are the kernel's own).
+            for r in snap.fib.routes().filter(|r| !r.kind.is_local_table()) {
                 routes.push(json!({
                     "prefix": format!("{}/{}", r.prefix, r.len),
                     "kind": match r.kind {
                         RouteKind::Unicast => "unicast",
+                        RouteKind::Local => "local",
+                        RouteKind::Broadcast => "broadcast",
                         RouteKind::Blackhole => "blackhole",
                         RouteKind::Unreachable => "unreachable",
                         RouteKind::Prohibit => "prohibit",

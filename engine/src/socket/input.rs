@@ -3,7 +3,7 @@
 //! `__udp4_lib_rcv()`, `icmp_echo()`).
 
 use super::demux::Demux;
-use super::{ErrOrigin, ExtendedErr, QueuedErr, SocketShared};
+use super::{Arrival, ErrOrigin, ExtendedErr, QueuedErr, SocketShared};
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::icmp::{self, msg_type};
@@ -83,19 +83,17 @@ fn raw_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> us
         dst
     };
     let datagram = &frame[14..14 + pkt.total_len() as usize];
+    let at = Arrival {
+        src: SocketAddrV4::new(src, 0),
+        dst: SocketAddrV4::new(dst, 0),
+        ttl: pkt.ttl(),
+        tos: pkt.tos(),
+        ifindex: port.ifindex,
+        spec_dst,
+    };
     list.iter()
         .filter(|e| (e.laddr == 0 || e.laddr == d) && (e.peer == 0 || e.peer == s))
-        .filter(|e| {
-            e.sock.deliver(
-                datagram,
-                SocketAddrV4::new(src, 0),
-                SocketAddrV4::new(dst, 0),
-                pkt.ttl(),
-                pkt.tos(),
-                port.ifindex,
-                spec_dst,
-            )
-        })
+        .filter(|e| e.sock.deliver(datagram, &at))
         .count()
 }
 
@@ -122,12 +120,19 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
     } else {
         dst
     };
-    let (ttl, tos) = (pkt.ttl(), pkt.tos());
+    let at = Arrival {
+        src: from,
+        dst: to,
+        ttl: pkt.ttl(),
+        tos: pkt.tos(),
+        ifindex: port.ifindex,
+        spec_dst,
+    };
     if dst.is_multicast() {
         let mut n = 0;
         let mut full = 0;
         for s in demux.multicast(dst, dport, src, sport, port.ifindex) {
-            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+            if s.deliver(d.payload(), &at) {
                 n += 1;
             } else {
                 full += 1;
@@ -144,7 +149,7 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
         let mut n = 0;
         let mut full = 0;
         for s in demux.broadcast(dst, dport, src, sport) {
-            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+            if s.deliver(d.payload(), &at) {
                 n += 1;
             } else {
                 full += 1;
@@ -158,7 +163,7 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
     }
     match demux.lookup(dst, dport, src, sport) {
         Some(s) => {
-            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+            if s.deliver(d.payload(), &at) {
                 Local::Delivered(1)
             } else {
                 Local::Drop(DropReason::UdpSocketFull)

@@ -253,6 +253,23 @@ pub(crate) struct TxDatagram {
     pub queued_ms: u64,
 }
 
+/// How a datagram arrived: what a receiving socket's ancillary data tells.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    /// Sender.
+    pub src: SocketAddrV4,
+    /// Destination.
+    pub dst: SocketAddrV4,
+    /// `IP_RECVTTL`.
+    pub ttl: u8,
+    /// `IP_RECVTOS`.
+    pub tos: u8,
+    /// Interface it arrived on (`IP_PKTINFO`).
+    pub ifindex: u32,
+    /// The address a reply comes from (`ipi_spec_dst`).
+    pub spec_dst: Ipv4Addr,
+}
+
 /// The part of a socket that workers touch.
 #[derive(Debug)]
 pub(crate) struct SockCore {
@@ -328,17 +345,15 @@ impl SockCore {
 
     /// A worker queues a received payload. False when the socket is full
     /// (the caller counts `UdpRcvbufErrors`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn deliver(
-        &self,
-        payload: &[u8],
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        ttl: u8,
-        tos: u8,
-        ifindex: u32,
-        spec_dst: Ipv4Addr,
-    ) -> bool {
+    pub fn deliver(&self, payload: &[u8], at: &Arrival) -> bool {
+        let Arrival {
+            src,
+            dst,
+            ttl,
+            tos,
+            ifindex,
+            spec_dst,
+        } = *at;
         let Some(mut buf) = self.rx_free.pop() else {
             self.rcvbuf_errors.fetch_add(1, Ordering::Relaxed);
             return false;

@@ -10,8 +10,10 @@
 //! (a worker died in free() at exit). Only the engine's XDP program is
 //! used; nothing here loads one.
 
+pub mod frame;
 pub mod ring;
 
+pub use frame::{Frame, Pool};
 use ring::{ConsRing, Desc, MmapOffsets, ProdRing};
 use std::fmt;
 use std::io;
@@ -175,6 +177,12 @@ impl Umem {
         })
     }
 
+    /// Size of its frames.
+    #[inline]
+    pub fn frame_size(&self) -> u32 {
+        self.frame_size as u32
+    }
+
     /// The start of the frame holding `addr`.
     #[inline]
     pub fn frame_of(&self, addr: u64) -> u64 {
@@ -212,6 +220,45 @@ impl Umem {
         let (off, n) = self.clamp(addr, len);
         // SAFETY: in bounds (clamp); exclusive by the caller's guarantee.
         unsafe { std::slice::from_raw_parts_mut(self.base.add(off), n) }
+    }
+
+    /// The packet a frame holds.
+    ///
+    /// # Safety
+    /// `f` came from this UMEM's rings or pool (a [`Frame`] is the proof
+    /// that nobody else holds it).
+    #[inline]
+    pub unsafe fn bytes<'a>(&'a self, f: &'a Frame) -> &'a [u8] {
+        // SAFETY: the frame is the caller's, from this UMEM.
+        unsafe { self.slice(f.addr(), f.len()) }
+    }
+
+    /// The packet a frame holds, to rewrite.
+    ///
+    /// # Safety
+    /// As for [`Umem::bytes`].
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut<'a>(&'a self, f: &'a mut Frame) -> &'a mut [u8] {
+        // SAFETY: the frame is the caller's alone (it holds the token
+        // mutably), from this UMEM.
+        unsafe { self.slice_mut(f.addr(), f.len()) }
+    }
+
+    /// `bytes` copied into frame `f` (taken from the pool), which then
+    /// holds them; false when they do not fit after the headroom.
+    ///
+    /// # Safety
+    /// As for [`Umem::bytes`].
+    #[inline]
+    pub unsafe fn write(&self, f: &mut Frame, bytes: &[u8]) -> bool {
+        if bytes.len() > self.room(f.addr()) {
+            return false;
+        }
+        f.set_len(bytes.len());
+        // SAFETY: as above; the length fits the frame (checked).
+        unsafe { self.bytes_mut(f) }.copy_from_slice(bytes);
+        true
     }
 
     #[inline]
@@ -277,6 +324,64 @@ impl QueueSocket {
             // on the ring for the next kick. ENETDOWN: the link is down.
             log::trace!("tx kick: {}", io::Error::last_os_error());
         }
+    }
+
+    /// Takes up to `max` received frames into `out`; returns how many.
+    /// `scratch` holds the descriptors on the way (at least `max` long).
+    #[inline]
+    pub fn receive(&mut self, out: &mut Vec<Frame>, scratch: &mut [Desc], max: usize) -> usize {
+        let max = max.min(scratch.len());
+        let n = self.rx.consume(&mut scratch[..max]);
+        out.extend(scratch[..n].iter().map(|d| Frame::new(d.addr, d.len)));
+        n
+    }
+
+    /// Moves as many of `frames` to the tx ring as there is room for,
+    /// from the front; what did not fit stays in `frames`. Returns the
+    /// number moved and their bytes.
+    #[inline]
+    pub fn transmit(&mut self, frames: &mut Vec<Frame>, scratch: &mut [Desc]) -> (usize, u64) {
+        let want = frames.len().min(scratch.len());
+        let mut bytes = 0;
+        for (d, f) in scratch.iter_mut().zip(&frames[..want]) {
+            *d = Desc {
+                addr: f.addr(),
+                len: f.len() as u32,
+                options: 0,
+            };
+            bytes += f.len() as u64;
+        }
+        let n = self.tx.produce(&scratch[..want]);
+        if n < want {
+            bytes = scratch[..n].iter().map(|d| d.len as u64).sum();
+        }
+        for f in frames.drain(..n) {
+            // The ring holds it now; the completion ring gives it back.
+            let _ = f.into_raw();
+        }
+        (n, bytes)
+    }
+
+    /// Moves up to `n` free frames from `pool` to the fill ring; returns
+    /// how many.
+    #[inline]
+    pub fn fill(&mut self, pool: &mut Pool, n: usize) -> usize {
+        let free = pool.peek(n);
+        let peeked = free.len();
+        let done = self.fq.produce(free);
+        pool.taken(peeked, done);
+        done
+    }
+
+    /// Takes the frames the kernel finished transmitting back into
+    /// `pool`; returns how many. `scratch` bounds one call.
+    #[inline]
+    pub fn complete(&mut self, pool: &mut Pool, scratch: &mut [u64]) -> usize {
+        let n = self.cq.consume(scratch);
+        for a in &scratch[..n] {
+            pool.put_addr(*a);
+        }
+        n
     }
 
     /// Wakes the driver to take frames from the fill ring.
