@@ -11,7 +11,7 @@ use crate::iface::{Interface, LookupError};
 use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::socket::{RawSocket, SocketShared, UdpSocket};
-use crate::stats::{self, DropReason, Mib, PortTotals, WorkerCounters};
+use crate::stats::{self, Checksum, DropReason, Mib, PortTotals, WorkerCounters};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
 use serde::{Deserialize, Serialize};
@@ -655,6 +655,13 @@ impl Shared {
                 ws.iter().map(|w| w.drops[*d as usize].get()).sum(),
             );
         }
+        let checksums = Checksum::ALL
+            .iter()
+            .map(|c| {
+                let n = ws.iter().map(|w| w.checksums[*c as usize].get()).sum();
+                (c.name().to_string(), n)
+            })
+            .collect();
         let verdicts = self.maps.lock().map(|m| m.verdicts()).unwrap_or([0; 16]);
         let xdp = Verdict::ALL
             .iter()
@@ -711,6 +718,7 @@ impl Shared {
             ports: stats::sum_ports(&ws, &self.info.names),
             mib,
             drops,
+            checksums,
             xdp,
             workers,
             control: ControlReport {
@@ -803,6 +811,11 @@ pub struct Report {
     pub mib: BTreeMap<String, u64>,
     /// Drops by reason, summed over workers.
     pub drops: BTreeMap<String, u64>,
+    /// Partial checksums of local stacks completed or accepted
+    /// (`csum_partial_completed`, `csum_partial_accepted`), summed over
+    /// workers.
+    #[serde(default)]
+    pub checksums: BTreeMap<String, u64>,
     /// The XDP program's verdicts, summed over CPUs.
     pub xdp: BTreeMap<String, u64>,
     /// Per worker.

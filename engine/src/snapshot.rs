@@ -34,6 +34,10 @@ pub struct Port {
     pub forwarding: bool,
     /// `accept_source_route` of `conf/all` and of the port, both set.
     pub accept_source_route: bool,
+    /// Its frames come from a local stack and may carry partial UDP/TCP
+    /// checksums (a veth; [`crate::iface::may_carry_partial_checksums`]):
+    /// they are completed or accepted ([`crate::wire::l4csum`]).
+    pub partial_csum: bool,
 }
 
 impl Port {
@@ -79,6 +83,7 @@ impl Default for Port {
             addrs: Vec::new(),
             forwarding: true,
             accept_source_route: false,
+            partial_csum: false,
         }
     }
 }

@@ -1031,6 +1031,7 @@ fn refresh(
     counters: &WorkerCounters,
     free: usize,
 ) {
+    counters.take_tally();
     counters.free_frames.set(free as u64);
     for ((s, st), c) in sockets.iter().zip(state).zip(&counters.sockets) {
         if let Ok(x) = xsk::statistics(s.fd()) {

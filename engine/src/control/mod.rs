@@ -383,6 +383,7 @@ impl Mirror {
                     forwarding: conf(&name, "forwarding").unwrap_or(true),
                     accept_source_route: sys.accept_source_route
                         && conf(&name, "accept_source_route").unwrap_or(false),
+                    partial_csum: crate::iface::may_carry_partial_checksums(&name),
                     name,
                 }
             })

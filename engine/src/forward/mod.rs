@@ -340,6 +340,11 @@ fn forward_inner(
     }
     eth[0..6].copy_from_slice(&mac.0);
     eth[6..12].copy_from_slice(&port.mac.0);
+    // A local stack's partial UDP/TCP checksum is finished before the
+    // packet leaves, as its device would have (issue 15).
+    if in_port.partial_csum && crate::wire::l4csum::complete(&mut pkt_bytes(&mut pkt)[..total]) {
+        crate::stats::tally(crate::stats::Checksum::PartialCompleted);
+    }
     if total > mtu {
         return Ok(Verdict::Fragment { port: port_no, mtu });
     }
