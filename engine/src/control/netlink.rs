@@ -205,9 +205,13 @@ impl Netlink {
         }
     }
 
-    /// Receives notifications until the timeout or a buffer's worth.
-    pub fn receive(&mut self) -> io::Result<Received> {
-        match self.sock.recv(&mut &mut self.buf[..], 0) {
+    /// Receives a datagram of notifications (a buffer's worth at most).
+    /// With `wait`, waits for one up to the socket's timeout; without, only
+    /// takes what is already queued, so that a caller draining the queue
+    /// acts on a change at once rather than a timeout later.
+    pub fn receive(&mut self, wait: bool) -> io::Result<Received> {
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+        match self.sock.recv(&mut &mut self.buf[..], flags) {
             Ok(n) => {
                 let mut out = Vec::new();
                 let mut off = 0;
