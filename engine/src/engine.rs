@@ -318,12 +318,7 @@ impl EngineBuilder {
         let (overrides, ifaces) = self.checked()?;
         for i in &ifaces {
             if i.driver.as_deref() == Some("veth") {
-                log::warn!(
-                    "{} is a veth: its peer must not offload transmit checksums \
-                     (`ethtool -K PEER tx off`), or the frames it hands over carry partial \
-                     UDP/TCP checksums that no wire would",
-                    i.name
-                );
+                say_partial_checksums(i);
             }
         }
         raise_memlock();
@@ -557,6 +552,28 @@ impl EngineBuilder {
                 sockets: local,
             }),
         })
+    }
+}
+
+/// Says, for a veth whose peer offloads transmit checksums, what the
+/// engine does with the partial checksums it hands over; nothing when the
+/// peer computes its own, and what is unknown when it cannot be told.
+fn say_partial_checksums(i: &Interface) {
+    const DOES: &str = "the engine completes the partial UDP/TCP checksums it hands over \
+                        before forwarding them and accepts them for its own sockets, as the \
+                        kernel does (counted as csum_partial_completed and \
+                        csum_partial_accepted)";
+    match crate::veth::peer_offload(i.ifindex) {
+        crate::veth::PeerOffload::On(peer) => log::info!(
+            "{}: its veth peer {peer} offloads transmit checksums: {DOES}",
+            i.name
+        ),
+        crate::veth::PeerOffload::Off(_) => {}
+        crate::veth::PeerOffload::Unknown(why) => log::info!(
+            "{}: whether its veth peer offloads transmit checksums is unknown ({why}); if it \
+             does, {DOES}",
+            i.name
+        ),
     }
 }
 

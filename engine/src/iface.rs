@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x03;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ARPHRD_ETHER: u16 = 1;
 
 #[repr(C)]
@@ -233,6 +234,28 @@ pub fn may_carry_partial_checksums(name: &str) -> bool {
         return false;
     };
     driver(&sock, name).is_some_and(|d| LOCAL_STACK_DRIVERS.contains(&d.as_str()))
+}
+
+/// Whether interface `name` (in the caller's network namespace) offloads
+/// transmit checksums (`ethtool -k`: `tx-checksumming`).
+pub fn tx_checksum_offload(name: &str) -> io::Result<bool> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let sock = control_socket().map_err(|e| match e {
+        LookupError::Io(_, e) => e,
+        other => io::Error::other(other.to_string()),
+    })?;
+    let mut v = EthtoolValue {
+        cmd: ETHTOOL_GTXCSUM,
+        data: 0,
+    };
+    let mut ifr = ifreq_for(name).map_err(|e| io::Error::other(e.to_string()))?;
+    ifr.ifr_ifru.ifru_data = &mut v as *mut EthtoolValue as *mut libc::c_char;
+    ioctl(&sock, SIOCETHTOOL, &mut ifr)?;
+    Ok(v.data != 0)
 }
 
 fn driver(sock: &OwnedFd, name: &str) -> Option<String> {
