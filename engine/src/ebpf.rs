@@ -485,6 +485,9 @@ pub struct SteerMaps {
     claimed: BpfHashMap<MapData, ClaimKey, u32>,
     mcast_groups: BpfHashMap<MapData, u32, u32>,
     ports: BpfHashMap<MapData, u32, u32>,
+    port_mtu: Array<MapData, u32>,
+    /// MTUs last written to `port_mtu`, by port.
+    mtus: Vec<u32>,
     config: Array<MapData, SteerConfig>,
     counters: PerCpuArray<MapData, u64>,
     /// Local addresses currently in the map (network order keys).
@@ -528,6 +531,27 @@ impl SteerMaps {
         self.ports
             .insert(ifindex, port, 0)
             .map_err(|e| SteerError::Map("ports", Box::new(e)))
+    }
+
+    /// Tells the program the MTU of each port (by port number) in the
+    /// snapshot the workers now use; only changes are written. The
+    /// program leaves a packet larger than an egress MTU of the kernel's
+    /// that differs from this one to the kernel, so an MTU change loses no
+    /// packet while the workers catch up. Call it after publishing.
+    pub fn set_port_mtus(&mut self, mtus: &[u32]) -> Result<(), SteerError> {
+        for (port, &mtu) in mtus.iter().enumerate().take(crate::snapshot::MAX_PORTS) {
+            if self.mtus.get(port) == Some(&mtu) {
+                continue;
+            }
+            self.port_mtu
+                .set(port as u32, mtu, 0)
+                .map_err(|e| SteerError::Map("port_mtu", Box::new(e)))?;
+            if self.mtus.len() <= port {
+                self.mtus.resize(port + 1, 0);
+            }
+            self.mtus[port] = mtu;
+        }
+        Ok(())
     }
 
     /// Writes the configuration.
@@ -655,6 +679,8 @@ impl Steer {
             claimed: take!(bpf, "claimed"),
             mcast_groups: take!(bpf, "mcast_groups"),
             ports: take!(bpf, "ports"),
+            port_mtu: take!(bpf, "port_mtu"),
+            mtus: Vec::new(),
             config: take!(bpf, "config"),
             counters: take!(bpf, "counters"),
             locals: Vec::new(),

@@ -11,7 +11,7 @@ use crate::iface::{Interface, LookupError};
 use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::socket::{RawSocket, SocketShared, UdpSocket};
-use crate::stats::{self, DropReason, Mib, PortTotals, WorkerCounters};
+use crate::stats::{self, Checksum, DropReason, Mib, PortTotals, WorkerCounters};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
 use serde::{Deserialize, Serialize};
@@ -318,12 +318,7 @@ impl EngineBuilder {
         let (overrides, ifaces) = self.checked()?;
         for i in &ifaces {
             if i.driver.as_deref() == Some("veth") {
-                log::warn!(
-                    "{} is a veth: its peer must not offload transmit checksums \
-                     (`ethtool -K PEER tx off`), or the frames it hands over carry partial \
-                     UDP/TCP checksums that no wire would",
-                    i.name
-                );
+                say_partial_checksums(i);
             }
         }
         raise_memlock();
@@ -560,6 +555,28 @@ impl EngineBuilder {
     }
 }
 
+/// Says, for a veth whose peer offloads transmit checksums, what the
+/// engine does with the partial checksums it hands over; nothing when the
+/// peer computes its own, and what is unknown when it cannot be told.
+fn say_partial_checksums(i: &Interface) {
+    const DOES: &str = "the engine completes the partial UDP/TCP checksums it hands over \
+                        before forwarding them and accepts them for its own sockets, as the \
+                        kernel does (counted as csum_partial_completed and \
+                        csum_partial_accepted)";
+    match crate::veth::peer_offload(i.ifindex) {
+        crate::veth::PeerOffload::On(peer) => log::info!(
+            "{}: its veth peer {peer} offloads transmit checksums: {DOES}",
+            i.name
+        ),
+        crate::veth::PeerOffload::Off(_) => {}
+        crate::veth::PeerOffload::Unknown(why) => log::info!(
+            "{}: whether its veth peer offloads transmit checksums is unknown ({why}); if it \
+             does, {DOES}",
+            i.name
+        ),
+    }
+}
+
 fn raise_memlock() {
     let r = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -655,6 +672,13 @@ impl Shared {
                 ws.iter().map(|w| w.drops[*d as usize].get()).sum(),
             );
         }
+        let checksums = Checksum::ALL
+            .iter()
+            .map(|c| {
+                let n = ws.iter().map(|w| w.checksums[*c as usize].get()).sum();
+                (c.name().to_string(), n)
+            })
+            .collect();
         let verdicts = self.maps.lock().map(|m| m.verdicts()).unwrap_or([0; 16]);
         let xdp = Verdict::ALL
             .iter()
@@ -715,6 +739,7 @@ impl Shared {
             ports: stats::sum_ports(&ws, &self.info.names),
             mib,
             drops,
+            checksums,
             xdp,
             workers,
             control: ControlReport {
@@ -820,6 +845,11 @@ pub struct Report {
     pub mib: BTreeMap<String, u64>,
     /// Drops by reason, summed over workers.
     pub drops: BTreeMap<String, u64>,
+    /// Partial checksums of local stacks completed or accepted
+    /// (`csum_partial_completed`, `csum_partial_accepted`), summed over
+    /// workers.
+    #[serde(default)]
+    pub checksums: BTreeMap<String, u64>,
     /// The XDP program's verdicts, summed over CPUs.
     pub xdp: BTreeMap<String, u64>,
     /// Per worker.

@@ -33,6 +33,7 @@ pub mod socket;
 pub mod stats;
 #[cfg(test)]
 mod testutil;
+pub mod veth;
 pub mod wire;
 mod worker;
 pub mod xsk;

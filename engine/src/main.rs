@@ -630,5 +630,6 @@ fn print_counters(r: &Report) {
     }
     println!("IP-MIB: {}", nonzero(&r.mib, None));
     println!("drops: {}", nonzero(&r.drops, None));
+    println!("checksums: {}", nonzero(&r.checksums, None));
     println!("XDP verdicts: {}", nonzero(&r.xdp, None));
 }

@@ -55,6 +55,15 @@ pub fn render(r: &Report) -> String {
             .collect(),
     );
     family(
+        "xdpip_checksums",
+        "partial UDP/TCP checksums of local stacks (veth) completed or accepted",
+        "counter",
+        r.checksums
+            .iter()
+            .map(|(k, v)| (format!("{{event=\"{k}\"}}"), *v))
+            .collect(),
+    );
+    family(
         "xdpip_xdp_verdicts",
         "verdicts of the XDP program",
         "counter",

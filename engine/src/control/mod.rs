@@ -389,6 +389,7 @@ impl Mirror {
                         && conf(&name, "accept_source_route").unwrap_or(false),
                     accept_local: conf("all", "accept_local").unwrap_or(false)
                         || conf(&name, "accept_local").unwrap_or(false),
+                    partial_csum: crate::iface::may_carry_partial_checksums(&name),
                     name,
                 }
             })
@@ -667,6 +668,12 @@ impl Control {
             if let Err(e) = maps.set_local_addrs(&locals) {
                 log::error!("updating local addresses in the XDP program: {e}");
             }
+            // After the publication: the program hands the kernel what
+            // exceeds an MTU the workers do not have yet (issue 15).
+            let mtus: Vec<u32> = self.cell.load().ports.iter().map(|p| p.mtu).collect();
+            if let Err(e) = maps.set_port_mtus(&mtus) {
+                log::error!("updating port MTUs in the XDP program: {e}");
+            }
         }
         self.counters.publications.add(1);
     }
@@ -710,9 +717,11 @@ impl Control {
         let mut last_sysctl = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let mut changed = false;
-            // Drain what is queued, then publish once.
+            // Drain what is queued, then publish once: wait only for the
+            // first datagram (a new MTU must reach the workers before the
+            // next packet, not a receive timeout later).
             loop {
-                match self.events.receive() {
+                match self.events.receive(!changed) {
                     Ok(Received::Messages(msgs)) if msgs.is_empty() => break,
                     Ok(Received::Messages(msgs)) => {
                         self.counters.messages.add(msgs.len() as u64);

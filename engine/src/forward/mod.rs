@@ -387,6 +387,11 @@ fn forward_inner(
     }
     eth[0..6].copy_from_slice(&mac);
     eth[6..12].copy_from_slice(&adj.rewrite[6..12]);
+    // A local stack's partial UDP/TCP checksum is finished before the
+    // packet leaves, as its device would have (issue 15).
+    if in_port.partial_csum && crate::wire::l4csum::complete(&mut pkt_bytes(&mut pkt)[..total]) {
+        crate::stats::tally(crate::stats::Checksum::PartialCompleted);
+    }
     if total > mtu {
         return Ok(Verdict::Fragment { port: port_no, mtu });
     }
@@ -497,6 +502,8 @@ pub fn forward_batch<F: Frames + ?Sized>(
     }
     let mac = port.mac.0;
     let check_own = !port.accept_local;
+    let partial = port.partial_csum;
+    let mut completed = 0;
     let mut forwarded = 0;
     let mut base = 0;
     while base < n {
@@ -519,12 +526,25 @@ pub fn forward_batch<F: Frames + ?Sized>(
         // Stage 3: adjacency, TTL, MTU, rewrite.
         for j in 0..m {
             let i = lanes[j] as usize;
-            if let Some(step) = rewrite(frames.frame(i), leaves[j], dsts[j], snap) {
+            let frame = frames.frame(i);
+            if let Some(step) = rewrite(frame, leaves[j], dsts[j], snap) {
+                // A local stack's partial UDP/TCP checksum is finished
+                // before the packet leaves, as its device would have.
+                if partial {
+                    let Step::Tx { len, .. } = step else {
+                        unreachable!("rewrite gives Tx")
+                    };
+                    let ip = &mut frame[ethernet::HEADER_LEN..len as usize];
+                    completed += crate::wire::l4csum::complete(ip) as u64;
+                }
                 out[i] = step;
                 forwarded += 1;
             }
         }
         base = end;
+    }
+    if completed > 0 {
+        crate::stats::tally_n(crate::stats::Checksum::PartialCompleted, completed);
     }
     forwarded
 }

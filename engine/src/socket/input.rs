@@ -8,7 +8,7 @@ use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::icmp::{self, msg_type};
 use crate::wire::ipv4::{self, Packet};
-use crate::wire::{checksum, udp};
+use crate::wire::{checksum, l4csum, udp};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// What became of a local datagram.
@@ -106,7 +106,13 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
         return Local::Drop(DropReason::UdpBadLength);
     };
     if !d.verify_checksum(src, dst) {
-        return Local::Drop(DropReason::UdpBadChecksum);
+        // A local stack's partial checksum is accepted as the kernel
+        // accepts CHECKSUM_PARTIAL; anything else wrong is dropped.
+        let dgram = &frame[14 + hl..14 + hl + d.len() as usize];
+        if !(snap.ports[ingress].partial_csum && l4csum::udp_is_partial(src, dst, dgram)) {
+            return Local::Drop(DropReason::UdpBadChecksum);
+        }
+        crate::stats::tally(crate::stats::Checksum::PartialAccepted);
     }
     let (sport, dport) = (d.src_port(), d.dst_port());
     let from = SocketAddrV4::new(src, sport);

@@ -279,6 +279,7 @@ impl Io {
     /// Publishes gauges and the sockets' statistics.
     fn refresh(&self) {
         let counters = &self.counters;
+        counters.take_tally();
         counters.free_frames.set(self.pool.len() as u64);
         counters.frames_leaked.set(xsk::frame::leaked());
         for ((s, st), c) in self
