@@ -202,6 +202,13 @@ impl Worker {
                 revents: 0,
             })
             .collect();
+        // A datagram an application queues wakes this worker from poll.
+        let txw = id % local.tx.len();
+        pollfds.push(libc::pollfd {
+            fd: local.doorbell_fd(txw),
+            events: libc::POLLIN,
+            revents: 0,
+        });
 
         for (s, st) in sockets.iter_mut().zip(state.iter_mut()) {
             refill(s, st, &mut pool, &counters);
@@ -590,10 +597,17 @@ impl Worker {
                 } else if idle >= SPIN_ROUNDS {
                     idle = 0;
                     counters.sleeps.add(1);
-                    // Only traffic can wake the worker now, and the fill
-                    // rings are full for it.
-                    // SAFETY: pollfds holds valid descriptors of live sockets.
-                    unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 50) };
+                    // Only traffic, or a datagram an application queues
+                    // (the doorbell), can wake the worker now, and the
+                    // fill rings are full for it.
+                    if local.may_sleep(txw) {
+                        // SAFETY: pollfds holds valid descriptors of live
+                        // sockets and of the doorbell.
+                        unsafe {
+                            libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 50)
+                        };
+                    }
+                    local.woke(txw);
                     rounds = 0;
                 } else {
                     std::hint::spin_loop();
