@@ -7,12 +7,15 @@
 //!   and its transmit time.
 //! * `sink`: counts the generator's frames in XDP, or reads them with
 //!   AF_XDP for one-way latency, loss and reordering.
+//! * `dns`: Knot DNS (XDP and socket modes) against the engine's DNS
+//!   responder example, loaded by kxdpgun and dnsperf.
 //! * `compare`: builds `gen ⇄ dut ⇄ sink` on veth and measures the kernel
 //!   router, an in-kernel XDP forwarder and xdpip with the same generator
 //!   and sink, in one run.
 
 mod compare;
 mod demo;
+mod dns;
 mod ebpf;
 mod gen;
 mod mcast;
@@ -76,6 +79,11 @@ enum Cmd {
     /// dut: N kernel sockets against N engine sockets, same generator, one
     /// run, on a veth topology it builds and removes.
     Mcast(mcast::McastArgs),
+    /// An authoritative DNS server on dut loaded from gen, in one run: Knot
+    /// DNS in XDP mode, Knot on kernel sockets and the engine's
+    /// dns_responder example, by kxdpgun (highest and fixed rates) and
+    /// dnsperf; prints a table with the ratios.
+    Dns(dns::DnsArgs),
     /// Forward IPv4 between interfaces of this network namespace with the
     /// in-kernel XDP forwarder `compare` measures (bpf_fib_lookup and a
     /// devmap redirect) until SIGINT or SIGTERM: the peer to compare xdpip
@@ -200,6 +208,7 @@ fn main() -> ExitCode {
         Cmd::Sink(a) => ("sink", run_sink(a).map_err(|e| e.to_string())),
         Cmd::Compare(a) => ("compare", compare::run(a).map_err(|e| e.to_string())),
         Cmd::Mcast(a) => ("mcast", mcast::run(a)),
+        Cmd::Dns(a) => ("dns", dns::run(a)),
         Cmd::XdpForward { ifaces, skb } => (
             "xdp-forward",
             run_forward(&ifaces, skb).map_err(|e| e.to_string()),

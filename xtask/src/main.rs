@@ -10,7 +10,8 @@ use std::process::{exit, Command};
 /// make, libelf and zlib for libxdp/libbpf), and the test hosts (iproute2,
 /// ping, ethtool, setpriv from util-linux, and the tools the engine is
 /// compared with the kernel through: traceroute, tracepath; a routing
-/// daemon, BIRD; systemd-analyze for the unit in deploy/).
+/// daemon, BIRD; systemd-analyze for the unit in deploy/; Knot DNS, kdig,
+/// kxdpgun and dnsperf for the DNS responder's test and benchmark).
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -31,6 +32,9 @@ const PACKAGES: &[&str] = &[
     "socat",
     "iperf3",
     "systemd",
+    "knot",
+    "knot-dnsutils",
+    "dnsperf",
 ];
 
 fn run(cmd: &mut Command) {
@@ -88,6 +92,19 @@ fn install_packages() {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing));
+    if missing.contains(&"knot") {
+        // The package enables and starts a system knotd on port 53 of
+        // every address of the host; the tests start their own in their
+        // namespaces and need none.
+        // Two calls: without a running systemd `stop` fails, `disable`
+        // still removes the unit's link.
+        for verb in ["stop", "disable"] {
+            let _ = Command::new("systemctl")
+                .args([verb, "knot.service"])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn cargo() -> Command {

@@ -538,7 +538,7 @@ impl Running {
                 pending: Vec::with_capacity(ring_size as usize),
             })
             .collect();
-        let pollfds = xsk
+        let mut pollfds: Vec<libc::pollfd> = xsk
             .sockets
             .iter()
             .map(|s| libc::pollfd {
@@ -547,6 +547,12 @@ impl Running {
                 revents: 0,
             })
             .collect();
+        // A datagram an application queues wakes this worker from poll.
+        pollfds.push(libc::pollfd {
+            fd: local.doorbell_fd(id % local.tx.len()),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         // This worker's share of the reassembly memory; tables evict their
         // oldest queues under a flood (see reasm::Reassembler::set_evict).
         let mut table = Reassembler::new(reasm::Config::from_sysctl(
@@ -1145,16 +1151,22 @@ impl Running {
             } else if self.idle >= SPIN_ROUNDS {
                 self.idle = 0;
                 self.counters.sleeps.add(1);
-                // Only traffic can wake the worker now, and the fill rings
+                // Only traffic, or a datagram an application queues (the
+                // doorbell), can wake the worker now, and the fill rings
                 // are full for it.
-                // SAFETY: pollfds holds valid descriptors of live sockets.
-                unsafe {
-                    libc::poll(
-                        self.pollfds.as_mut_ptr(),
-                        self.pollfds.len() as libc::nfds_t,
-                        50,
-                    )
-                };
+                let txw = self.id % self.local.tx.len();
+                if self.local.may_sleep(txw) {
+                    // SAFETY: pollfds holds valid descriptors of live
+                    // sockets and of the doorbell.
+                    unsafe {
+                        libc::poll(
+                            self.pollfds.as_mut_ptr(),
+                            self.pollfds.len() as libc::nfds_t,
+                            50,
+                        )
+                    };
+                }
+                self.local.woke(txw);
                 self.rounds = 0;
             } else {
                 std::hint::spin_loop();
