@@ -464,8 +464,10 @@ struct Running {
     snapshot: Arc<SnapshotCell>,
     stop: Arc<AtomicBool>,
     local: Arc<SocketShared>,
-    handoff: Arc<Handoff>,
+    handoff: Option<Arc<Handoff>>,
     reasm_seed: u128,
+    /// Datagrams of engine sockets taken from their queue this round.
+    fresh: Vec<TxDatagram>,
     /// The batch being processed, and the vector path's verdicts on it.
     rx: Vec<Frame>,
     steps: Vec<Step>,
@@ -595,8 +597,9 @@ impl Running {
             snapshot,
             stop,
             local,
-            handoff,
+            handoff: Some(handoff),
             reasm_seed,
+            fresh: Vec::with_capacity(batch),
             rx: Vec::with_capacity(batch),
             steps: vec![Step::Slow; batch],
             pollfds,
@@ -632,10 +635,16 @@ impl Running {
     /// Fragments other workers received for datagrams this one owns, and
     /// reassembly timeouts.
     fn handoffs(&mut self, snap: &Snapshot, demux: &Demux) -> usize {
-        let handoff = self.handoff.clone();
+        // Taken out while its fragments are reassembled (which needs the
+        // whole worker), rather than cloned: a clone per round would bounce
+        // the shared reference count between the workers' cores.
+        let Some(handoff) = self.handoff.take() else {
+            return 0;
+        };
         let work = handoff.receive(self.id, 4 * self.io.batch, |frame, ingress| {
             self.reassemble(frame, ingress, snap, demux);
         });
+        self.handoff = Some(handoff);
         let now = self.slow.clock.now_ms;
         if self.slow.table.next_deadline().is_some_and(|t| t <= now) {
             let Slow { table, scratch, .. } = &mut self.slow;
@@ -795,7 +804,7 @@ impl Running {
             let data = unsafe { self.io.xsk.umem.bytes_mut(&mut f) };
             forward(data, ingress, snap, self.slow.clock.timestamp)
         };
-        let c = self.counters.clone();
+        let c = &*self.counters;
         match verdict {
             Verdict::Transmit { port, len } => {
                 c.mib(Mib::ForwDatagrams, 1);
@@ -921,7 +930,11 @@ impl Running {
             if let Some(len) = self.slow.insert_fragment(data, &self.counters) {
                 self.deliver(Whole::Reassembled(len), ingress, snap, demux);
             }
-        } else if self.handoff.send(self.id, owner, data, ingress) {
+        } else if self
+            .handoff
+            .as_ref()
+            .is_some_and(|h| h.send(self.id, owner, data, ingress))
+        {
             self.counters.handed_off.add(1);
         } else {
             self.counters.count_drop(DropReason::HandoffFull);
@@ -942,7 +955,7 @@ impl Running {
     /// the kernel (its fragments were steered blind: fragments carry no
     /// port).
     fn deliver(&mut self, mut whole: Whole, ingress: usize, snap: &Snapshot, demux: &Demux) {
-        let c = self.counters.clone();
+        let c = &*self.counters;
         let blind = matches!(whole, Whole::Reassembled(_));
         let (result, udp, multicast) = {
             let data: &mut [u8] = match &mut whole {
@@ -1045,14 +1058,14 @@ impl Running {
         if s.parked.is_empty() {
             s.parked_generation = snap.generation;
         }
-        let local = self.local.clone();
-        let txq = &local.tx[self.id % local.tx.len()];
-        let fresh = std::iter::from_fn(|| txq.pop()).take(self.io.batch);
-        let retry = std::mem::take(&mut self.slow.retry);
+        let mut fresh = std::mem::take(&mut self.fresh);
+        let txq = &self.local.tx[self.id % self.local.tx.len()];
+        fresh.extend(std::iter::from_fn(|| txq.pop()).take(self.io.batch));
+        let mut retry = std::mem::take(&mut self.slow.retry);
         let mut work = 0;
         let mut now = None;
-        for dg in retry.into_iter().chain(fresh) {
-            let t = *now.get_or_insert_with(|| local.now_ms());
+        for dg in retry.drain(..).chain(fresh.drain(..)) {
+            let t = *now.get_or_insert_with(|| self.local.now_ms());
             if t.saturating_sub(dg.queued_ms) > PARKED_MS {
                 self.counters.count_drop(DropReason::OutputNeighbourTimeout);
                 let TxDatagram { sock, buf, .. } = dg;
@@ -1062,13 +1075,16 @@ impl Running {
             self.send_datagram(dg, snap, demux);
             work += 1;
         }
+        // Empty, with their room kept.
+        self.fresh = fresh;
+        self.slow.retry = retry;
         work
     }
 
     /// Builds and queues one datagram of an engine socket; parks it while
     /// its next hop is unresolved.
     fn send_datagram(&mut self, dg: TxDatagram, snap: &Snapshot, demux: &Demux) {
-        let c = self.counters.clone();
+        let c = &*self.counters;
         let Slow {
             scratch,
             scratch2,
