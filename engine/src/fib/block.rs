@@ -219,19 +219,6 @@ impl Block {
         e as u64
     }
 
-    /// The second stage of a staged lookup: hints the table by the fourth
-    /// byte that resolving `entry` reads, if it names one.
-    #[inline(always)]
-    pub(super) fn prefetch_entry(&self, a: u32, entry: u64) {
-        if entry & WIDE_ENTRY == 0 {
-            if let Some(s) = self.narrow.sub(entry as u32) {
-                super::prefetch(&s[a as u8 as usize]);
-            }
-        } else if let Some(s) = self.wide.as_ref().and_then(|t| t.sub(entry as u32)) {
-            super::prefetch(&s[a as u8 as usize]);
-        }
-    }
-
     /// The last stage of a staged lookup: the leaf of `entry` for `a`.
     #[inline(always)]
     pub(super) fn resolve(&self, a: u32, entry: u64) -> Leaf {

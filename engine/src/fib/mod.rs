@@ -533,7 +533,7 @@ const SHORT_CHUNKS: usize = 1 << (SHORT_MAX as usize + 1 - 8);
 /// Addresses a staged lookup keeps in flight: enough to overlap the cache
 /// misses of a batch, not so many that the core's miss buffers drop
 /// prefetches.
-const LANES: usize = 16;
+const LANES: usize = 32;
 
 /// An immutable longest-prefix-match table.
 ///
@@ -820,6 +820,15 @@ impl Fib {
         self.best(e.short)
     }
 
+    /// Hints the root entry of `dst` to the cache without reading it: the
+    /// forward path issues it while it validates a batch, so that the
+    /// batch's lookup finds the entries there ([`Fib::lookup_batch`]).
+    #[inline(always)]
+    pub fn prefetch_root(&self, dst: Ipv4Addr) {
+        let a = u32::from(dst);
+        prefetch(self.root(a));
+    }
+
     /// Hints the first memory a lookup of `dst` reads to the cache, so that
     /// the lookup itself, a little later, waits less.
     ///
@@ -864,33 +873,23 @@ impl Fib {
     pub fn lookup_batch(&self, dsts: &[Ipv4Addr], out: &mut [Leaf]) {
         for (dsts, out) in dsts.chunks(LANES).zip(out.chunks_mut(LANES)) {
             let n = dsts.len().min(out.len());
-            let mut addrs = [0u32; LANES];
             let mut entries: [&RootEntry; LANES] = [self.root(0); LANES];
-            let mut firsts = [0u64; LANES];
-            // The root entries: 1 MiB, mostly in L2.
+            // The root entries (1 MiB, mostly in L2), and a hint for each
+            // block's first table: the miss of a large table, overlapped
+            // with the others of the batch.
             for i in 0..n {
-                addrs[i] = u32::from(dsts[i]);
-                entries[i] = self.root(addrs[i]);
-                prefetch(entries[i]);
-            }
-            // The blocks' first tables: the miss of a large table.
-            for i in 0..n {
-                if let Some(b) = &entries[i].block {
-                    b.prefetch(addrs[i]);
+                let a = u32::from(dsts[i]);
+                let e = self.root(a);
+                if let Some(b) = &e.block {
+                    b.prefetch(a);
                 }
-            }
-            // Tables by the fourth byte, for the few that have them.
-            for i in 0..n {
-                if let Some(b) = &entries[i].block {
-                    firsts[i] = b.entry(addrs[i]);
-                    b.prefetch_entry(addrs[i], firsts[i]);
-                }
+                entries[i] = e;
             }
             for i in 0..n {
                 let e = entries[i];
                 out[i] = match &e.block {
                     Some(b) => {
-                        let l = b.resolve(addrs[i], firsts[i]);
+                        let l = b.leaf(u32::from(dsts[i]));
                         if l == Leaf::NONE {
                             e.leaf
                         } else {

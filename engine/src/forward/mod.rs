@@ -515,6 +515,7 @@ pub fn forward_batch<F: Frames + ?Sized>(
         let mut m = 0;
         for i in base..end {
             if let Some(dst) = candidate(frames.frame(i), &mac, snap, check_own) {
+                snap.fib.prefetch_root(dst);
                 lanes[m] = i as u16;
                 dsts[m] = dst;
                 m += 1;
@@ -570,14 +571,25 @@ fn candidate(frame: &[u8], mac: &[u8; 6], snap: &Snapshot, check_own: bool) -> O
         return None;
     }
     // The header sums to 0xffff exactly when its checksum is right; in
-    // native-endian words (RFC 1071 2.B).
+    // native-endian words (RFC 1071 2.B), folded without a loop.
     let w = |i: usize| u32_at(i) as u64;
-    if crate::wire::checksum::fold(w(14) + w(18) + w(22) + w(26) + w(30)) != 0xffff {
+    let sum = w(14) + w(18) + w(22) + w(26) + w(30);
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    if (sum & 0xffff) + (sum >> 16) != 0xffff {
         return None;
     }
     let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
     let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
-    if martian_source(src) || martian_destination(dst) || dst.is_multicast() {
+    // Loopback, multicast, class E and the limited broadcast by their
+    // first byte, and 0.0.0.0, at either end: all for the slow path,
+    // which tells martians from what it forwards.
+    let odd = |a: Ipv4Addr| {
+        let b0 = a.octets()[0];
+        (b0 == 127) | (b0 >= 224) | a.is_unspecified()
+    };
+    if odd(src) | odd(dst) {
         return None;
     }
     if check_own && snap.own.may_contain(src) {
@@ -617,13 +629,10 @@ fn rewrite(frame: &mut [u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Opti
         }
         _ => return None,
     }
-    // TTL − 1, and the checksum updated for the 16-bit word it shares
-    // with the protocol (RFC 1624).
-    let old = u16::from_be_bytes([ttl, frame[23]]);
-    let check = u16::from_be_bytes([frame[24], frame[25]]);
+    // TTL − 1, and the checksum as ip_decrease_ttl() updates it.
     frame[22] = ttl - 1;
-    let new = u16::from_be_bytes([ttl - 1, frame[23]]);
-    frame[24..26].copy_from_slice(&crate::wire::checksum::update(check, old, new).to_be_bytes());
+    let check = ipv4::ttl_decremented_checksum(u16::from_be_bytes([frame[24], frame[25]]));
+    frame[24..26].copy_from_slice(&check.to_be_bytes());
     Some(Step::Tx {
         port: adj.port,
         len: ethernet::HEADER_LEN as u16 + total,
