@@ -27,6 +27,7 @@ pub mod fib;
 pub mod forward;
 pub mod iface;
 pub mod neigh;
+pub mod netdev;
 pub mod reasm;
 pub mod snapshot;
 pub mod socket;
