@@ -28,6 +28,7 @@ pub mod forward;
 pub mod iface;
 pub mod neigh;
 pub mod netdev;
+pub mod placement;
 pub mod reasm;
 pub mod snapshot;
 pub mod socket;
