@@ -19,6 +19,7 @@
 //! The map of the system is `DESIGN.md`; the module names follow it.
 #![warn(missing_docs)]
 
+pub mod busypoll;
 pub mod capability;
 pub mod control;
 pub mod ebpf;
