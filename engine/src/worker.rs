@@ -9,6 +9,8 @@
 //! the worker (no atomics). The only system calls are wake-ups the kernel
 //! asks for and poll(2) when there is nothing to do.
 
+pub mod idle;
+
 use crate::forward::{forward, fragment, icmp, Verdict};
 use crate::reasm::{self, handoff::Handoff, Outcome, Reassembler};
 use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
@@ -25,13 +27,6 @@ use crate::xsk::{self, BindMode, WorkerSockets};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Idle rounds spent spinning before sleeping in poll(2).
-const SPIN_ROUNDS: u32 = 2000;
-/// Idle rounds between two sched_yield(2) while transmitted frames are
-/// still out: the core may be shared with the NAPI thread that completes
-/// them.
-const YIELD_ROUNDS: u32 = 64;
 
 /// What a worker is given.
 pub struct Worker {
@@ -65,6 +60,8 @@ pub struct Worker {
     pub handoff: Arc<Handoff>,
     /// Key of [`reasm::owner`], the same for all workers, random per run.
     pub reasm_seed: u128,
+    /// How it waits and whether it busy-polls (worker/idle.rs).
+    pub idle: idle::IdleConfig,
 }
 
 /// Datagrams of the engine's sockets held while their next hop is
@@ -166,6 +163,7 @@ impl Worker {
             sockets: local,
             handoff,
             reasm_seed,
+            idle: idle_config,
             ..
         } = self;
         let WorkerSockets {
@@ -236,7 +234,7 @@ impl Worker {
         let started = Instant::now();
         let mut clock = Clock::default();
         let mut asked = Asked::new();
-        let mut idle = 0u32;
+        let mut idle = idle::Idle::new(idle_config, id);
         let mut rounds = 0u32;
         let mut last_refresh = Instant::now();
         let mut last_round = false;
@@ -249,6 +247,7 @@ impl Worker {
             let demux = local.demux.load();
             let mut work = 0usize;
             clock.tick(started);
+            idle.drive_napi(sockets, |i| state[i].in_flight > 0, &counters);
 
             // Fragments other workers received for datagrams this one owns,
             // and reassembly timeouts.
@@ -574,32 +573,9 @@ impl Worker {
             }
 
             rounds = rounds.wrapping_add(1);
-            if work == 0 {
-                idle += 1;
-                // Frames still out will come back on a completion ring,
-                // which wakes nobody: sleeping now could leave the fill
-                // rings empty while traffic arrives. Spin, but let a NAPI
-                // thread sharing the core run now and then.
-                let busy_tx = state.iter().any(|st| st.in_flight > 0);
-                if busy_tx {
-                    if idle.is_multiple_of(YIELD_ROUNDS) {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                } else if idle >= SPIN_ROUNDS {
-                    idle = 0;
-                    counters.sleeps.add(1);
-                    // Only traffic can wake the worker now, and the fill
-                    // rings are full for it.
-                    // SAFETY: pollfds holds valid descriptors of live sockets.
-                    unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 50) };
-                    rounds = 0;
-                } else {
-                    std::hint::spin_loop();
-                }
-            } else {
-                idle = 0;
+            let tx_out = state.iter().any(|st| st.in_flight > 0);
+            if idle.after_round(work, tx_out, &mut pollfds, &counters) {
+                rounds = 0;
             }
             if rounds.is_multiple_of(1024) && last_refresh.elapsed() >= Duration::from_secs(1) {
                 last_refresh = Instant::now();
