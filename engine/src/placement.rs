@@ -454,10 +454,15 @@ pub fn place(services: &[Vec<Service>], requested: &[usize], allowed: &[usize]) 
                     Some(true),
                     format!("--cores; it shares the core with {}", with.join("; ")),
                 )
-            } else if all_known {
-                (Some(false), "--cores".to_string())
             } else {
-                (None, format!("--cores; {}", unknown(own)))
+                let mut why = "--cores".to_string();
+                if !known.is_empty() {
+                    why += &format!("; off {}", known.join("; "));
+                }
+                if !all_known {
+                    why += &format!("; {}", unknown(own));
+                }
+                (all_known.then_some(false), why)
             };
             out.push(Placement {
                 cores: Some(vec![c]),
