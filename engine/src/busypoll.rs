@@ -73,14 +73,17 @@ enum Changed {
 /// Device settings changed for busy polling; put back on drop.
 pub struct DeviceSettings {
     changed: Vec<Changed>,
-    /// What was done or could not be, one line each.
+    /// What was done, one line each.
     pub notes: Vec<String>,
+    /// What could not be done, one line each.
+    pub problems: Vec<String>,
 }
 
 impl std::fmt::Debug for DeviceSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceSettings")
             .field("notes", &self.notes)
+            .field("problems", &self.problems)
             .finish()
     }
 }
@@ -92,6 +95,7 @@ pub fn set_devices(ports: &[(String, u32)], cfg: &BusyPollConfig) -> DeviceSetti
     let mut d = DeviceSettings {
         changed: Vec::new(),
         notes: Vec::new(),
+        problems: Vec::new(),
     };
     let mut nl = Netdev::open();
     let new = NapiSettings {
@@ -109,7 +113,7 @@ pub fn set_devices(ports: &[(String, u32)], cfg: &BusyPollConfig) -> DeviceSetti
             Err(e) => Err(format!("no netdev netlink family: {e}")),
         };
         match by_netlink {
-            Ok(0) => d.notes.push(format!(
+            Ok(0) => d.problems.push(format!(
                 "{name}: no NAPI instance to set defer-hard-irqs on (the driver has none \
                  enabled)"
             )),
@@ -126,7 +130,7 @@ pub fn set_devices(ports: &[(String, u32)], cfg: &BusyPollConfig) -> DeviceSetti
                      (restored at exit; per-NAPI netlink: {why})",
                     cfg.defer_hard_irqs, cfg.gro_flush_timeout_ns
                 )),
-                Err(e) => d.notes.push(format!(
+                Err(e) => d.problems.push(format!(
                     "{name}: could not set defer-hard-irqs and gro-flush-timeout: {why}; \
                      sysfs: {e}; the interrupt will come back after every busy poll"
                 )),

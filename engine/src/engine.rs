@@ -662,6 +662,9 @@ fn busy_poll_monitor(
     for n in &devices.notes {
         log::info!("{n}");
     }
+    for n in &devices.problems {
+        log::warn!("{n}");
+    }
     for (b, ..) in &sockets {
         if b.state == busypoll::State::Unavailable {
             log::warn!("{}", b.reason);
@@ -676,7 +679,12 @@ fn busy_poll_monitor(
     let ports: Vec<usize> = sockets.iter().map(|(_, _, p)| *p).collect();
     let m = Arc::new(Mutex::new(busypoll::Monitor::new(
         sockets.into_iter().map(|(b, ..)| b).collect(),
-        devices.notes.clone(),
+        devices
+            .notes
+            .iter()
+            .chain(&devices.problems)
+            .cloned()
+            .collect(),
         busypoll::busy_poll_rx_packets(),
     )));
     let monitor = m.clone();
