@@ -17,6 +17,7 @@ mod compare;
 mod demo;
 mod dns;
 mod ebpf;
+mod floor;
 mod gen;
 mod mcast;
 mod plot;
@@ -95,6 +96,23 @@ enum Cmd {
         /// Allow skb (generic) mode on drivers without native XDP.
         #[arg(long)]
         skb: bool,
+    },
+    /// The AF_XDP floor: forward IPv4 between two interfaces of this
+    /// network namespace with nothing but AF_XDP I/O (the engine's own
+    /// xdpip::xsk rings and sizes, its placement and idle policy) and a MAC
+    /// rewrite, until SIGINT or SIGTERM. `compare` measures xdpip against
+    /// it.
+    XskForward {
+        /// The two interfaces (-i A -i B).
+        #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+        ifaces: Vec<String>,
+        /// Destination MAC of the frames leaving each interface, in the
+        /// order of -i.
+        #[arg(long, value_parser = sys::mac_arg, required = true)]
+        dst_mac: Vec<[u8; 6]>,
+        /// Cores, as `xdpip run --cores` [default: the engine's rule].
+        #[arg(long, value_delimiter = ',', value_name = "N,...")]
+        cores: Vec<usize>,
     },
 }
 
@@ -209,6 +227,14 @@ fn main() -> ExitCode {
         Cmd::Compare(a) => ("compare", compare::run(a).map_err(|e| e.to_string())),
         Cmd::Mcast(a) => ("mcast", mcast::run(a)),
         Cmd::Dns(a) => ("dns", dns::run(a)),
+        Cmd::XskForward {
+            ifaces,
+            dst_mac,
+            cores,
+        } => (
+            "xsk-forward",
+            floor::main(&ifaces, &dst_mac, &cores).map_err(|e| e.to_string()),
+        ),
         Cmd::XdpForward { ifaces, skb } => (
             "xdp-forward",
             run_forward(&ifaces, skb).map_err(|e| e.to_string()),

@@ -1,6 +1,7 @@
 //! The engine: interfaces, the XDP program, AF_XDP sockets, workers and the
 //! control thread, started together and stopped together.
 
+use crate::busypoll::{self, BusyPollConfig, BusyPollReport, DeviceSettings};
 use crate::capability::{self, Capability};
 use crate::control::sysctl::{self, Overrides};
 use crate::control::{Control, ControlCounters, ControlLinks, Opened, SharedOverrides};
@@ -8,10 +9,12 @@ use crate::ebpf::{
     self, GateMode, Steer, SteerConfig, SteerError, SteerMaps, Verdict, XdpMode, XdpModeRequest,
 };
 use crate::iface::{Interface, LookupError};
+use crate::placement::{self, Placement};
 use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::socket::{RawSocket, SocketShared, UdpSocket};
 use crate::stats::{self, Checksum, DropReason, Mib, PortTotals, WorkerCounters};
+use crate::worker::idle::{IdleConfig, Policy};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
 use serde::{Deserialize, Serialize};
@@ -142,6 +145,7 @@ pub struct EngineBuilder {
     sysctl: Vec<(String, String)>,
     icmp_echo: bool,
     privileged_ports: Option<bool>,
+    busy_poll: bool,
 }
 
 impl Default for EngineBuilder {
@@ -158,6 +162,7 @@ impl Default for EngineBuilder {
             sysctl: Vec::new(),
             icmp_echo: true,
             privileged_ports: None,
+            busy_poll: false,
         }
     }
 }
@@ -169,10 +174,20 @@ impl EngineBuilder {
         self
     }
 
-    /// Cores to pin workers to, worker `i` on `cores[i % len]`. Default: all
-    /// cores this process may run on.
+    /// Cores to pin workers to, worker `i` on `cores[i % len]`; each must
+    /// exist and be allowed to the process. Default (empty): off the cores
+    /// that service each worker's queues where the kernel says which they
+    /// are, unpinned otherwise ([`crate::placement::place`]).
     pub fn cores(mut self, cores: &[usize]) -> Self {
         self.cores = cores.to_vec();
+        self
+    }
+
+    /// Preferred busy polling ([`crate::busypoll`]): the workers run their
+    /// queues' NAPI in their own system calls. Where the driver does not
+    /// allow it (veth), the engine says so and forwards as without it.
+    pub fn busy_poll(mut self, on: bool) -> Self {
+        self.busy_poll = on;
         self
     }
 
@@ -261,6 +276,10 @@ impl EngineBuilder {
             if self.interfaces[..i].contains(n) {
                 return Err(Error::DuplicateInterface(n.clone()));
             }
+        }
+        if !self.cores.is_empty() {
+            placement::check(&self.cores, &placement::existing(), &placement::allowed())
+                .map_err(|e| Error::Config(format!("cores: {e}")))?;
         }
         if !matches!(self.xsk.frame_size, 2048 | 4096) {
             return Err(Error::Config(format!(
@@ -396,15 +415,51 @@ impl EngineBuilder {
             sockets.push(ws);
         }
 
-        let cores = if self.cores.is_empty() {
-            core_affinity::get_core_ids()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.id)
-                .collect()
-        } else {
-            self.cores.clone()
-        };
+        let services = placement::services(
+            &ifaces
+                .iter()
+                .map(|i| placement::Port {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    driver: i.driver.clone(),
+                    queues: i.queues,
+                })
+                .collect::<Vec<_>>(),
+            queues,
+        );
+        let placements = placement::place(&services, &self.cores, &placement::allowed());
+        // Busy polling: socket options first; the devices are set only
+        // where a socket has a NAPI to poll (on the others, a deferred
+        // interrupt would only delay frames).
+        let mut busy_sockets = Vec::new();
+        let devices = self.busy_poll.then(|| {
+            let cfg = BusyPollConfig::for_batch(self.batch);
+            for (id, ws) in sockets.iter().enumerate() {
+                for s in &ws.sockets {
+                    let set = s.set_busy_poll(&cfg.socket);
+                    let driver = ifaces[s.port].driver.as_deref();
+                    let b = busypoll::initial(
+                        &s.iface,
+                        driver.unwrap_or("unknown driver"),
+                        s.queue,
+                        s.napi_id(),
+                        &set,
+                    );
+                    busy_sockets.push((b, id, s.port));
+                }
+            }
+            let polled: Vec<(String, u32)> = ifaces
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| {
+                    busy_sockets
+                        .iter()
+                        .any(|(b, _, bp)| bp == p && b.state != busypoll::State::Unavailable)
+                })
+                .map(|(_, i)| (i.name.clone(), i.ifindex))
+                .collect();
+            busypoll::set_devices(&polled, &cfg)
+        });
         let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
         let ifindexes: Vec<u32> = ifaces.iter().map(|i| i.ifindex).collect();
         let mut opened = opened;
@@ -434,7 +489,10 @@ impl EngineBuilder {
         // Random per run, so that an attacker cannot aim all fragments at
         // one worker.
         let reasm_seed = crate::reasm::random_seed();
-        let handoff = Arc::new(crate::reasm::handoff::Handoff::new(sockets.len(), 1024));
+        let handoff = Arc::new(crate::reasm::handoff::Handoff::new(
+            sockets.len(),
+            crate::reasm::handoff::Handoff::slots_for(sockets.len()),
+        ));
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         let mut registrations = Vec::new();
@@ -446,11 +504,26 @@ impl EngineBuilder {
             for s in &ws.sockets {
                 registrations.push((s.port as u32, s.queue, s.fd()));
             }
-            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let place: Placement = placements[id].clone();
+            let polled: Vec<bool> = busy_sockets
+                .iter()
+                .filter(|(_, w, _)| *w == id)
+                .map(|(b, ..)| b.state != busypoll::State::Unavailable)
+                .collect();
+            let idle = IdleConfig {
+                policy: if place.shares_napi == Some(true) {
+                    Policy::SharedWithNapi
+                } else {
+                    Policy::OwnCore
+                },
+                busy_poll: polled,
+            };
             workers.push(WorkerInfo {
                 id,
                 queue: id as u32,
-                core,
+                core: place.core(),
+                cores: place.cores.clone(),
+                placement: place.why.clone(),
                 sockets: ws
                     .sockets
                     .iter()
@@ -461,7 +534,8 @@ impl EngineBuilder {
             let w = Worker {
                 id,
                 queue: id as u32,
-                core,
+                // Pinned below, to one core or a set.
+                core: None,
                 batch: self.batch,
                 workers: nworkers,
                 xsk: ws,
@@ -473,10 +547,18 @@ impl EngineBuilder {
                 sockets: local.clone(),
                 handoff: handoff.clone(),
                 reasm_seed,
+                idle,
             };
             let t = std::thread::Builder::new()
                 .name(format!("xdpip-w{id}"))
-                .spawn(move || w.run());
+                .spawn(move || {
+                    if let Some(c) = &place.cores {
+                        if let Err(e) = placement::pin_current(c) {
+                            log::warn!("worker {id}: could not pin to {}: {e}", place.describe());
+                        }
+                    }
+                    w.run()
+                });
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -529,11 +611,22 @@ impl EngineBuilder {
             .spawn(move || control.run(cstop))
             .map_err(Error::Thread)?;
 
+        let mut services = Vec::new();
+        let busy_poll = match &devices {
+            Some(d) => {
+                let (m, t) = busy_poll_monitor(d, busy_sockets, &workers, stop.clone())?;
+                services.push(t);
+                Some(m)
+            }
+            None => None,
+        };
+
         Ok(Engine {
             steer: Some(steer),
             threads,
             control: Some(control),
-            services: Vec::new(),
+            services,
+            devices,
             stop,
             shared: Arc::new(Shared {
                 maps,
@@ -550,6 +643,7 @@ impl EngineBuilder {
                 overrides,
                 started: Instant::now(),
                 sockets: local,
+                busy_poll,
             }),
         })
     }
@@ -575,6 +669,75 @@ fn say_partial_checksums(i: &Interface) {
             i.name
         ),
     }
+}
+
+/// Says where busy polling stands on every socket, and starts the thread
+/// that checks once a second whether it engages.
+fn busy_poll_monitor(
+    devices: &DeviceSettings,
+    sockets: Vec<(busypoll::SocketBusyPoll, usize, usize)>,
+    workers: &[WorkerInfo],
+    stop: Arc<AtomicBool>,
+) -> Result<(Arc<Mutex<busypoll::Monitor>>, JoinHandle<()>), Error> {
+    for n in &devices.notes {
+        log::info!("{n}");
+    }
+    for n in &devices.problems {
+        log::warn!("{n}");
+    }
+    for (b, ..) in &sockets {
+        if b.state == busypoll::State::Unavailable {
+            log::warn!("{}", b.reason);
+        } else {
+            log::info!("{}", b.reason);
+        }
+    }
+    let rx: Vec<Arc<WorkerCounters>> = sockets
+        .iter()
+        .map(|(_, w, _)| workers[*w].counters.clone())
+        .collect();
+    let ports: Vec<usize> = sockets.iter().map(|(_, _, p)| *p).collect();
+    let m = Arc::new(Mutex::new(busypoll::Monitor::new(
+        sockets.into_iter().map(|(b, ..)| b).collect(),
+        devices
+            .notes
+            .iter()
+            .chain(&devices.problems)
+            .cloned()
+            .collect(),
+        busypoll::busy_poll_rx_packets(),
+    )));
+    let monitor = m.clone();
+    let t = std::thread::Builder::new()
+        .name("xdpip-busypoll".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if last.elapsed().as_secs() < 1 {
+                    continue;
+                }
+                last = Instant::now();
+                let now: Vec<u64> = rx
+                    .iter()
+                    .zip(&ports)
+                    .map(|(c, p)| c.ports[*p].rx_packets.get())
+                    .collect();
+                let changed = monitor
+                    .lock()
+                    .expect("not poisoned")
+                    .check(&now, busypoll::busy_poll_rx_packets());
+                for b in changed {
+                    if b.state == busypoll::State::Engaged {
+                        log::info!("{}", b.reason);
+                    } else {
+                        log::warn!("{}", b.reason);
+                    }
+                }
+            }
+        })
+        .map_err(Error::Thread)?;
+    Ok((m, t))
 }
 
 fn raise_memlock() {
@@ -608,8 +771,12 @@ pub struct WorkerInfo {
     pub id: usize,
     /// Queue index.
     pub queue: u32,
-    /// Core it is pinned to.
+    /// Core it is pinned to, when it is pinned to one.
     pub core: Option<usize>,
+    /// Cores it may run on; `None`: unpinned.
+    pub cores: Option<Vec<usize>>,
+    /// Why it runs there.
+    pub placement: String,
     /// Its sockets: (interface, queue).
     pub sockets: Vec<(String, u32)>,
     counters: Arc<WorkerCounters>,
@@ -637,6 +804,8 @@ pub struct Engine {
     threads: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
     services: Vec<JoinHandle<()>>,
+    /// Busy-polling settings of the devices, put back at stop.
+    devices: Option<DeviceSettings>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
 }
@@ -693,6 +862,8 @@ impl Shared {
                 id: w.id,
                 queue: w.queue,
                 core: w.core,
+                cores: w.cores.clone(),
+                placement: w.placement.clone(),
                 batches: w.counters.batches.get(),
                 sleeps: w.counters.sleeps.get(),
                 wakeups: w.counters.wakeups.get(),
@@ -750,6 +921,10 @@ impl Shared {
                 resyncs: self.control_counters.resyncs.get(),
                 resolve_requests: self.control_counters.resolve_requests.get(),
             },
+            busy_poll: self
+                .busy_poll
+                .as_ref()
+                .map(|m| m.lock().expect("not poisoned").report()),
         }
     }
 }
@@ -763,6 +938,7 @@ pub(crate) struct Shared {
     overrides: Arc<SharedOverrides>,
     started: Instant,
     sockets: Arc<SocketShared>,
+    busy_poll: Option<Arc<Mutex<busypoll::Monitor>>>,
 }
 
 impl fmt::Debug for Engine {
@@ -795,8 +971,14 @@ pub struct WorkerReport {
     pub id: usize,
     /// Queue.
     pub queue: u32,
-    /// Core.
+    /// Core it is pinned to, when it is pinned to one.
     pub core: Option<usize>,
+    /// Cores it may run on; `null`: unpinned.
+    #[serde(default)]
+    pub cores: Option<Vec<usize>>,
+    /// Why it runs there.
+    #[serde(default)]
+    pub placement: String,
     /// Batches with work.
     pub batches: u64,
     /// Sleeps in poll(2).
@@ -856,6 +1038,10 @@ pub struct Report {
     pub workers: Vec<WorkerReport>,
     /// Control thread.
     pub control: ControlReport,
+    /// Busy polling (`--busy-poll`): per socket whether it engaged, and
+    /// what was set on the devices; `null` when not asked for.
+    #[serde(default)]
+    pub busy_poll: Option<BusyPollReport>,
 }
 
 /// Datapath modes in a [`Report`].
@@ -984,6 +1170,9 @@ impl Engine {
     }
 
     fn shutdown(&mut self) {
+        // Device settings first: detaching the program may take the NAPI
+        // instances they were set on away (veth).
+        drop(self.devices.take());
         if let Some(steer) = self.steer.take() {
             drop(steer);
         }

@@ -19,6 +19,7 @@
 //! The map of the system is `DESIGN.md`; the module names follow it.
 #![warn(missing_docs)]
 
+pub mod busypoll;
 mod capability;
 pub mod control;
 pub mod ebpf;
@@ -27,6 +28,8 @@ pub mod fib;
 pub mod forward;
 pub mod iface;
 pub mod neigh;
+pub mod netdev;
+pub mod placement;
 pub mod reasm;
 pub mod snapshot;
 pub mod socket;
@@ -35,7 +38,7 @@ pub mod stats;
 mod testutil;
 pub mod veth;
 pub mod wire;
-mod worker;
+pub mod worker;
 pub mod xsk;
 
 pub use engine::{

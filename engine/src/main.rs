@@ -111,9 +111,17 @@ struct RunArgs {
     /// Set a tunable by its sysctl name, over the namespace's value (repeat).
     #[arg(long = "sysctl", value_name = "NAME=VALUE")]
     sysctl: Vec<String>,
-    /// Cores to pin workers to, comma separated [default: all].
+    /// Cores to pin workers to, comma separated, worker i on the i-th
+    /// [default: off the cores that service each worker's queues where the
+    /// kernel says which, else unpinned; printed at start].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     cores: Vec<usize>,
+    /// Preferred busy polling: the workers run their queues' NAPI in their
+    /// own system calls (SO_PREFER_BUSY_POLL; the devices'
+    /// defer-hard-irqs and gro-flush-timeout are set, and restored at
+    /// exit). Said at start, and in `xdpip stats`, whether it engaged.
+    #[arg(long)]
+    busy_poll: bool,
     /// XDP attach mode [default: auto].
     #[arg(long, value_enum)]
     xdp_mode: Option<XdpModeArg>,
@@ -165,6 +173,7 @@ struct RunArgs {
 struct Config {
     interfaces: Option<Vec<String>>,
     cores: Option<Vec<usize>>,
+    busy_poll: Option<bool>,
     xdp_mode: Option<XdpModeArg>,
     zero_copy: Option<ZeroCopyArg>,
     replace: Option<bool>,
@@ -342,13 +351,31 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         args.interfaces.clone()
     };
+    // Cores are checked here, to name where a bad one came from.
+    let cores_from = |what: &str, cores: &[usize]| {
+        xdpip::placement::check(
+            cores,
+            &xdpip::placement::existing(),
+            &xdpip::placement::allowed(),
+        )
+        .map_err(|e| format!("{what}: {e}"))
+    };
+    if let (Some(c), Some(path)) = (&config.cores, &args.config) {
+        if let Err(e) = cores_from(&format!("config {}: cores", path.display()), c) {
+            return usage_error(e);
+        }
+    }
     let cores = if args.cores.is_empty() {
         config.cores.clone().unwrap_or_default()
     } else {
+        if let Err(e) = cores_from("--cores", &args.cores) {
+            return usage_error(e);
+        }
         args.cores.clone()
     };
     let mut b = Engine::builder()
         .cores(&cores)
+        .busy_poll(args.busy_poll || config.busy_poll.unwrap_or(false))
         .xdp_mode(
             match args
                 .xdp_mode
@@ -461,8 +488,10 @@ fn run(args: RunArgs) -> ExitCode {
             "event": "started",
             "mode": engine.report().mode,
             "workers": info.workers.iter().map(|w| serde_json::json!({
-                "id": w.id, "queue": w.queue, "core": w.core,
+                "id": w.id, "queue": w.queue, "core": w.core, "cores": w.cores,
+                "placement": w.placement,
             })).collect::<Vec<_>>(),
+            "busy_poll": engine.report().busy_poll,
         });
         let _ = writeln!(out.lock(), "{started}");
     } else {
@@ -500,11 +529,21 @@ fn run(args: RunArgs) -> ExitCode {
         for w in &info.workers {
             let _ = writeln!(
                 out.lock(),
-                "worker {}: queue {} on core {}",
+                "worker {}: queue {} on {}: {}",
                 w.id,
                 w.queue,
-                w.core.map_or("any".to_string(), |c| c.to_string())
+                match &w.cores {
+                    Some(c) if c.len() == 1 => format!("core {}", c[0]),
+                    Some(c) => format!("cores {}", xdpip::placement::list(c)),
+                    None => "any core".to_string(),
+                },
+                w.placement
             );
+        }
+        if let Some(bp) = engine.report().busy_poll {
+            for s in &bp.sockets {
+                let _ = writeln!(out.lock(), "{}", s.reason);
+            }
         }
     }
 
@@ -604,6 +643,25 @@ fn print_stats(r: &Report) {
         r.uptime, r.mode.afxdp, r.mode.fib_gate, r.control.routes, r.control.neighbours
     );
     print_counters(r);
+    for w in &r.workers {
+        println!(
+            "worker {} queue {}: on {}: {}",
+            w.id,
+            w.queue,
+            match &w.cores {
+                Some(c) if c.len() == 1 => format!("core {}", c[0]),
+                Some(c) => format!("cores {}", xdpip::placement::list(c)),
+                None => "any core".to_string(),
+            },
+            w.placement
+        );
+    }
+    if let Some(bp) = &r.busy_poll {
+        for s in &bp.sockets {
+            println!("{}", s.reason);
+        }
+        println!("BusyPollRxPackets since start: {}", bp.busy_poll_rx_packets);
+    }
     for w in &r.workers {
         for s in &w.sockets {
             let x = &s.xdp_statistics;

@@ -159,8 +159,8 @@ fn main() {
             eprintln!(
                 "usage: cargo xtask demo [ARGS...]     build, and route UDP through the kernel and \
                  through xdpip on a veth topology\n       cargo xtask compare [ARGS...]  \
-                 measure the kernel router, in-kernel XDP forwarding and xdpip (see \
-                 docs/PERFORMANCE.md)\n       cargo xtask test [ARGS...]     install what the \
+                 measure the kernel router, in-kernel XDP forwarding, the AF_XDP floor and \
+                 xdpip in three placements (see docs/PERFORMANCE.md)\n       cargo xtask test [ARGS...]     install what the \
                  build needs, run every test (root)");
             exit(2);
         }

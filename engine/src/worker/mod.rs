@@ -17,7 +17,10 @@
 //! Frames are [`Frame`] tokens into the worker's own UMEM: a token cannot
 //! be copied, and goes either to a ring or back to the [`Pool`] (a plain
 //! stack owned by the worker, no atomics). The only system calls are
-//! wake-ups the kernel asks for and poll(2) when there is nothing to do.
+//! wake-ups the kernel asks for and poll(2) when there is nothing to do;
+//! how a worker waits, and whether it busy-polls, is [`idle`]'s.
+
+pub mod idle;
 
 use crate::forward::{self, forward, fragment, icmp, Frames, Step, Verdict};
 use crate::reasm::{self, handoff::Handoff, Outcome, Reassembler};
@@ -37,13 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Idle rounds spent spinning before sleeping in poll(2).
-const SPIN_ROUNDS: u32 = 2000;
-/// Idle rounds between two sched_yield(2) while transmitted frames are
-/// still out: the core may be shared with the NAPI thread that completes
-/// them.
-const YIELD_ROUNDS: u32 = 64;
-
 /// Datagrams of the engine's sockets held while their next hop is
 /// resolved (the kernel's `unres_qlen` is 101 per neighbour).
 const PARKED_MAX: usize = 256;
@@ -55,7 +51,7 @@ const PARKED_MS: u64 = 3000;
 const HELD_MAX: usize = 256;
 
 /// What a worker is given.
-pub struct Worker {
+pub(crate) struct Worker {
     /// Worker number.
     pub id: usize,
     /// Queue index it serves on every interface.
@@ -86,6 +82,8 @@ pub struct Worker {
     pub handoff: Arc<Handoff>,
     /// Key of [`reasm::owner`], the same for all workers, random per run.
     pub reasm_seed: u128,
+    /// How it waits and whether it busy-polls.
+    pub idle: idle::IdleConfig,
 }
 
 impl std::fmt::Debug for Worker {
@@ -98,7 +96,7 @@ impl std::fmt::Debug for Worker {
 }
 
 /// Next hops (ifindex, address) the workers want resolved.
-pub type ResolveQueue = crossbeam::queue::ArrayQueue<(u32, Ipv4Addr)>;
+pub(crate) type ResolveQueue = crossbeam::queue::ArrayQueue<(u32, Ipv4Addr)>;
 
 /// Remembers which next hops a worker asked about recently, so that a
 /// stream of packets to an unresolved neighbour makes one request a second,
@@ -361,6 +359,19 @@ impl Frames for InUmem<'_> {
     }
 }
 
+/// The doorbell of the worker's engine sockets: a datagram an application
+/// queues wakes the worker from poll(2).
+struct Bell<'a>(&'a SocketShared, usize);
+
+impl idle::Wake for Bell<'_> {
+    fn may_sleep(&self) -> bool {
+        self.0.may_sleep(self.1)
+    }
+    fn woke(&self) {
+        self.0.woke(self.1)
+    }
+}
+
 /// A forwarded frame held until the kernel resolves its next hop.
 struct Held {
     frame: Frame,
@@ -473,7 +484,7 @@ struct Running {
     steps: Vec<Step>,
     pollfds: Vec<libc::pollfd>,
     started: Instant,
-    idle: u32,
+    idle: idle::Idle,
     rounds: u32,
     last_refresh: Instant,
 }
@@ -520,6 +531,7 @@ impl Running {
             sockets: local,
             handoff,
             reasm_seed,
+            idle,
             ..
         } = w;
         let pool = Pool::new(std::mem::take(&mut xsk.frames), xsk.umem.frame_size());
@@ -604,7 +616,7 @@ impl Running {
             steps: vec![Step::Slow; batch],
             pollfds,
             started: Instant::now(),
-            idle: 0,
+            idle: idle::Idle::new(idle, id),
             rounds: 0,
             last_refresh: Instant::now(),
         }
@@ -617,6 +629,12 @@ impl Running {
         let snap = self.snapshot.load();
         let demux = self.local.demux.load();
         self.slow.clock.tick(self.started);
+        let state = &self.io.state;
+        self.idle.drive_napi(
+            &self.io.xsk.sockets,
+            |i| state[i].in_flight > 0,
+            &self.counters,
+        );
 
         let mut work = self.handoffs(&snap, &demux);
         for si in 0..self.io.xsk.sockets.len() {
@@ -1150,45 +1168,17 @@ impl Running {
             self.counters.batches.add(1);
         }
         self.rounds = self.rounds.wrapping_add(1);
-        if work == 0 {
-            self.idle += 1;
-            // Frames still out will come back on a completion ring, which
-            // wakes nobody: sleeping now could leave the fill rings empty
-            // while traffic arrives. Spin, but let a NAPI thread sharing
-            // the core run now and then.
-            let busy_tx = self.io.state.iter().any(|st| st.in_flight > 0);
-            let waiting = !self.slow.held.is_empty() || !self.slow.parked.is_empty();
-            if busy_tx || waiting {
-                if self.idle.is_multiple_of(YIELD_ROUNDS) {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
-            } else if self.idle >= SPIN_ROUNDS {
-                self.idle = 0;
-                self.counters.sleeps.add(1);
-                // Only traffic, or a datagram an application queues (the
-                // doorbell), can wake the worker now, and the fill rings
-                // are full for it.
-                let txw = self.id % self.local.tx.len();
-                if self.local.may_sleep(txw) {
-                    // SAFETY: pollfds holds valid descriptors of live
-                    // sockets and of the doorbell.
-                    unsafe {
-                        libc::poll(
-                            self.pollfds.as_mut_ptr(),
-                            self.pollfds.len() as libc::nfds_t,
-                            50,
-                        )
-                    };
-                }
-                self.local.woke(txw);
-                self.rounds = 0;
-            } else {
-                std::hint::spin_loop();
-            }
-        } else {
-            self.idle = 0;
+        // Frames still out come back on a completion ring, and frames and
+        // datagrams wait for a neighbour: either way, no long sleep.
+        let tx_out = self.io.state.iter().any(|st| st.in_flight > 0)
+            || !self.slow.held.is_empty()
+            || !self.slow.parked.is_empty();
+        let bell = Bell(&self.local, self.id % self.local.tx.len());
+        if self
+            .idle
+            .after_round(work, tx_out, &mut self.pollfds, &self.counters, &bell)
+        {
+            self.rounds = 0;
         }
         if self.rounds.is_multiple_of(1024) && self.last_refresh.elapsed() >= Duration::from_secs(1)
         {

@@ -400,6 +400,90 @@ impl QueueSocket {
     }
 }
 
+/// Busy-polling options of an AF_XDP socket (`SO_BUSY_POLL`,
+/// `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL_BUDGET`): the socket's
+/// `recvfrom`/`sendto` then run its queue's NAPI in the caller's context,
+/// and with `prefer` the device's interrupt stays masked while the caller
+/// keeps polling (the device's `napi_defer_hard_irqs` and
+/// `gro_flush_timeout` must be set for that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_BUSY_POLL` in µs; for non-blocking calls only its being
+    /// non-zero matters (one NAPI poll per call).
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: frames one NAPI poll may process.
+    pub budget: u16,
+    /// `SO_PREFER_BUSY_POLL`.
+    pub prefer: bool,
+}
+
+// asm-generic values (x86, arm, riscv); the libc crate lacks some.
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_INCOMING_NAPI_ID: libc::c_int = 56;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+fn set_sol_socket(fd: RawFd, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: v outlives the call; the kernel reads an int.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl QueueSocket {
+    /// Sets the busy-polling options (CAP_NET_ADMIN). The error names the
+    /// option the kernel refused.
+    pub fn set_busy_poll(&self, b: &BusyPoll) -> io::Result<()> {
+        for (name, what, v) in [
+            (
+                SO_PREFER_BUSY_POLL,
+                "SO_PREFER_BUSY_POLL",
+                b.prefer as libc::c_int,
+            ),
+            (SO_BUSY_POLL, "SO_BUSY_POLL", b.usecs as libc::c_int),
+            (
+                SO_BUSY_POLL_BUDGET,
+                "SO_BUSY_POLL_BUDGET",
+                b.budget as libc::c_int,
+            ),
+        ] {
+            set_sol_socket(self.fd(), name, v)
+                .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The NAPI instance the kernel polls for this socket
+    /// (`SO_INCOMING_NAPI_ID`); `None` when it knows none, and then busy
+    /// polling cannot run (the driver does not link its queues to NAPI
+    /// instances, as veth does not).
+    pub fn napi_id(&self) -> Option<u32> {
+        let mut v: libc::c_uint = 0;
+        let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+        // SAFETY: v is writable for len bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                SO_INCOMING_NAPI_ID,
+                (&mut v as *mut libc::c_uint).cast(),
+                &mut len,
+            )
+        };
+        (r == 0 && v != 0).then_some(v)
+    }
+}
+
 /// A worker's UMEM and sockets.
 #[derive(Debug)]
 pub struct WorkerSockets {
