@@ -15,6 +15,8 @@
 //! program leaves to the kernel (noted per case). The case list with the
 //! kernel's and the engine's behaviour is in docs/SEMANTICS.md.
 //!
+//! `DIFF_SHOW=1` prints every frame captured in both runs.
+//!
 //! Needs root: `cargo xtask test`.
 
 use std::net::Ipv4Addr;
@@ -38,6 +40,8 @@ struct Ip {
     protocol: u8,
     options: Vec<u8>,
     payload: Vec<u8>,
+    /// The frame's destination MAC when not dut's (a link broadcast).
+    eth_dst: Option<[u8; 6]>,
 }
 
 impl Ip {
@@ -61,6 +65,7 @@ impl Ip {
             protocol: 17,
             options: Vec::new(),
             payload: p,
+            eth_dst: None,
         }
     }
 
@@ -75,7 +80,7 @@ impl Ip {
         assert_eq!(hlen % 4, 0, "options must pad to 32 bits");
         let total = hlen + self.payload.len();
         let mut f = Vec::with_capacity(14 + total);
-        f.extend_from_slice(&dst_mac);
+        f.extend_from_slice(&self.eth_dst.unwrap_or(dst_mac));
         f.extend_from_slice(&src_mac);
         f.extend_from_slice(&[0x08, 0x00]);
         f.push(0x40 | (hlen / 4) as u8);
@@ -115,6 +120,12 @@ impl Ip {
 /// A case: how to set dut up, what to send, and what may differ.
 struct Case {
     setup: &'static [&'static [&'static str]],
+    /// Sysctls of dut set before both runs (`net.ipv4.icmp_echo_ignore_all`).
+    sysctls: &'static [(&'static str, &'static str)],
+    /// `ip` commands in dut between the kernel's run and the engine's, so
+    /// that both start from the same state (removing a neighbour entry the
+    /// kernel's run created).
+    before_engine: &'static [&'static [&'static str]],
     packets: Vec<Ip>,
     /// Byte ranges (in the frame) masked in frames reaching sink.
     mask_sink: Vec<std::ops::Range<usize>>,
@@ -129,6 +140,8 @@ impl Case {
     fn new(packets: Vec<Ip>) -> Case {
         Case {
             setup: &[],
+            sysctls: &[],
+            before_engine: &[],
             packets,
             mask_sink: Vec::new(),
             kernel_handles: false,
@@ -310,6 +323,9 @@ fn run(case: Case) {
     for cmd in case.setup {
         t.dut.ip(cmd).expect("setup");
     }
+    for (k, v) in case.sysctls {
+        t.dut.sysctl(k, v).expect("sysctl");
+    }
     // sink answers too (port unreachable, echo replies): its own rate
     // limit must not make the two runs differ.
     t.sink.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
@@ -323,12 +339,25 @@ fn run(case: Case) {
         .collect();
 
     let kernel = send_and_capture(&t, &frames, case.pause);
+    for cmd in case.before_engine {
+        t.dut.ip(cmd).expect("before the engine's run");
+    }
     let engine = start_engine(&t);
     let before = t.dut.snmp().unwrap();
     let ours = send_and_capture(&t, &frames, case.pause);
     let after = t.dut.snmp().unwrap();
     let report = stop_engine(engine);
 
+    if std::env::var_os("DIFF_SHOW").is_some() {
+        for (who, c) in [("kernel", &kernel), ("engine", &ours)] {
+            for f in &c.sink {
+                eprintln!("{who} to sink: {}", decode(f));
+            }
+            for f in &c.gen {
+                eprintln!("{who} to gen: {}", decode(f));
+            }
+        }
+    }
     compare("sink", &kernel.sink, &ours.sink, &case.mask_sink);
     compare("gen", &kernel.gen, &ours.gen, &gen_mask());
     if !case.kernel_handles {
@@ -366,7 +395,13 @@ fn with<F: FnOnce(&mut Ip)>(mut p: Ip, f: F) -> Ip {
 }
 
 fn tcp_syn() -> Ip {
+    tcp_syn_from(Ipv4Addr::new(10, 1, 0, 1))
+}
+
+/// A TCP SYN to sink's port 9 from `src`, checksummed for that source.
+fn tcp_syn_from(src: Ipv4Addr) -> Ip {
     let mut p = udp(0);
+    p.src = src;
     p.protocol = 6;
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&40001u16.to_be_bytes());
