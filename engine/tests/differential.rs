@@ -432,6 +432,14 @@ fn icmp(msg_type: u8, code: u8, body: &[u8]) -> Ip {
 
 const MTU_1400: &[&[&str]] = &[&["link", "set", "dev", "eth1", "mtu", "1400"]];
 
+/// A timestamp option with flag 3 (pre-specified addresses), room for one
+/// address and its time, the address `a`.
+fn prespec_timestamp(a: [u8; 4]) -> Ip {
+    with(udp(20), |p| {
+        p.options = vec![68, 12, 5, 3, a[0], a[1], a[2], a[3], 0, 0, 0, 0];
+    })
+}
+
 cases! {
     udp_small => Case::new(vec![udp(0), udp(18), udp(100)]);
     udp_full_size => Case::new(vec![udp(1472), with(udp(1000), |p| { p.tos = 0xb8; p.df = true; })]);
@@ -506,6 +514,41 @@ cases! {
     ]);
     ttl_1_with_record_route_room => Case::new(vec![with(udp(20), |p| { p.ttl = 1; p.options = vec![7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]; })]);
     ttl_1_with_timestamps => Case::new(vec![with(udp(20), |p| { p.ttl = 1; p.options = vec![68, 20, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; })]);
+    cipso_too_short_gets_parameter_problem => Case::new(vec![
+        with(udp(20), |p| p.options = vec![134, 6, 0, 0, 0, 1, 1, 0]),
+    ]);
+    cipso_unknown_doi_gets_parameter_problem => Case::new(vec![
+        with(udp(20), |p| p.options = vec![134, 10, 0, 0, 0, 5, 1, 4, 0, 0, 0, 0]),
+        with(udp(20), |p| p.options = vec![1, 1, 1, 1, 134, 8, 0, 0, 0, 0, 1, 2]),
+    ]);
+    timestamp_prespecified_addresses => Case::new(vec![
+        prespec_timestamp([0, 0, 0, 0]),
+        prespec_timestamp([255, 255, 255, 255]),
+        prespec_timestamp([224, 0, 0, 1]),
+        prespec_timestamp([0, 9, 9, 9]),
+        prespec_timestamp([10, 1, 0, 2]),
+        prespec_timestamp([10, 1, 0, 255]),
+        prespec_timestamp([10, 2, 0, 2]),
+    ]);
+    ttl_1_with_prespecified_timestamp => Case::new(vec![
+        with(prespec_timestamp([0, 0, 0, 0]), |p| p.ttl = 1),
+        with(udp(20), |p| {
+            p.ttl = 1;
+            p.options = vec![68, 20, 5, 3, 10, 1, 0, 2, 0, 0, 0, 0, 224, 0, 0, 1, 0, 0, 0, 0];
+        }),
+        with(udp(20), |p| {
+            p.ttl = 1;
+            p.options = vec![68, 20, 5, 3, 10, 1, 0, 2, 0, 0, 0, 0, 10, 1, 0, 2, 0, 0, 0, 0];
+        }),
+        with(udp(20), |p| {
+            p.ttl = 1;
+            p.options = vec![68, 20, 5, 3, 10, 1, 0, 2, 0, 0, 0, 0, 10, 9, 9, 9, 0, 0, 0, 0];
+        }),
+    ]);
+    malformed_option_after_record_route_echoes_it => Case::new(vec![
+        with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 68, 3, 5, 0]),
+        with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 134, 6, 0, 0, 0, 1, 1, 0]),
+    ]);
     broadcast_destinations_are_not_forwarded => Case {
         kernel_handles: true,
         ..Case::new(vec![
