@@ -34,6 +34,9 @@ pub struct Port {
     pub forwarding: bool,
     /// `accept_source_route` of `conf/all` and of the port, both set.
     pub accept_source_route: bool,
+    /// `accept_local` of `conf/all` or of the port: packets from the
+    /// router's own addresses are accepted here.
+    pub accept_local: bool,
 }
 
 impl Port {
@@ -79,6 +82,7 @@ impl Default for Port {
             addrs: Vec::new(),
             forwarding: true,
             accept_source_route: false,
+            accept_local: false,
         }
     }
 }
@@ -154,6 +158,8 @@ pub struct Snapshot {
     pub ports: Vec<Port>,
     /// Local and broadcast addresses of the namespace (its local table).
     pub locals: Arc<rustc_hash::FxHashSet<Ipv4Addr>>,
+    /// The addresses of every interface of the namespace (martian sources).
+    pub own: crate::forward::source::OwnAddrs,
     /// Tunables.
     pub sysctl: Sysctl,
     /// Incremented at every publication.

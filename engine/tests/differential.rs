@@ -432,6 +432,28 @@ fn icmp(msg_type: u8, code: u8, body: &[u8]) -> Ip {
 
 const MTU_1400: &[&[&str]] = &[&["link", "set", "dev", "eth1", "mtu", "1400"]];
 
+/// dut's own addresses: both ports', and one on its loopback that the
+/// engine does not serve.
+const DUT_ETH0: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const DUT_ETH1: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+const DUT_LO: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const LO_ADDRESS: &[&[&str]] = &[&["addr", "add", "192.0.2.1/32", "dev", "lo"]];
+
+/// UDP, a TCP SYN and an echo request to sink from each of dut's own
+/// addresses.
+fn from_own_addresses() -> Vec<Ip> {
+    [DUT_ETH0, DUT_ETH1, DUT_LO]
+        .into_iter()
+        .flat_map(|a| {
+            [
+                with(udp(10), |p| p.src = a),
+                tcp_syn_from(a),
+                with(icmp(8, 0, b"from dut's address"), |p| p.src = a),
+            ]
+        })
+        .collect()
+}
+
 /// A timestamp option with flag 3 (pre-specified addresses), room for one
 /// address and its time, the address `a`.
 fn prespec_timestamp(a: [u8; 4]) -> Ip {
@@ -514,6 +536,15 @@ cases! {
     ]);
     ttl_1_with_record_route_room => Case::new(vec![with(udp(20), |p| { p.ttl = 1; p.options = vec![7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]; })]);
     ttl_1_with_timestamps => Case::new(vec![with(udp(20), |p| { p.ttl = 1; p.options = vec![68, 20, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; })]);
+    own_address_sources_are_martians => Case {
+        setup: LO_ADDRESS,
+        ..Case::new(from_own_addresses())
+    };
+    own_address_sources_with_accept_local => Case {
+        setup: LO_ADDRESS,
+        sysctls: &[("net.ipv4.conf.eth0.accept_local", "1")],
+        ..Case::new(from_own_addresses())
+    };
     cipso_too_short_gets_parameter_problem => Case::new(vec![
         with(udp(20), |p| p.options = vec![134, 6, 0, 0, 0, 1, 1, 0]),
     ]);

@@ -383,6 +383,8 @@ impl Mirror {
                     forwarding: conf(&name, "forwarding").unwrap_or(true),
                     accept_source_route: sys.accept_source_route
                         && conf(&name, "accept_source_route").unwrap_or(false),
+                    accept_local: conf("all", "accept_local").unwrap_or(false)
+                        || conf(&name, "accept_local").unwrap_or(false),
                     name,
                 }
             })
@@ -634,6 +636,9 @@ impl Control {
             neigh: mirror.neighbours(),
             ports: mirror.ports(ports, &read_conf, &sys),
             locals: Arc::new(mirror.local_set()),
+            own: crate::forward::source::OwnAddrs::new(
+                mirror.addrs.values().flatten().map(|a| a.0),
+            ),
             sysctl: sys,
             generation,
         }

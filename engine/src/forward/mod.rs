@@ -11,6 +11,7 @@
 
 pub mod fragment;
 pub mod icmp;
+pub mod source;
 
 use crate::fib::RouteKind;
 use crate::snapshot::Snapshot;
@@ -209,6 +210,12 @@ fn forward_inner(
     pkt.check_len()?;
     let (src, dst) = (pkt.src(), pkt.dst());
     if martian_source(src) {
+        return Err(DropReason::MartianSource);
+    }
+    // fib_validate_source(): one of our own addresses (checked for local
+    // and forwarded packets alike; the kernel does it after the route
+    // lookup, which changes only the counter of a packet without a route).
+    if source::own_source(&snap.own, src, in_port.accept_local) {
         return Err(DropReason::MartianSource);
     }
     // The XDP program steers only groups engine sockets joined: multicast
