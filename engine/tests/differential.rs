@@ -462,6 +462,16 @@ fn prespec_timestamp(a: [u8; 4]) -> Ip {
     })
 }
 
+/// An echo request to `dst`, in a frame to `eth_dst` (dut's MAC if none).
+fn ping(dst: Ipv4Addr, eth_dst: Option<[u8; 6]>) -> Ip {
+    with(icmp(8, 0, b"ping dut"), |p| {
+        p.dst = dst;
+        p.eth_dst = eth_dst;
+    })
+}
+
+const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+
 cases! {
     udp_small => Case::new(vec![udp(0), udp(18), udp(100)]);
     udp_full_size => Case::new(vec![udp(1472), with(udp(1000), |p| { p.tos = 0xb8; p.df = true; })]);
@@ -580,6 +590,22 @@ cases! {
         with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 68, 3, 5, 0]),
         with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 134, 6, 0, 0, 0, 1, 1, 0]),
     ]);
+    echo_ignore_all => Case {
+        sysctls: &[("net.ipv4.icmp_echo_ignore_all", "1")],
+        ..Case::new(vec![ping(DUT_ETH0, None), ping(DUT_ETH1, None)])
+    };
+    echo_to_a_broadcast_is_ignored_by_default => Case::new(vec![
+        ping(Ipv4Addr::new(10, 1, 0, 255), None),
+        ping(Ipv4Addr::new(10, 1, 0, 255), Some(BROADCAST_MAC)),
+    ]);
+    echo_to_a_broadcast_answered_when_not_ignored => Case {
+        sysctls: &[("net.ipv4.icmp_echo_ignore_broadcasts", "0")],
+        ..Case::new(vec![
+            ping(Ipv4Addr::new(10, 1, 0, 255), None),
+            ping(Ipv4Addr::new(10, 1, 0, 255), Some(BROADCAST_MAC)),
+            ping(DUT_ETH0, None),
+        ])
+    };
     broadcast_destinations_are_not_forwarded => Case {
         kernel_handles: true,
         ..Case::new(vec![
