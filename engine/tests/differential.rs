@@ -606,6 +606,13 @@ cases! {
             ping(DUT_ETH0, None),
         ])
     };
+    ttl_1_from_a_broadcast_source_gets_time_exceeded => Case {
+        // The kernel's run leaves a NOARP neighbour entry for the
+        // broadcast address: the engine's run starts without it, as the
+        // kernel's did.
+        before_engine: &[&["neigh", "del", "10.1.0.255", "dev", "eth0"]],
+        ..Case::new(vec![with(udp(10), |p| { p.ttl = 1; p.src = Ipv4Addr::new(10, 1, 0, 255); })])
+    };
     broadcast_destinations_are_not_forwarded => Case {
         kernel_handles: true,
         ..Case::new(vec![

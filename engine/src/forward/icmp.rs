@@ -207,18 +207,8 @@ pub fn build_error(
     }
 
     // The route back to the sender picks port, next hop and source.
-    let route = snap.fib.lookup(src).ok_or(Suppressed::NoRouteBack)?;
-    let nh = route.nexthop(0).ok_or(Suppressed::NoRouteBack)?;
-    let out_port_no = snap.port_of(nh.ifindex).ok_or(Suppressed::NoRouteBack)?;
+    let (out_port_no, mac, saddr) = route_back(snap, src)?;
     let out_port = &snap.ports[out_port_no];
-    let next = nh.gateway.unwrap_or(src);
-    let mac = snap
-        .neigh
-        .resolve(nh.ifindex, next)
-        .ok_or(Suppressed::NoRouteBack)?;
-    let saddr = out_port
-        .select_addr(next)
-        .ok_or(Suppressed::NoSourceAddress)?;
 
     if origin == Origin::RouteError && !state.route_error_allow(src, now) {
         return Err(Suppressed::RateLimitHost);
@@ -279,6 +269,46 @@ pub fn build_error(
     error.emit_header(&mut msg);
     msg.fill_checksum();
     Ok((out_port_no, len))
+}
+
+/// The port, next-hop MAC and source address of an error to `src`. A
+/// sender that is a subnet broadcast address of a port (a `broadcast`
+/// route of the local table) is answered as Linux answers it, with a link
+/// broadcast on that port, which needs no neighbour entry; anyone else
+/// through the main table and the neighbour's MAC.
+fn route_back(snap: &Snapshot, src: Ipv4Addr) -> Result<(usize, MacAddr, Ipv4Addr), Suppressed> {
+    if let Some(port) = subnet_broadcast_port(snap, src) {
+        let saddr = snap.ports[port]
+            .select_addr(src)
+            .ok_or(Suppressed::NoSourceAddress)?;
+        return Ok((port, MacAddr([0xff; 6]), saddr));
+    }
+    let route = snap.fib.lookup(src).ok_or(Suppressed::NoRouteBack)?;
+    let nh = route.nexthop(0).ok_or(Suppressed::NoRouteBack)?;
+    let port = snap.port_of(nh.ifindex).ok_or(Suppressed::NoRouteBack)?;
+    let next = nh.gateway.unwrap_or(src);
+    let mac = snap
+        .neigh
+        .resolve(nh.ifindex, next)
+        .ok_or(Suppressed::NoRouteBack)?;
+    let saddr = snap.ports[port]
+        .select_addr(next)
+        .ok_or(Suppressed::NoSourceAddress)?;
+    Ok((port, mac, saddr))
+}
+
+/// The port whose subnet has `a` as its broadcast address, when the local
+/// table has it (the kernel adds one per address with a prefix below 31).
+fn subnet_broadcast_port(snap: &Snapshot, a: Ipv4Addr) -> Option<usize> {
+    if !snap.is_local(a) {
+        return None;
+    }
+    let x = u32::from(a);
+    snap.ports.iter().position(|p| {
+        p.addrs
+            .iter()
+            .any(|(y, len)| *len < 31 && x == u32::from(*y) | (u32::MAX >> *len))
+    })
 }
 
 /// True for a subnet broadcast address of the namespace (in the local
