@@ -608,3 +608,65 @@ fn runs_unprivileged_with_exactly_the_units_capabilities() {
         "{report}"
     );
 }
+
+/// `GET /metrics` on loopback port 9464 of the namespace it runs in.
+fn scrape_9464() -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect("127.0.0.1:9464")?;
+    // A bound, not a measurement: the old one-at-a-time server made this
+    // scrape wait 5 s per idle connection, 129 of them.
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut b = String::new();
+    s.read_to_string(&mut b)?;
+    Ok(b)
+}
+
+/// Issue 16, item 11: idle connections to the metrics endpoint, more than
+/// it serves at once, neither delay a scrape nor make it fail, and the
+/// server closes them itself when they send nothing.
+#[test]
+fn idle_metrics_connections_do_not_delay_a_scrape() {
+    let t = topology();
+    let engine = start(&t, &["--metrics", "127.0.0.1:9464"]);
+    let (body, newest_open_after_scrape, newest_closed_later) = t
+        .dut
+        .run(|| {
+            use std::io::Read;
+            let idle: Vec<std::net::TcpStream> = (0..129)
+                .map(|_| std::net::TcpStream::connect("127.0.0.1:9464").unwrap())
+                .collect();
+            // Let the server accept them all before the scrape comes.
+            std::thread::sleep(Duration::from_millis(500));
+            let body = scrape_9464();
+            // The scrape did not wait for the idle connections to time
+            // out: the newest is still open (no EOF, nothing to read).
+            let newest = idle.last().unwrap();
+            newest.set_nonblocking(true).unwrap();
+            let open = matches!(
+                (&*newest).read(&mut [0u8; 16]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            );
+            newest.set_nonblocking(false).unwrap();
+            // Nothing sent: the server hangs up after its request timeout
+            // (5 s); 30 s is a bound, not a measurement.
+            newest
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let closed = matches!((&*newest).read(&mut [0u8; 16]), Ok(0));
+            (body, open, closed)
+        })
+        .unwrap();
+    stop(engine);
+    let body = body.expect("a scrape while 129 connections sit idle");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("# TYPE xdpip_ip_mib counter"), "{body}");
+    assert!(
+        newest_open_after_scrape,
+        "the scrape was answered only after the idle connections were dropped"
+    );
+    assert!(
+        newest_closed_later,
+        "an idle connection was never closed by the server"
+    );
+}
