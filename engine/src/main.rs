@@ -178,10 +178,33 @@ struct Config {
     sysctl: Option<BTreeMap<String, toml::Value>>,
 }
 
+/// Largest config file read: a real one is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads the config file: a regular file (symbolic links followed) of at
+/// most [`MAX_CONFIG_BYTES`], so that `/dev/zero`, a FIFO or a huge file
+/// is refused instead of read until memory runs out.
 fn load_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    use std::io::Read;
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).map_err(|e| format!("reading config {shown}: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("reading config {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("config {shown} is not a regular file"));
+    }
+    let mut text = String::new();
+    (&mut f)
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading config {shown}: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "config {shown} is larger than {MAX_CONFIG_BYTES} bytes"
+        ));
+    }
+    toml::from_str(&text).map_err(|e| format!("config {shown}: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -670,3 +670,29 @@ fn idle_metrics_connections_do_not_delay_a_scrape() {
         "an idle connection was never closed by the server"
     );
 }
+
+/// Issue 16, item 8: the config file must be a regular file of at most
+/// 1 MiB. The commands run with a 1 GiB address-space limit (prlimit), so
+/// that a regression fails this test instead of exhausting the machine's
+/// memory on /dev/zero.
+#[test]
+fn config_must_be_a_small_regular_file() {
+    let dir = std::env::temp_dir().join(format!("xdpip-bigconf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.toml");
+    std::fs::write(&big, "# padding\n".repeat(200_000)).unwrap();
+    for (path, says) in [
+        ("/dev/zero", "is not a regular file"),
+        (big.to_str().unwrap(), "is larger than 1048576 bytes"),
+        (dir.to_str().unwrap(), "is not a regular file"),
+    ] {
+        let out = std::process::Command::new("prlimit")
+            .args(["--as=1073741824", "--", XDPIP, "run", "--config", path])
+            .output()
+            .expect("prlimit (Debian package util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert!(err.contains(says), "{path}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
