@@ -671,6 +671,48 @@ fn idle_metrics_connections_do_not_delay_a_scrape() {
     );
 }
 
+/// Issue 16, item 7: `--socket` never replaces what is not a stale socket
+/// of ours, and creates no directory outside /run/xdpip.
+#[test]
+fn control_socket_path_replaces_only_a_stale_socket() {
+    let t = topology();
+    let dir = std::env::temp_dir().join(format!("xdpip-sockpath-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "keep me\n").unwrap();
+    let run_on = |sock: &std::path::Path| {
+        xdpip(
+            &t.dut,
+            &[
+                "run",
+                "-i",
+                "eth0",
+                "-i",
+                "eth1",
+                "--duration",
+                "1",
+                "--socket",
+                sock.to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, _, err) = run_on(&file);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+    let deep = dir.join("a/b/ctl.sock");
+    let (code, _, err) = run_on(&deep);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!dir.join("a").exists(), "no directory created");
+    // A socket nobody listens on, ours: replaced.
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let (code, _, err) = run_on(&stale);
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue 16, item 8: the config file must be a regular file of at most
 /// 1 MiB. The commands run with a 1 GiB address-space limit (prlimit), so
 /// that a regression fails this test instead of exhausting the machine's
