@@ -223,6 +223,15 @@ fn main() -> ExitCode {
         Command::Routes { json, socket } => client(socket, |path| routes(path, json)),
         Command::Neigh { json, socket } => client(socket, |path| neigh(path, json)),
         Command::Sysctl { assignment, socket } => {
+            // A bad name or value is a usage error, said before asking.
+            let checked = match assignment.as_deref() {
+                Some(a) if a.contains('=') => sysctl::parse_assignment(a).map(|_| ()),
+                Some(name) => sysctl::lookup(name).map(|_| ()),
+                None => Ok(()),
+            };
+            if let Err(e) = checked {
+                return usage_error(e);
+            }
             client(socket, |path| sysctl_cmd(path, assignment.as_deref()))
         }
     }
@@ -314,19 +323,9 @@ fn neigh(path: &Path, json: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Shows or sets tunables; `assignment` was checked by the caller.
 fn sysctl_cmd(path: &Path, assignment: Option<&str>) -> io::Result<()> {
-    let set = match assignment {
-        Some(a) if a.contains('=') => {
-            // Check locally first so that a typo gets the full message.
-            sysctl::parse_assignment(a).map_err(io::Error::other)?;
-            Some(a.to_string())
-        }
-        Some(name) => {
-            sysctl::lookup(name).map_err(io::Error::other)?;
-            None
-        }
-        None => None,
-    };
+    let set = assignment.filter(|a| a.contains('=')).map(str::to_string);
     let v = api::request(path, &Request::Sysctl { set })?;
     let want = assignment.map(|a| {
         a.split('=')

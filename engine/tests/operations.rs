@@ -124,10 +124,10 @@ fn control_socket_stats_routes_neigh_and_sysctl() {
     );
 
     let (code, _, err) = xdpip(&t.dut, &["sysctl", "ip_default_ttl=0"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a usage error");
     assert!(err.contains("an integer from 1 to 255"), "{err}");
     let (code, _, err) = xdpip(&t.dut, &["sysctl", "ip_forwarding=1"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a usage error");
     assert!(
         err.contains("unknown sysctl") && err.contains("ip_forward"),
         "{err}"
@@ -737,4 +737,42 @@ fn config_must_be_a_small_regular_file() {
         assert!(err.contains(says), "{path}: {err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 16, item 10: a bad `xdpip sysctl` is a usage error (status 2);
+/// a user the control socket's permissions keep out is told so, not that
+/// the engine is not running.
+#[test]
+fn sysctl_usage_errors_exit_2_and_permission_denied_is_said() {
+    let t = topology();
+    let engine = start(&t, &[]);
+    for (args, says) in [
+        (
+            ["sysctl", "ip_default_ttl=0"],
+            "bad value \"0\" for ip_default_ttl",
+        ),
+        (["sysctl", "no_such_thing=1"], "unknown sysctl"),
+        (["sysctl", "no_such_thing"], "unknown sysctl"),
+    ] {
+        let (code, _, err) = xdpip(&t.dut, &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = t
+        .dut
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            XDPIP,
+            "stats",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(!err.contains("is `xdpip run` running"), "{err}");
+    stop(engine);
 }

@@ -118,13 +118,21 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// ```
 pub fn request(path: &Path, req: &Request) -> io::Result<Value> {
     let mut s = UnixStream::connect(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
+        let msg = if e.kind() == io::ErrorKind::PermissionDenied {
+            // The socket (0600) or its directory (0700) belongs to the
+            // engine's user: the engine may well be running.
+            format!(
+                "permission denied on the control socket {} ({e}): it belongs to the user \
+                 the engine runs as; ask as that user or as root",
+                path.display()
+            )
+        } else {
             format!(
                 "no engine answers at {} ({e}): is `xdpip run` running in this network namespace?",
                 path.display()
-            ),
-        )
+            )
+        };
+        io::Error::new(e.kind(), msg)
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = serde_json::to_string(req).map_err(io::Error::other)?;
