@@ -534,9 +534,16 @@ fn run(args: RunArgs) -> ExitCode {
     let deadline = args.duration.map(Duration::from_secs_f64);
     let mut last = engine.report();
     let mut last_t = Instant::now();
+    let mut lost = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if deadline.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        // The program was taken off an interface and could not be put
+        // back: the kernel has that traffic now; say so and stop.
+        if let Some(why) = engine.lost() {
+            lost = Some(why);
             break;
         }
         if last_t.elapsed() >= Duration::from_secs(1) {
@@ -560,7 +567,13 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         print_summary(&report, total);
     }
-    ExitCode::SUCCESS
+    match lost {
+        Some(why) => {
+            eprintln!("xdpip: stopped: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
 }
 
 fn print_json(event: &str, r: &Report) {

@@ -671,6 +671,157 @@ fn idle_metrics_connections_do_not_delay_a_scrape() {
     );
 }
 
+/// dut's interface index of `name`, from a thread in its namespace.
+fn dut_ifindex(t: &Topology, name: &'static str) -> u32 {
+    t.dut
+        .run(move || {
+            let c = std::ffi::CString::new(name).unwrap();
+            // SAFETY: a NUL-terminated name.
+            unsafe { libc::if_nametoindex(c.as_ptr()) }
+        })
+        .unwrap()
+}
+
+/// The XDP program on dut's interface: (id, name).
+fn dut_xdp(t: &Topology, ifindex: u32) -> Option<(u32, Option<String>)> {
+    t.dut
+        .run(move || xdpip::ebpf::query(ifindex).unwrap())
+        .unwrap()
+        .map(|a| (a.prog_id, a.name))
+}
+
+/// ForwDatagrams of the engine, by its control socket.
+fn forwarded(t: &Topology) -> u64 {
+    let (code, out, err) = xdpip(&t.dut, &["stats", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["mib"]["ForwDatagrams"].as_u64().unwrap()
+}
+
+fn ping_sink(t: &Topology) {
+    t.gen
+        .exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.2.0.2"])
+        .expect("ping through dut");
+}
+
+/// Issue 16, item 6: `--replace` against a running engine is all or
+/// nothing. The queues the running engine holds refuse the newcomer before
+/// it touches any program: it exits with status 2, and the first engine
+/// keeps its program, its traffic and its "already served".
+#[test]
+fn replace_of_a_running_engine_fails_whole_and_leaves_it_serving() {
+    let t = topology();
+    let engine = start(&t, &[]);
+    let eth0 = dut_ifindex(&t, "eth0");
+    let before = dut_xdp(&t, eth0).expect("the engine's program");
+    let (code, _, err) = xdpip(
+        &t.dut,
+        &[
+            "run",
+            "-i",
+            "eth0",
+            "-i",
+            "eth1",
+            "--replace",
+            "--no-socket",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds this queue"), "{err}");
+    assert_eq!(
+        dut_xdp(&t, eth0),
+        Some(before),
+        "the first engine's program"
+    );
+    let fwd = forwarded(&t);
+    ping_sink(&t);
+    assert!(
+        forwarded(&t) >= fwd + 4,
+        "the first engine forwards the pings"
+    );
+    let (code, _, err) = xdpip(
+        &t.dut,
+        &["run", "-i", "eth0", "--no-socket", "--duration", "1"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already served"), "{err}");
+    stop(engine);
+}
+
+/// Issue 16, item 6: a program detached from under the engine is put back
+/// within a second, and the engine says so.
+#[test]
+fn program_detached_from_under_the_engine_is_attached_again() {
+    let t = topology();
+    let mut engine = start(&t, &[]);
+    let eth0 = dut_ifindex(&t, "eth0");
+    let detached = t.dut.run(move || xdpip::ebpf::detach(eth0)).unwrap();
+    assert!(detached.unwrap(), "the engine's program was there");
+    // "Within a second": 5 s is a bound, not a measurement.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let back = loop {
+        match dut_xdp(&t, eth0) {
+            Some((_, Some(name))) => break Some(name),
+            _ if Instant::now() > deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(back.as_deref(), Some(xdpip::ebpf::PROGRAM_NAME));
+    let fwd = forwarded(&t);
+    ping_sink(&t);
+    assert!(forwarded(&t) >= fwd + 4, "the engine forwards again");
+    engine.signal(libc::SIGTERM);
+    assert!(engine.wait(Duration::from_secs(20)).unwrap().success());
+    let err = engine.stderr().join("\n");
+    assert!(
+        err.contains(
+            "eth0: the engine's XDP program was detached from under it; attached it again"
+        ),
+        "{err}"
+    );
+}
+
+/// Issue 16, item 6: another program put in the engine's place is not
+/// fought over: the engine says so and exits with status 1.
+#[test]
+fn engine_whose_program_is_replaced_says_so_and_exits_1() {
+    let t = topology();
+    let mut engine = start(&t, &[]);
+    // Another instance of the steering program (another id), attached to
+    // eth0 in the engine's place, held by this test until the end.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let holder = t
+        .dut
+        .spawn(move || {
+            let iface = xdpip::iface::Interface::lookup("eth0").unwrap();
+            let (mut steer, _maps) = xdpip::ebpf::Steer::load().unwrap();
+            // The engine may put its own back between the detach and the
+            // attach (EBUSY then): take over again.
+            let mut tries = 0;
+            while let Err(e) = steer.attach(&iface, xdpip::ebpf::XdpModeRequest::Auto, true, 4096) {
+                tries += 1;
+                assert!(tries < 5, "{e}");
+            }
+            done_tx.send(()).unwrap();
+            let _ = rx.recv();
+        })
+        .unwrap();
+    done_rx.recv().unwrap();
+    let status = engine.wait(Duration::from_secs(10));
+    drop(tx);
+    holder.join().unwrap();
+    let err = engine.stderr().join("\n");
+    let status = status.unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("eth0: the engine's XDP program was replaced by program \"xdpip_steer\""),
+        "{err}"
+    );
+}
+
 /// Issue 16, item 7: `--socket` never replaces what is not a stale socket
 /// of ours, and creates no directory outside /run/xdpip.
 #[test]
