@@ -927,3 +927,43 @@ fn sysctl_usage_errors_exit_2_and_permission_denied_is_said() {
     assert!(!err.contains("is `xdpip run` running"), "{err}");
     stop(engine);
 }
+
+/// Issue 16, item 4: the echo responder follows `icmp_echo_ignore_all`
+/// while it runs, from the namespace and from `xdpip sysctl`.
+#[test]
+fn echo_responder_follows_icmp_echo_ignore_all_at_run_time() {
+    let t = topology();
+    let engine = start(&t, &[]);
+    let ping_dut = || {
+        t.gen
+            .exec(&["ping", "-c", "1", "-W", "1", "10.1.0.2"])
+            .is_ok()
+    };
+    // The engine has it once its snapshot shows it (read once a second).
+    let in_force = |v: &str| {
+        let want = format!("net.ipv4.icmp_echo_ignore_all = {v}");
+        (0..50).any(|_| {
+            let (_, out, _) = xdpip(&t.dut, &["sysctl", "icmp_echo_ignore_all"]);
+            out.contains(&want) || {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        })
+    };
+    assert!(ping_dut(), "answered");
+    t.dut.sysctl("net.ipv4.icmp_echo_ignore_all", "1").unwrap();
+    assert!(in_force("1"));
+    assert!(!ping_dut(), "ignored, as the kernel ignores it");
+    let (code, _, err) = xdpip(&t.dut, &["sysctl", "icmp_echo_ignore_all=0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(ping_dut(), "answered again");
+    let report = stop(engine);
+    assert!(
+        report["drops"]["icmp_echo_ignore_all"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(
+        report["mib"]["IcmpOutEchoReps"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+}
