@@ -967,3 +967,38 @@ fn echo_responder_follows_icmp_echo_ignore_all_at_run_time() {
         "{report}"
     );
 }
+
+/// Issue 16, item 12: through the engine, as through the kernel router,
+/// no ping is lost to a neighbour learned on the way. Fresh neighbour
+/// tables on all three hosts: the first request finds no neighbour
+/// anywhere. (Fails until the worker hands such packets to the kernel or
+/// holds them: issue 12.)
+#[test]
+fn first_packets_to_new_neighbours_are_not_lost() {
+    require_root();
+    let t = Topology::gen_dut_sink(1).expect("topology");
+    let engine = start(&t, &[]);
+    for ns in [&t.gen, &t.dut, &t.sink] {
+        ns.ip(&["neigh", "flush", "all"]).unwrap();
+        let left = ns.ip(&["-4", "neigh", "show"]).unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
+    let out = t
+        .gen
+        .command("ping")
+        .args(["-c", "3", "-W", "2", "10.2.0.2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = stop(engine);
+    assert!(
+        text.contains("3 packets transmitted, 3 received"),
+        "{text}\nengine: drops {} xdp {}",
+        report["drops"],
+        report["xdp"]
+    );
+}
