@@ -440,9 +440,9 @@ const DUT_LO: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const LO_ADDRESS: &[&[&str]] = &[&["addr", "add", "192.0.2.1/32", "dev", "lo"]];
 
 /// UDP, a TCP SYN and an echo request to sink from each of dut's own
-/// addresses.
+/// addresses, and UDP from one of them to a network without a route.
 fn from_own_addresses() -> Vec<Ip> {
-    [DUT_ETH0, DUT_ETH1, DUT_LO]
+    let mut v: Vec<Ip> = [DUT_ETH0, DUT_ETH1, DUT_LO]
         .into_iter()
         .flat_map(|a| {
             [
@@ -451,7 +451,11 @@ fn from_own_addresses() -> Vec<Ip> {
                 with(icmp(8, 0, b"from dut's address"), |p| p.src = a),
             ]
         })
-        .collect()
+        .collect();
+    v.push(with(Ip::udp(Ipv4Addr::new(10, 99, 0, 1), 10), |p| {
+        p.src = DUT_ETH0
+    }));
+    v
 }
 
 /// A timestamp option with flag 3 (pre-specified addresses), room for one
