@@ -65,12 +65,19 @@ impl Error {
             | Error::PortCount(_)
             | Error::MissingCapabilities(_)
             | Error::Config(_) => true,
-            Error::Steer(s) => matches!(
-                s,
+            Error::Steer(s) => match s {
                 SteerError::MtuTooLarge { .. }
-                    | SteerError::ForeignProgram { .. }
-                    | SteerError::AlreadyServed { .. }
-            ),
+                | SteerError::ForeignProgram { .. }
+                | SteerError::AlreadyServed { .. } => true,
+                // Another program holds the interface (a link).
+                SteerError::Attach { error, .. } => {
+                    matches!(error.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST))
+                }
+                _ => false,
+            },
+            // Another AF_XDP user (another engine) holds the queue, or
+            // zero-copy was required and the driver refuses it.
+            Error::Xsk(e) => e.is_queue_busy() || e.is_zero_copy_refused(),
             _ => false,
         }
     }
@@ -106,6 +113,11 @@ impl fmt::Display for Error {
             }
             Error::Config(s) => f.write_str(s),
             Error::Steer(e) => e.fmt(f),
+            Error::Xsk(e) if e.is_queue_busy() => write!(
+                f,
+                "{e}: another AF_XDP socket holds this queue (another running xdpip?); stop it \
+                 first, --replace does not take queues over"
+            ),
             Error::Xsk(e) => e.fmt(f),
             Error::Netlink(e) => write!(f, "reading the kernel's tables over rtnetlink: {e}"),
             Error::Thread(e) => write!(f, "starting a thread: {e}"),
@@ -355,16 +367,13 @@ impl EngineBuilder {
         }
         maps.set_local_addrs(&opened.mirror.local_addrs())?;
 
-        let mut ports = Vec::new();
+        // A takeover is all or nothing: every check that can refuse it
+        // comes before the first program is detached. What is attached
+        // where, and the MTUs, first; then the queues, which another
+        // engine's sockets hold (EBUSY) as long as it runs; only then the
+        // programs, and if one fails the others are undone.
         for i in &ifaces {
-            let mode = steer.attach(i, self.xdp_mode, self.replace, self.xsk.frame_size)?;
-            ports.push(PortInfo {
-                name: i.name.clone(),
-                ifindex: i.ifindex,
-                driver: i.driver.clone().unwrap_or_else(|| "unknown".into()),
-                queues: i.queues,
-                xdp_mode: mode,
-            });
+            steer.preflight(i, self.replace, self.xsk.frame_size)?;
         }
 
         let queues = ifaces.iter().map(|i| i.queues).max().unwrap_or(1);
@@ -413,6 +422,24 @@ impl EngineBuilder {
             }
             .map_err(Error::Xsk)?;
             sockets.push(ws);
+        }
+
+        let mut ports = Vec::new();
+        for i in &ifaces {
+            let mode = match steer.attach(i, self.xdp_mode, self.replace, self.xsk.frame_size) {
+                Ok(m) => m,
+                Err(e) => {
+                    steer.undo();
+                    return Err(e.into());
+                }
+            };
+            ports.push(PortInfo {
+                name: i.name.clone(),
+                ifindex: i.ifindex,
+                driver: i.driver.clone().unwrap_or_else(|| "unknown".into()),
+                queues: i.queues,
+                xdp_mode: mode,
+            });
         }
 
         let services = placement::services(
@@ -621,30 +648,43 @@ impl EngineBuilder {
             None => None,
         };
 
+        let steer = Arc::new(Mutex::new(Some(steer)));
+        let shared = Arc::new(Shared {
+            maps,
+            lost: Mutex::new(None),
+            info: EngineInfo {
+                ports,
+                bind_mode: mode,
+                zero_copy_refused,
+                workers,
+                names,
+                fib_gate: self.fib_gate,
+            },
+            cell,
+            control_counters,
+            overrides,
+            started: Instant::now(),
+            sockets: local,
+            busy_poll,
+        });
+        let watch = {
+            let (steer, shared, stop) = (steer.clone(), shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("xdpip-watch".into())
+                .spawn(move || watch(&steer, &shared, &stop))
+                .map_err(Error::Thread)?
+        };
         Ok(Engine {
-            steer: Some(steer),
+            steer,
             threads,
             control: Some(control),
-            services,
+            services: {
+                services.push(watch);
+                services
+            },
             devices,
             stop,
-            shared: Arc::new(Shared {
-                maps,
-                info: EngineInfo {
-                    ports,
-                    bind_mode: mode,
-                    zero_copy_refused,
-                    workers,
-                    names,
-                    fib_gate: self.fib_gate,
-                },
-                cell,
-                control_counters,
-                overrides,
-                started: Instant::now(),
-                sockets: local,
-                busy_poll,
-            }),
+            shared,
         })
     }
 }
@@ -740,6 +780,48 @@ fn busy_poll_monitor(
     Ok((m, t))
 }
 
+/// How often the watch thread checks that the program is still attached:
+/// an engine whose program is removed notices within a second.
+const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checks every [`WATCH_PERIOD`] that the XDP program is still attached:
+/// puts it back where it was detached, and records the loss (see
+/// [`Engine::lost`]) where another program took its place or it could not
+/// be put back. Ends with the engine, or at the first loss.
+fn watch(steer: &Mutex<Option<Steer>>, shared: &Shared, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(WATCH_PERIOD);
+        let Ok(mut guard) = steer.lock() else {
+            return;
+        };
+        // Taken at shutdown: the engine detached it itself.
+        let Some(s) = guard.as_mut() else {
+            return;
+        };
+        match s.keep_attached() {
+            Ok(again) => {
+                for iface in again {
+                    log::warn!(
+                        "{iface}: the engine's XDP program was detached from under it; \
+                         attached it again"
+                    );
+                }
+            }
+            // A query that failed says nothing about the program.
+            Err(SteerError::Query { iface, error }) => {
+                log::debug!("{iface}: checking the XDP program: {error}");
+            }
+            Err(e) => {
+                log::error!("{e}");
+                if let Ok(mut l) = shared.lost.lock() {
+                    *l = Some(e.to_string());
+                }
+                return;
+            }
+        }
+    }
+}
+
 fn raise_memlock() {
     let r = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -800,7 +882,9 @@ pub struct EngineInfo {
 
 /// A running engine. Dropping it stops it.
 pub struct Engine {
-    steer: Option<Steer>,
+    /// Shared with the watch thread, which puts the program back when it is
+    /// detached from under the engine.
+    steer: Arc<Mutex<Option<Steer>>>,
     threads: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
     services: Vec<JoinHandle<()>>,
@@ -932,6 +1016,8 @@ impl Shared {
 /// What the engine's service threads (control socket, metrics) read.
 pub(crate) struct Shared {
     maps: Arc<Mutex<SteerMaps>>,
+    /// Why the engine lost an interface while running, if it did.
+    lost: Mutex<Option<String>>,
     info: EngineInfo,
     pub(crate) cell: Arc<SnapshotCell>,
     control_counters: Arc<ControlCounters>,
@@ -1169,13 +1255,21 @@ impl Engine {
         self.report()
     }
 
+    /// Why the engine no longer serves one of its interfaces, when that
+    /// happened while it ran: its XDP program was replaced by another, or
+    /// detached and could not be attached again (a program merely detached
+    /// is attached again within a second). The `xdpip` command stops and
+    /// exits with status 1 then.
+    pub fn lost(&self) -> Option<String> {
+        self.shared.lost.lock().ok().and_then(|l| l.clone())
+    }
+
     fn shutdown(&mut self) {
         // Device settings first: detaching the program may take the NAPI
         // instances they were set on away (veth).
         drop(self.devices.take());
-        if let Some(steer) = self.steer.take() {
-            drop(steer);
-        }
+        let steer = self.steer.lock().ok().and_then(|mut s| s.take());
+        drop(steer);
         self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..).chain(self.services.drain(..)) {
             let _ = t.join();

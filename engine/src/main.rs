@@ -187,10 +187,33 @@ struct Config {
     sysctl: Option<BTreeMap<String, toml::Value>>,
 }
 
+/// Largest config file read: a real one is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads the config file: a regular file (symbolic links followed) of at
+/// most [`MAX_CONFIG_BYTES`], so that `/dev/zero`, a FIFO or a huge file
+/// is refused instead of read until memory runs out.
 fn load_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    use std::io::Read;
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).map_err(|e| format!("reading config {shown}: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("reading config {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("config {shown} is not a regular file"));
+    }
+    let mut text = String::new();
+    (&mut f)
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading config {shown}: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "config {shown} is larger than {MAX_CONFIG_BYTES} bytes"
+        ));
+    }
+    toml::from_str(&text).map_err(|e| format!("config {shown}: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -209,6 +232,15 @@ fn main() -> ExitCode {
         Command::Routes { json, socket } => client(socket, |path| routes(path, json)),
         Command::Neigh { json, socket } => client(socket, |path| neigh(path, json)),
         Command::Sysctl { assignment, socket } => {
+            // A bad name or value is a usage error, said before asking.
+            let checked = match assignment.as_deref() {
+                Some(a) if a.contains('=') => sysctl::parse_assignment(a).map(|_| ()),
+                Some(name) => sysctl::lookup(name).map(|_| ()),
+                None => Ok(()),
+            };
+            if let Err(e) = checked {
+                return usage_error(e);
+            }
             client(socket, |path| sysctl_cmd(path, assignment.as_deref()))
         }
     }
@@ -300,19 +332,9 @@ fn neigh(path: &Path, json: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Shows or sets tunables; `assignment` was checked by the caller.
 fn sysctl_cmd(path: &Path, assignment: Option<&str>) -> io::Result<()> {
-    let set = match assignment {
-        Some(a) if a.contains('=') => {
-            // Check locally first so that a typo gets the full message.
-            sysctl::parse_assignment(a).map_err(io::Error::other)?;
-            Some(a.to_string())
-        }
-        Some(name) => {
-            sysctl::lookup(name).map_err(io::Error::other)?;
-            None
-        }
-        None => None,
-    };
+    let set = assignment.filter(|a| a.contains('=')).map(str::to_string);
     let v = api::request(path, &Request::Sysctl { set })?;
     let want = assignment.map(|a| {
         a.split('=')
@@ -551,9 +573,16 @@ fn run(args: RunArgs) -> ExitCode {
     let deadline = args.duration.map(Duration::from_secs_f64);
     let mut last = engine.report();
     let mut last_t = Instant::now();
+    let mut lost = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if deadline.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        // The program was taken off an interface and could not be put
+        // back: the kernel has that traffic now; say so and stop.
+        if let Some(why) = engine.lost() {
+            lost = Some(why);
             break;
         }
         if last_t.elapsed() >= Duration::from_secs(1) {
@@ -577,7 +606,13 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         print_summary(&report, total);
     }
-    ExitCode::SUCCESS
+    match lost {
+        Some(why) => {
+            eprintln!("xdpip: stopped: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
 }
 
 fn print_json(event: &str, r: &Report) {

@@ -51,6 +51,11 @@ pub struct Sysctl {
     /// `fib_multipath_hash_policy`: 0 hashes ECMP flows on addresses, 1 on
     /// the 5-tuple (addresses only for fragments).
     pub fib_multipath_hash_policy: u8,
+    /// `icmp_echo_ignore_all`: answer no echo request.
+    pub icmp_echo_ignore_all: bool,
+    /// `icmp_echo_ignore_broadcasts`: answer no echo request to a
+    /// broadcast address.
+    pub icmp_echo_ignore_broadcasts: bool,
 }
 
 impl Default for Sysctl {
@@ -71,6 +76,8 @@ impl Default for Sysctl {
             icmp_msgs_per_sec: 1000,
             icmp_msgs_burst: 50,
             fib_multipath_hash_policy: 0,
+            icmp_echo_ignore_all: false,
+            icmp_echo_ignore_broadcasts: true,
         }
     }
 }

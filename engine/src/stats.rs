@@ -211,8 +211,13 @@ named_enum! {
         /// A local ICMP message whose checksum does not verify.
         IcmpBadChecksum = "icmp_bad_checksum",
         /// Local traffic the engine has no use for (an ICMP type other than
-        /// echo request, another protocol, a broadcast ping).
+        /// echo request, another protocol).
         LocalUnclaimed = "local_unclaimed",
+        /// An echo request not answered: `icmp_echo_ignore_all` is set.
+        IcmpEchoIgnoreAll = "icmp_echo_ignore_all",
+        /// An echo request to a broadcast address not answered:
+        /// `icmp_echo_ignore_broadcasts` is set.
+        IcmpEchoIgnoreBroadcasts = "icmp_echo_ignore_broadcasts",
         /// An originated datagram found no route at transmit time.
         OutputNoRoute = "output_no_route",
         /// An originated datagram waited too long for its next hop's MAC.
@@ -296,6 +301,15 @@ impl DropReason {
             UdpSocketFull => &[Mib::UdpRcvbufErrors, Mib::UdpInErrors],
             IcmpBadChecksum => &[Mib::IcmpInCsumErrors, Mib::IcmpInErrors],
             OutputNoRoute => &[Mib::OutNoRoutes],
+            // Delivered to ICMP, which counts the request (icmp_rcv()),
+            // then ignores it; a broadcast one as an error.
+            IcmpEchoIgnoreAll => &[Mib::InDelivers, Mib::IcmpInMsgs, Mib::IcmpInEchos],
+            IcmpEchoIgnoreBroadcasts => &[
+                Mib::InDelivers,
+                Mib::IcmpInMsgs,
+                Mib::IcmpInEchos,
+                Mib::IcmpInErrors,
+            ],
             LocalUnclaimed | OutputNeighbourTimeout => &[],
             NotIpv4
             | NotForHost

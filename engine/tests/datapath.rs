@@ -240,12 +240,13 @@ fn copy_mode_fallback_on_veth_is_reported() {
         "{text}"
     );
 
-    // Asking for zero-copy on a driver without it is an error naming why.
+    // Asking for zero-copy on a driver without it is an error naming why,
+    // with status 2: the command asks what the interface cannot do.
     let mut cmd = t.dut.command(XDPIP);
     cmd.args(["run", "--zero-copy", "on", "-i", "eth0", "-i", "eth1"]);
     let mut c = Child::spawn(cmd).unwrap();
     let st = c.wait(Duration::from_secs(20)).unwrap();
-    assert_eq!(st.code(), Some(1));
+    assert_eq!(st.code(), Some(2));
     let err = c.stderr().join("\n");
     assert!(
         err.contains("zero-copy mode") && err.contains("not supported"),

@@ -292,9 +292,15 @@ pub fn build_error(
 }
 
 /// Port, next hop and its MAC towards `dst`, for a packet the router
-/// originates: the first path of the route's adjacency.
+/// originates: the first path of the route's adjacency. A destination that
+/// is a subnet broadcast address of a port (a `broadcast` route of the
+/// local table) is reached as Linux answers such a sender: with a link
+/// broadcast on that port, which needs no neighbour entry.
 pub(crate) fn route_back(snap: &Snapshot, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr, MacAddr)> {
     use crate::neigh::AdjState;
+    if let Some(port) = subnet_broadcast_port(snap, dst) {
+        return Some((port, dst, MacAddr([0xff; 6])));
+    }
     let set = snap.fib.leaf(dst).set()?;
     let adj = snap.adj.path(snap.adj.of_set(set), 0);
     match adj.state {
@@ -310,6 +316,20 @@ pub(crate) fn route_back(snap: &Snapshot, dst: Ipv4Addr) -> Option<(usize, Ipv4A
         )),
         _ => None,
     }
+}
+
+/// The port whose subnet has `a` as its broadcast address, when the local
+/// table has it (the kernel adds one per address with a prefix below 31).
+fn subnet_broadcast_port(snap: &Snapshot, a: Ipv4Addr) -> Option<usize> {
+    if snap.fib.leaf(a).kind() != Some(crate::fib::RouteKind::Broadcast) {
+        return None;
+    }
+    let x = u32::from(a);
+    snap.ports.iter().position(|p| {
+        p.addrs
+            .iter()
+            .any(|(y, len)| *len < 31 && x == u32::from(*y) | (u32::MAX >> *len))
+    })
 }
 
 /// True for a subnet broadcast address of the namespace (in the local

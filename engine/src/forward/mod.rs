@@ -276,12 +276,12 @@ fn forward_inner(
                 }
                 opts = Some(o);
             }
-            Err(pointer) => {
+            Err(e) => {
                 return icmp(
-                    RouterError::ParameterProblem { pointer },
+                    RouterError::ParameterProblem { pointer: e.pointer },
                     Origin::Other,
                     DropReason::BadOptions,
-                    None,
+                    Some(e.options),
                 )
             }
         }

@@ -280,8 +280,10 @@ const UNREACH: [(i32, bool); 16] = [
 ];
 
 /// Rewrites an echo request into its reply in place (`icmp_echo()` and
-/// `icmp_reply()`): addresses swapped, the pinged address as source, a
-/// fresh header with `ip_default_ttl`, the request's TOS, no DF.
+/// `icmp_reply()`): addresses swapped, the pinged address as source (for a
+/// broadcast, the ingress address that suits the sender), a fresh header
+/// with `ip_default_ttl`, the request's TOS, no DF. `icmp_echo_ignore_all`
+/// and `icmp_echo_ignore_broadcasts` silence it as they silence Linux.
 fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> Local {
     let pkt = Packet::new_unchecked(&frame[14..]);
     let (src, dst) = (pkt.src(), pkt.dst());
@@ -297,12 +299,29 @@ fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> L
     if msg.msg_type() != msg_type::ECHO_REQUEST {
         return Local::Drop(DropReason::LocalUnclaimed);
     }
-    // icmp_echo_ignore_broadcasts (on by default): a broadcast ping gets
-    // no answer. The XDP program only steers option-less packets here.
-    if snap.is_broadcast(dst) || hl != ipv4::MIN_HEADER_LEN {
+    // In icmp_rcv()'s order: the broadcast check, then icmp_echo()'s.
+    let broadcast = snap.is_broadcast(dst);
+    if broadcast && snap.sysctl.icmp_echo_ignore_broadcasts {
+        return Local::Drop(DropReason::IcmpEchoIgnoreBroadcasts);
+    }
+    if snap.sysctl.icmp_echo_ignore_all {
+        return Local::Drop(DropReason::IcmpEchoIgnoreAll);
+    }
+    // The XDP program only steers option-less packets here.
+    if hl != ipv4::MIN_HEADER_LEN {
         return Local::Drop(DropReason::LocalUnclaimed);
     }
-    let Ok(path) = super::path::output(snap, src, Some(dst)) else {
+    // fib_compute_spec_dst(): the pinged address, or for a broadcast the
+    // address of the ingress port that suits the sender.
+    let from = if broadcast {
+        match snap.ports[ingress].select_addr(src) {
+            Some(a) => a,
+            None => return Local::Drop(DropReason::LocalUnclaimed),
+        }
+    } else {
+        dst
+    };
+    let Ok(path) = super::path::output(snap, src, Some(from)) else {
         return Local::Drop(DropReason::OutputNoRoute);
     };
     // The kernel learnt the sender from its ARP request a moment ago, but
@@ -333,7 +352,7 @@ fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> L
     frame[icmp_at + 2..icmp_at + 4].copy_from_slice(&c.to_be_bytes());
     *ident = ident.wrapping_add(1);
     let repr = ipv4::Repr {
-        src: dst,
+        src: from,
         dst: src,
         protocol: ipv4::protocol::ICMP,
         ttl: snap.sysctl.ip_default_ttl,

@@ -130,7 +130,16 @@ impl fmt::Display for XskError {
 
 impl std::error::Error for XskError {}
 
+/// What [`XskError::what`] says of a failed bind.
+const BINDING: &str = "binding the AF_XDP socket";
+
 impl XskError {
+    /// True when another AF_XDP socket is bound to the queue (`EBUSY` at
+    /// bind, after the retries).
+    pub fn is_queue_busy(&self) -> bool {
+        self.what == BINDING && self.error.raw_os_error() == Some(libc::EBUSY)
+    }
+
     /// True when the error is the driver refusing zero-copy.
     pub fn is_zero_copy_refused(&self) -> bool {
         self.mode == BindMode::ZeroCopy
@@ -690,7 +699,7 @@ pub fn open(
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            return Err(err(Some(name), "binding the AF_XDP socket", e));
+            return Err(err(Some(name), BINDING, e));
         }
         let tx_budget = if mode == BindMode::Copy {
             raise_tx_budget(fd.as_raw_fd(), ring)
