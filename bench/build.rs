@@ -5,7 +5,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::{exit, Command};
 
-const PROGRAMS: &[&str] = &["sink", "xdp_fwd", "gen"];
+const PROGRAMS: &[&str] = &["sink", "xdp_fwd", "gen", "xsk_fwd"];
 
 const INSTALL_HINT: &str = "install the build dependencies: apt-get install -y clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make (Debian/Ubuntu), or run `cargo xtask test` which installs them";
 

@@ -41,7 +41,8 @@ enum verdict {
 	V_PASS_OPTIONS,		/* IP options: kernel updates RR/TS, source routes */
 	V_PASS_NO_ROUTE,	/* blackhole/unreachable/prohibit/no route: kernel answers */
 	V_PASS_NO_NEIGH,	/* next hop unresolved: kernel resolves (ARP) */
-	V_PASS_FRAG_NEEDED,	/* larger than the egress MTU: kernel fragments or answers */
+	V_PASS_FRAG_NEEDED,	/* larger than the egress MTU (full gate), or than an MTU
+				 * the engine has not followed yet: kernel fragments or answers */
 	V_PASS_FWD_DISABLED,	/* forwarding disabled on the ingress device (sysctl) */
 	V_PASS_FOREIGN_EGRESS,	/* egress device is not served by the engine */
 	V_REDIRECT_FORWARD,	/* to the engine, to be forwarded */
@@ -118,6 +119,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct config);
 } config SEC(".maps");
+
+/* The MTU of each port in the engine's current snapshot, by port number
+ * (0 until the control thread first publishes). While the kernel's MTU of
+ * an egress differs from it (an `ip link set mtu` the engine has not
+ * followed yet), a packet larger than the kernel's goes to the kernel,
+ * which fragments or answers with the MTU of the moment: veth drops a
+ * frame over its MTU without a trace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_mtu SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -196,6 +210,23 @@ static __always_inline int is_claimed(struct iphdr *iph, void *l4, void *data_en
 		key.port = 0;
 	}
 	return bpf_map_lookup_elem(&claimed, &key) != NULL;
+}
+
+/* bpf_fib_lookup() of the packet from the ingress interface; a non-zero
+ * tot_len asks for the kernel's MTU check (FRAG_NEEDED, the MTU in
+ * mtu_result, before the egress is filled in). */
+static __always_inline int fib_lookup(struct xdp_md *ctx, struct iphdr *iph,
+				      struct bpf_fib_lookup *fib, __u16 tot_len)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET;
+	fib->tos = iph->tos;
+	fib->l4_protocol = iph->protocol;
+	fib->tot_len = tot_len;
+	fib->ipv4_src = iph->saddr;
+	fib->ipv4_dst = iph->daddr;
+	fib->ifindex = ctx->ingress_ifindex;
+	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 }
 
 static __always_inline int fib_verdict(int rc)
@@ -285,22 +316,30 @@ int xdpip_steer(struct xdp_md *ctx)
 	}
 
 	if (cfg->fib_gate != GATE_OFF) {
-		struct bpf_fib_lookup fib = {};
+		struct bpf_fib_lookup fib;
+		__u32 mtu = 0;
+		__u32 *port;
 		int rc;
 
-		fib.family = AF_INET;
-		fib.tos = iph->tos;
-		fib.l4_protocol = iph->protocol;
-		/* tot_len asks for the MTU check: only the full gate wants it. */
-		if (cfg->fib_gate == GATE_FULL)
-			fib.tot_len = bpf_ntohs(iph->tot_len);
-		fib.ipv4_src = iph->saddr;
-		fib.ipv4_dst = iph->daddr;
-		fib.ifindex = ctx->ingress_ifindex;
-		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+		/* With the MTU check: the full gate leaves every oversize
+		 * packet to the kernel; the neighbour gate only those whose
+		 * egress MTU the engine does not know yet (port_mtu), found
+		 * by a second lookup for the egress (FRAG_NEEDED has none). */
+		rc = fib_lookup(ctx, iph, &fib, bpf_ntohs(iph->tot_len));
+		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && cfg->fib_gate == GATE_NEIGH) {
+			mtu = fib.mtu_result;
+			rc = fib_lookup(ctx, iph, &fib, 0);
+		}
 		if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-			if (!bpf_map_lookup_elem(&ports, &fib.ifindex))
+			port = bpf_map_lookup_elem(&ports, &fib.ifindex);
+			if (!port)
 				return count(V_PASS_FOREIGN_EGRESS, XDP_PASS);
+			if (mtu) {
+				__u32 *known = bpf_map_lookup_elem(&port_mtu, port);
+
+				if (!known || *known != mtu)
+					return count(V_PASS_FRAG_NEEDED, XDP_PASS);
+			}
 		} else if (cfg->fib_gate == GATE_FULL || rc == BPF_FIB_LKUP_RET_NO_NEIGH ||
 			   rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
 			return count(fib_verdict(rc), XDP_PASS);

@@ -11,17 +11,33 @@
 //! * `kernel`: Linux forwarding (ip_forward=1), nothing attached;
 //! * `xdp`: bench/ebpf/xdp_fwd.bpf.c on dut's eth0 and eth1: bpf_fib_lookup
 //!   and a devmap redirect, as xdp-tools' xdp-forward does it;
-//! * `engine`: `xdpip run --json -i eth0 -i eth1 --cores DUT_CORE`.
+//! * `floor`: the AF_XDP floor, `xdpip-bench xsk-forward` (floor.rs): the
+//!   engine's AF_XDP rings, sizes, placement and idle policy, and nothing
+//!   but a MAC rewrite, so that xdpip's overhead over its I/O shows;
+//! * `engine`: `xdpip run --json -i eth0 -i eth1 --cores CORE`.
 //!
-//! Placement (2 cores): the receive path of dut's eth0 runs in a threaded
-//! NAPI kernel thread pinned to the DUT core, and xdpip's worker runs there
-//! too, so each system has exactly one core for all of its work; the
-//! generator, the sink's NAPI thread and its AF_XDP reader share the other
-//! core (see topo.rs), the sink's threads in SCHED_FIFO so that a generator
-//! running flat out never starves them: the sink must not be what limits a
-//! run (`dropped_towards_sink` says when it did). The generator, dut's NAPI
-//! thread and xdpip run at nice -20, so that other work on the machine
-//! (builds) takes about 1% of their cores.
+//! Placements (`--placements`), the sink and the generator always on the
+//! load core (sink's threads in SCHED_FIFO so that a generator running flat
+//! out never starves them: the sink must not be what limits a run;
+//! `dropped_towards_sink` says when it did):
+//! * `one-core`: the receive path of dut's eth0 runs in a threaded NAPI
+//!   kernel thread pinned to the DUT core, and the worker of the floor and
+//!   of xdpip runs there too, so each system has exactly one core for all
+//!   of its work (see topo.rs);
+//! * `split`: dut's NAPI thread on `--split-napi-core` (default: the load
+//!   core), the worker alone on the DUT core (floor and xdpip only);
+//! * `default`: dut's eth0 NAPI not threaded, so that it runs where veth
+//!   runs it by default, in softirq on the core that sends (the
+//!   generator's); xdpip without `--cores`, and with `--cores C` for every
+//!   core C, in the same repetition: the default placement against the
+//!   best choice.
+//!
+//! The generator, dut's NAPI thread and the systems' processes run at nice
+//! -20; the floor and xdpip start in a session of their own whose autogroup
+//! is at nice -20 too (an autogroup shares a core as one task of its nice,
+//! whatever the nice of its threads: at nice 0 it would have 1/88 of the
+//! weight of a NAPI thread at nice -20), so that other work on the machine
+//! (builds) takes about 1% of their cores and no system is favoured.
 //!
 //! Measurements, each repeated (`--repeat`), the systems taking turns
 //! within each repetition so that background load falls on all alike; the
@@ -43,6 +59,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,6 +78,8 @@ pub enum System {
     Kernel,
     /// In-kernel XDP forwarding (bpf_fib_lookup + devmap redirect).
     Xdp,
+    /// The AF_XDP floor (`xdpip-bench xsk-forward`).
+    Floor,
     /// xdpip.
     Engine,
 }
@@ -71,7 +90,63 @@ impl System {
         match self {
             System::Kernel => "kernel router",
             System::Xdp => "XDP forward",
+            System::Floor => "AF_XDP floor",
             System::Engine => "xdpip",
+        }
+    }
+
+    /// True for the systems with a user-space worker.
+    fn has_worker(self) -> bool {
+        matches!(self, System::Floor | System::Engine)
+    }
+}
+
+/// Where dut's work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// dut's NAPI thread and the worker on the DUT core.
+    OneCore,
+    /// dut's NAPI thread on --split-napi-core, the worker alone on the DUT
+    /// core.
+    Split,
+    /// dut's NAPI in softirq on the sending core (veth's own placement);
+    /// xdpip without --cores against every --cores choice.
+    Default,
+}
+
+impl Placement {
+    /// Its name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::OneCore => "one-core",
+            Placement::Split => "split",
+            Placement::Default => "default",
+        }
+    }
+}
+
+/// One system in one placement: what a rate run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Variant {
+    /// System.
+    pub system: System,
+    /// Placement.
+    pub placement: Placement,
+    /// `--cores` of the worker (floor, xdpip); `None` for xdpip's default
+    /// placement, and for systems without a worker.
+    pub cores: Option<usize>,
+}
+
+impl Variant {
+    /// Its name in tables.
+    pub fn label(&self) -> String {
+        match (self.placement, self.system.has_worker(), self.cores) {
+            (Placement::Default, true, None) => format!("{} (no --cores)", self.system.label()),
+            (Placement::Default, true, Some(c)) => {
+                format!("{} --cores {c}", self.system.label())
+            }
+            _ => self.system.label().to_string(),
         }
     }
 }
@@ -107,8 +182,12 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value = "afxdp")]
     pub latency_gen_mode: GenMode,
     /// Systems to measure, comma separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["kernel", "xdp", "engine"])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["kernel", "xdp", "floor", "engine"])]
     pub systems: Vec<System>,
+    /// Placements to measure the rate in, comma separated (latency is
+    /// measured in `one-core`).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["one-core", "split", "default"])]
+    pub placements: Vec<Placement>,
     /// Loads for the latency runs, in % of the kernel router's rate.
     #[arg(long, value_delimiter = ',', default_values_t = [10u32, 50, 90])]
     pub loads: Vec<u32>,
@@ -122,9 +201,14 @@ pub struct CompareArgs {
     /// Core of the router under test: dut's NAPI thread and xdpip's worker.
     #[arg(long, default_value_t = 1)]
     pub dut_core: usize,
-    /// Core of xdpip's worker, if not --dut-core.
+    /// Core of the worker (floor, xdpip) in the one-core and split
+    /// placements, if not --dut-core.
     #[arg(long)]
     pub engine_core: Option<usize>,
+    /// Core of dut's NAPI thread in the split placement [default: the
+    /// load core].
+    #[arg(long)]
+    pub split_napi_core: Option<usize>,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -144,6 +228,10 @@ pub struct CompareArgs {
 pub struct RateRun {
     /// System.
     pub system: System,
+    /// Placement.
+    pub placement: Placement,
+    /// The worker's --cores (`null`: none given).
+    pub cores: Option<usize>,
     /// Repetition.
     pub rep: usize,
     /// Frames per second the sink received over the measured window.
@@ -162,11 +250,14 @@ pub struct RateRun {
     /// Busy fraction of each CPU over the window (everything on the
     /// machine, other builds included).
     pub cpu_busy: Vec<f64>,
-    /// Share of a core dut's NAPI thread used over the window.
+    /// Share of a core dut's NAPI thread used over the window (0 when
+    /// NAPI is not threaded: default placement).
     pub dut_napi_cpu: f64,
-    /// Share of a core xdpip used over the window (all its threads).
+    /// Share of a core the floor or xdpip used over the window (all its
+    /// threads).
     pub engine_cpu: Option<f64>,
-    /// xdpip's counters at exit: forwarded, and drops by reason.
+    /// The floor's or xdpip's counters at exit: forwarded, drops by
+    /// reason, placement.
     pub engine: Option<Value>,
 }
 
@@ -187,11 +278,17 @@ pub struct LatencyRun {
     pub latency: Latency,
 }
 
-/// Medians of a system.
+/// Medians of a system in a placement.
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemSummary {
     /// System.
     pub system: System,
+    /// Placement.
+    pub placement: Placement,
+    /// The worker's --cores (`null`: none given).
+    pub cores: Option<usize>,
+    /// Its name in tables.
+    pub label: String,
     /// Median forwarding rate, frames/s.
     pub rate_pps: Option<f64>,
     /// Every run's rate.
@@ -247,7 +344,8 @@ type GenThread = std::thread::JoinHandle<(Option<Transmitter>, Result<GenReport>
 enum Running {
     Kernel,
     Xdp(Box<Loaded>),
-    Engine(Box<Child>),
+    /// The floor or xdpip.
+    Process(Box<Child>),
 }
 
 struct Bench {
@@ -259,10 +357,67 @@ struct Bench {
     tx: Option<Transmitter>,
     spec: FrameSpec,
     args: Resolved,
+    /// dut's NAPI thread (0 while NAPI is not threaded).
     dut_napi: i32,
     xdpip: Option<PathBuf>,
+    /// This binary, for the floor.
+    me: PathBuf,
+    /// Where dut's NAPI runs now.
+    placement: Placement,
     stop: Arc<AtomicBool>,
     afxdp_mode: Option<String>,
+    /// The `started` line of the floor or xdpip running now.
+    started: Option<Value>,
+    /// Destination MACs of the floor: gen's eth0, sink's eth0.
+    macs: [[u8; 6]; 2],
+}
+
+/// The autogroup of this process (its session) at nice -20 while it
+/// lives: the generator runs in it, and at nice 0 it would get 1/88 of
+/// the weight of the NAPI threads at -20 on its core. The old value is
+/// put back on drop.
+struct RaisedAutogroup {
+    old: Option<i32>,
+}
+
+impl RaisedAutogroup {
+    fn raise() -> (RaisedAutogroup, String) {
+        let path = "/proc/self/autogroup";
+        // "/autogroup-8 nice 0"
+        let old = std::fs::read_to_string(path).ok().and_then(|s| {
+            s.split_whitespace()
+                .skip_while(|w| *w != "nice")
+                .nth(1)?
+                .parse::<i32>()
+                .ok()
+        });
+        let note = match old {
+            None => "no autogroup (kernel.sched_autogroup_enabled=0 or no CONFIG_SCHED_AUTOGROUP)"
+                .to_string(),
+            Some(n) => match std::fs::write(path, NICE.to_string()) {
+                Ok(()) => {
+                    format!("compare's own autogroup at nice {NICE} (was {n}; put back at exit)")
+                }
+                Err(e) => format!("compare's own autogroup left at nice {n}: {e}"),
+            },
+        };
+        (RaisedAutogroup { old }, note)
+    }
+}
+
+impl Drop for RaisedAutogroup {
+    fn drop(&mut self) {
+        if let Some(n) = self.old {
+            let _ = std::fs::write("/proc/self/autogroup", n.to_string());
+        }
+    }
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The options after --quick.
@@ -278,9 +433,11 @@ struct Resolved {
     latency_gen_mode: GenMode,
     systems: Vec<System>,
     loads: Vec<u32>,
+    placements: Vec<Placement>,
     load_core: usize,
     dut_core: usize,
     engine_core: usize,
+    split_napi_core: usize,
     engine_args: Vec<String>,
 }
 
@@ -309,9 +466,35 @@ impl Bench {
         Ok(())
     }
 
-    /// Brings `system` up in dut.
-    fn setup(&mut self, system: System) -> Result<Running> {
-        match system {
+    /// Puts dut's NAPI where `placement` wants it.
+    fn place_napi(&mut self, placement: Placement) -> Result<()> {
+        if placement == self.placement {
+            return Ok(());
+        }
+        let core = match placement {
+            Placement::OneCore => self.args.dut_core,
+            Placement::Split => self.args.split_napi_core,
+            Placement::Default => {
+                topo::unthreaded_napi(&self.t.dut, "eth0")?;
+                self.dut_napi = 0;
+                self.placement = placement;
+                return Ok(());
+            }
+        };
+        if self.dut_napi == 0 {
+            self.dut_napi =
+                topo::threaded_napi(&self.t.dut, "eth0", core, topo::Sched::Nice(NICE))?;
+        } else {
+            topo::pin_pid(self.dut_napi, core)?;
+        }
+        self.placement = placement;
+        Ok(())
+    }
+
+    /// Brings `v` up in dut.
+    fn setup(&mut self, v: Variant) -> Result<Running> {
+        self.place_napi(v.placement)?;
+        match v.system {
             System::Kernel => Ok(Running::Kernel),
             System::Xdp => {
                 let loaded = self.t.dut.run(|| -> Result<Loaded> {
@@ -335,45 +518,76 @@ impl Bench {
                 })??;
                 Ok(Running::Xdp(Box::new(loaded)))
             }
-            System::Engine => {
-                let xdpip = self.xdpip.as_ref().ok_or("no xdpip binary")?;
+            System::Floor | System::Engine => {
                 let mut cmd = self.t.dut.command("nice");
-                cmd.args(["-n", &NICE.to_string()])
-                    .arg(xdpip)
-                    .args(["run", "--json", "-i", "eth0", "-i", "eth1", "--cores"])
-                    .arg(self.args.engine_core.to_string())
-                    .args(&self.args.engine_args);
+                cmd.args(["-n", &NICE.to_string()]);
+                if v.system == System::Engine {
+                    let xdpip = self.xdpip.as_ref().ok_or("no xdpip binary")?;
+                    cmd.arg(xdpip)
+                        .args(["run", "--json", "-i", "eth0", "-i", "eth1"])
+                        .args(&self.args.engine_args);
+                } else {
+                    cmd.arg(&self.me).args([
+                        "xsk-forward",
+                        "-i",
+                        "eth0",
+                        "-i",
+                        "eth1",
+                        "--dst-mac",
+                        &mac_text(self.macs[0]),
+                        "--dst-mac",
+                        &mac_text(self.macs[1]),
+                    ]);
+                }
+                if let Some(c) = v.cores {
+                    cmd.args(["--cores", &c.to_string()]);
+                }
+                // A session of its own, so an autogroup of its own, which
+                // gets the nice value of the rest (see the module's doc).
+                // SAFETY: setsid is async-signal-safe; nothing else runs
+                // between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::setsid();
+                        Ok(())
+                    })
+                };
                 let mut child = Child::spawn(cmd)?;
+                if let Err(e) =
+                    std::fs::write(format!("/proc/{}/autogroup", child.pid()), NICE.to_string())
+                {
+                    eprintln!("    warning: autogroup nice {NICE} for {}: {e}", v.label());
+                }
                 let line = child
                     .wait_for_line(Duration::from_secs(30), |l| {
                         l.contains("\"event\":\"started\"")
                     })
-                    .map_err(|e| format!("xdpip did not start: {e}"))?;
+                    .map_err(|e| format!("{} did not start: {e}", v.label()))?;
                 let started: Value = serde_json::from_str(&line)?;
                 if let Some(m) = started["mode"]["afxdp"].as_str() {
                     self.afxdp_mode = Some(m.to_string());
                 }
+                self.started = Some(started);
                 std::thread::sleep(Duration::from_millis(300));
-                Ok(Running::Engine(Box::new(child)))
+                Ok(Running::Process(Box::new(child)))
             }
         }
     }
 
-    /// Takes `system` down; for xdpip, returns its final counters.
-    fn teardown(&self, r: Running) -> Result<Option<Value>> {
+    /// Takes a system down; for the floor and xdpip, returns their final
+    /// counters.
+    fn teardown(&mut self, r: Running) -> Result<Option<Value>> {
         match r {
             Running::Kernel => Ok(None),
             Running::Xdp(l) => {
                 drop(l);
                 Ok(None)
             }
-            Running::Engine(mut child) => {
+            Running::Process(mut child) => {
                 child.signal(libc::SIGTERM);
                 let st = child.wait(Duration::from_secs(20))?;
                 if !st.success() {
-                    return Err(
-                        format!("xdpip exited with {st}: {}", child.stderr().join("\n")).into(),
-                    );
+                    return Err(format!("exited with {st}: {}", child.stderr().join("\n")).into());
                 }
                 let report: Value = child
                     .stdout()
@@ -381,7 +595,18 @@ impl Bench {
                     .find(|l| l.contains("\"event\":\"stopped\""))
                     .map(|l| serde_json::from_str(l))
                     .transpose()?
-                    .ok_or("xdpip printed no final report")?;
+                    .ok_or("no final report")?;
+                let started = self.started.take().unwrap_or(Value::Null);
+                let placement = started["workers"][0]["placement"]
+                    .as_str()
+                    .or(started["placement"].as_str())
+                    .map(str::to_string);
+                if report.get("mib").is_none() {
+                    // The floor's report.
+                    let mut r = report.clone();
+                    r["placement"] = placement.into();
+                    return Ok(Some(r));
+                }
                 let drops: BTreeMap<String, u64> = report["drops"]
                     .as_object()
                     .into_iter()
@@ -402,6 +627,8 @@ impl Bench {
                     "sleeps": report["workers"][0]["sleeps"],
                     "wakeups": report["workers"][0]["wakeups"],
                     "batches": report["workers"][0]["batches"],
+                    "placement": placement,
+                    "cores": report["workers"][0]["cores"],
                 })))
             }
         }
@@ -454,12 +681,13 @@ impl Bench {
         Ok(link.tx_dropped + sys::stat_sum(&stats, "tx_queue_", "_xdp_xmit_errors"))
     }
 
-    fn rate_run(&mut self, system: System, rep: usize) -> Result<RateRun> {
-        let running = self.setup(system)?;
+    fn rate_run(&mut self, v: Variant, rep: usize) -> Result<RateRun> {
+        let running = self.setup(v)?;
         let engine_pid = match &running {
-            Running::Engine(c) => Some(c.pid()),
+            Running::Process(c) => Some(c.pid()),
             _ => None,
         };
+        let dut_napi = self.dut_napi;
         let mut measure = || -> Result<RateRun> {
             let drops0 = self.towards_sink_drops()?;
             let total0 = self.sink().counts()?.packets;
@@ -467,11 +695,11 @@ impl Bench {
             let h = self.start_gen(None, warm + self.args.seconds + 0.2)?;
             std::thread::sleep(Duration::from_secs_f64(warm));
             let (c1, t1, cpu1) = (self.sink().counts()?, Instant::now(), topo::cpu_times());
-            let napi1 = topo::cpu_ticks(self.dut_napi);
+            let napi1 = topo::cpu_ticks(dut_napi);
             let eng1 = engine_pid.and_then(topo::cpu_ticks);
             std::thread::sleep(Duration::from_secs_f64(self.args.seconds));
             let (c2, t2, cpu2) = (self.sink().counts()?, Instant::now(), topo::cpu_times());
-            let napi2 = topo::cpu_ticks(self.dut_napi);
+            let napi2 = topo::cpu_ticks(dut_napi);
             let eng2 = engine_pid.and_then(topo::cpu_ticks);
             let g = self.join_gen(h)?;
             std::thread::sleep(Duration::from_millis(300));
@@ -482,7 +710,9 @@ impl Bench {
                 _ => None,
             };
             Ok(RateRun {
-                system,
+                system: v.system,
+                placement: v.placement,
+                cores: v.cores,
                 rep,
                 forwarded_pps: (c2.packets - c1.packets) as f64 / secs,
                 offered_pps: (g.sent + g.refused) as f64 / g.seconds.max(1e-9),
@@ -510,7 +740,11 @@ impl Bench {
         base: f64,
         out: &mut Vec<LatencyRun>,
     ) -> Result<()> {
-        let running = self.setup(system)?;
+        let running = self.setup(Variant {
+            system,
+            placement: Placement::OneCore,
+            cores: system.has_worker().then_some(self.args.engine_core),
+        })?;
         let mut measure = || -> Result<()> {
             for load in self.args.loads.clone() {
                 self.check_stop()?;
@@ -619,11 +853,21 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if systems.is_empty() {
         return Err("--systems names none".into());
     }
+    let mut placements = a.placements.clone();
+    placements.sort();
+    placements.dedup();
+    if placements.is_empty() {
+        return Err("--placements names none".into());
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default().len();
     for (name, c) in [
         ("--load-core", a.load_core),
         ("--dut-core", a.dut_core),
         ("--engine-core", a.engine_core.unwrap_or(a.dut_core)),
+        (
+            "--split-napi-core",
+            a.split_napi_core.unwrap_or(a.load_core),
+        ),
     ] {
         if c >= cores {
             return Err(format!("{name} {c}: this machine has cores 0..{}", cores - 1).into());
@@ -651,9 +895,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
         latency_gen_mode: a.latency_gen_mode,
         systems: systems.clone(),
         loads: a.loads.clone(),
+        placements: placements.clone(),
         load_core: a.load_core,
         dut_core: a.dut_core,
         engine_core: a.engine_core.unwrap_or(a.dut_core),
+        split_napi_core: a.split_napi_core.unwrap_or(a.load_core),
         engine_args: a.engine_args.clone(),
     };
     let xdpip = if systems.contains(&System::Engine) {
@@ -669,6 +915,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let started = unix_time();
     let command: Vec<String> = std::env::args().collect();
     let machine = machine();
+    let (_autogroup, autogroup_note) = RaisedAutogroup::raise();
     println!(
         "xdpip-bench compare, {} — {} ({} cores{}), Linux {}",
         utc(started),
@@ -685,8 +932,18 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let t = Topology::gen_dut_sink(1)?;
     // Frames from dut to sink must be GRO-eligible for the sink's XDP
     // program to see them: no TSO on dut's interfaces (tx off drops it).
-    testbed::disable_tx_checksum(&t.dut, "eth0")?;
-    testbed::disable_tx_checksum(&t.dut, "eth1")?;
+    // gen and sink too, as the method in docs/PERFORMANCE.md says (the
+    // testbed keeps veth's default offloads): every interface that sends
+    // towards an XDP program. The generator's UDP checksum is zero, so
+    // this changes no checksum work, only which frames NAPI sees.
+    for (ns, i) in [
+        (&t.dut, "eth0"),
+        (&t.dut, "eth1"),
+        (&t.gen, "eth0"),
+        (&t.sink, "eth0"),
+    ] {
+        testbed::disable_tx_checksum(ns, i)?;
+    }
     if !t.warm_up() {
         return Err("the topology does not route even through the kernel".into());
     }
@@ -694,18 +951,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let sink_napi = topo::threaded_napi(&t.sink, "eth0", a.load_core, topo::Sched::Fifo)?;
     println!(
         "placement: generator (nice {NICE}), sink NAPI thread (pid {sink_napi}) and sink reader \
-         (both SCHED_FIFO) on core {}; dut's NAPI thread (pid {dut_napi}, nice {NICE}) on core \
-         {}{}",
-        a.load_core,
-        a.dut_core,
-        if xdpip.is_some() {
-            format!(
-                "; xdpip's worker (nice {NICE}) on core {}",
-                args.engine_core
-            )
-        } else {
-            String::new()
-        }
+         (both SCHED_FIFO) on core {}; dut's NAPI thread (nice {NICE}): one-core on core {}, \
+         split on core {}, default none (softirq on the sending core); worker of the floor and \
+         xdpip (own session, autogroup nice {NICE}): one-core and split on core {}, default \
+         without --cores and with each; {autogroup_note}",
+        a.load_core, a.dut_core, args.split_napi_core, args.engine_core,
     );
     let spec = FrameSpec {
         dst_mac: mac_of(&t.dut, "eth0")?,
@@ -739,6 +989,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     } else {
         None
     };
+    let macs = [mac_of(&t.gen, "eth0")?, mac_of(&t.sink, "eth0")?];
     let mut b = Bench {
         sink: Some(sink),
         tx,
@@ -747,9 +998,46 @@ pub fn run(a: CompareArgs) -> Result<()> {
         args: args.clone(),
         dut_napi,
         xdpip,
+        me: std::env::current_exe()?,
+        placement: Placement::OneCore,
         stop,
         afxdp_mode: None,
+        started: None,
+        macs,
     };
+    // Each repetition: the placements in turn, the systems in turn in each.
+    let mut variants = Vec::new();
+    for &p in &placements {
+        for &s in &systems {
+            match p {
+                Placement::OneCore | Placement::Split if s.has_worker() => variants.push(Variant {
+                    system: s,
+                    placement: p,
+                    cores: Some(args.engine_core),
+                }),
+                Placement::OneCore => variants.push(Variant {
+                    system: s,
+                    placement: p,
+                    cores: None,
+                }),
+                Placement::Default if s == System::Engine => {
+                    variants.push(Variant {
+                        system: s,
+                        placement: p,
+                        cores: None,
+                    });
+                    for c in 0..cores {
+                        variants.push(Variant {
+                            system: s,
+                            placement: p,
+                            cores: Some(c),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 
     // Rates.
     b.sink_program(SinkMode::Count)?;
@@ -764,13 +1052,18 @@ pub fn run(a: CompareArgs) -> Result<()> {
     );
     let mut rates = Vec::new();
     for rep in 0..args.repeat {
-        for &s in &systems {
+        let mut last = None;
+        for &v in &variants {
             b.check_stop()?;
-            let r = b.rate_run(s, rep)?;
+            if last != Some(v.placement) {
+                println!("  placement {}:", v.placement.label());
+                last = Some(v.placement);
+            }
+            let r = b.rate_run(v, rep)?;
             println!(
-                "  {:<14} run {}: {:>6.3} Mpps forwarded ({:.3} offered, {:.3} accepted by \
+                "  {:<22} run {}: {:>6.3} Mpps forwarded ({:.3} offered, {:.3} accepted by \
                  dut); CPU busy {}; dut NAPI thread {:.0}%{}",
-                s.label(),
+                v.label(),
                 rep + 1,
                 r.forwarded_pps / 1e6,
                 r.offered_pps / 1e6,
@@ -783,7 +1076,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
                     .join(" "),
                 r.dut_napi_cpu * 100.0,
                 r.engine_cpu
-                    .map(|e| format!(", xdpip {:.0}%", e * 100.0))
+                    .map(|e| format!(", {} {:.0}%", v.system.label(), e * 100.0))
                     .unwrap_or_default()
             );
             if r.dropped_towards_sink > r.sink_received / 100 {
@@ -795,8 +1088,16 @@ pub fn run(a: CompareArgs) -> Result<()> {
             }
             if let Some(e) = &r.engine {
                 let drops = &e["drops"];
-                if drops.as_object().is_some_and(|d| !d.is_empty()) {
-                    println!("    xdpip drops: {drops}");
+                if drops
+                    .as_object()
+                    .is_some_and(|d| !d.is_empty() && d.values().any(|x| x != 0))
+                {
+                    println!("    {} drops: {drops}", v.system.label());
+                }
+                if rep == 0 {
+                    if let Some(p) = e["placement"].as_str() {
+                        println!("    worker placement: {p}");
+                    }
                 }
             }
             rates.push(r);
@@ -804,26 +1105,36 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
     b.sink_program(SinkMode::Afxdp)?;
 
-    let mut summary: Vec<SystemSummary> = systems
+    let mut summary: Vec<SystemSummary> = variants
         .iter()
-        .map(|&s| {
+        .map(|v| {
             let mut runs: Vec<f64> = rates
                 .iter()
-                .filter(|r| r.system == s)
+                .filter(|r| {
+                    r.system == v.system && r.placement == v.placement && r.cores == v.cores
+                })
                 .map(|r| r.forwarded_pps)
                 .collect();
             let rate_runs = runs.clone();
             SystemSummary {
-                system: s,
+                system: v.system,
+                placement: v.placement,
+                cores: v.cores,
+                label: v.label(),
                 rate_pps: median(&mut runs),
                 rate_runs,
                 latency: BTreeMap::new(),
             }
         })
         .collect();
-    let rate_of = |sum: &[SystemSummary], s: System| {
-        sum.iter().find(|x| x.system == s).and_then(|x| x.rate_pps)
+    let rate_in = |sum: &[SystemSummary], p: Placement, s: System| {
+        sum.iter()
+            .find(|x| {
+                x.system == s && x.placement == p && (p != Placement::Default || x.cores.is_none())
+            })
+            .and_then(|x| x.rate_pps)
     };
+    let rate_of = |sum: &[SystemSummary], s: System| rate_in(sum, Placement::OneCore, s);
     let base = a.base_rate.or(rate_of(&summary, System::Kernel));
 
     // Latency.
@@ -857,7 +1168,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
         _ => println!("\nno latency runs: no base rate (measure `kernel` or pass --base-rate)"),
     }
-    for sum in summary.iter_mut() {
+    for sum in summary
+        .iter_mut()
+        .filter(|s| s.placement == Placement::OneCore)
+    {
         for &load in &args.loads {
             let runs: Vec<&LatencyRun> = lat
                 .iter()
@@ -895,17 +1209,36 @@ pub fn run(a: CompareArgs) -> Result<()> {
         "\n== forwarding rate ({}-byte frames, {} flows, median of {} × {} s)",
         args.size, args.flows, args.repeat, args.seconds
     );
+    // The best --cores choice in the default placement.
+    let best = summary
+        .iter()
+        .filter(|x| x.placement == Placement::Default && x.cores.is_some())
+        .filter_map(|x| Some((x.rate_pps?, x.cores?)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
     println!(
-        "{:<14} {:>9} {:>9} {:>9}   runs (Mpps)",
-        "system", "Mpps", "/kernel", "/xdp"
+        "{:<9} {:<22} {:>8} {:>8} {:>8} {:>8} {:>8}   runs (Mpps)",
+        "placement", "system", "Mpps", "/kernel", "/xdp", "/floor", "/best"
     );
     for s in &summary {
+        let one = s.placement == Placement::OneCore;
+        let floor = rate_in(&summary, s.placement, System::Floor);
         println!(
-            "{:<14} {:>9} {:>9} {:>9}   {}",
-            s.system.label(),
+            "{:<9} {:<22} {:>8} {:>8} {:>8} {:>8} {:>8}   {}",
+            s.placement.label(),
+            s.label,
             s.rate_pps.map_or("-".into(), |r| format!("{:.3}", r / 1e6)),
             fmt_ratio(ratio(s.rate_pps, kernel)),
-            fmt_ratio(ratio(s.rate_pps, xdp)),
+            fmt_ratio(if one { ratio(s.rate_pps, xdp) } else { None }),
+            fmt_ratio(if s.system.has_worker() {
+                ratio(s.rate_pps, floor)
+            } else {
+                None
+            }),
+            fmt_ratio(if s.placement == Placement::Default {
+                ratio(s.rate_pps, best.map(|b| b.0))
+            } else {
+                None
+            }),
             s.rate_runs
                 .iter()
                 .map(|r| format!("{:.3}", r / 1e6))
@@ -913,6 +1246,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
                 .join(" ")
         );
     }
+    println!(
+        "(/kernel and /xdp: against the one-core kernel router and XDP forward; /floor: against \
+         the AF_XDP floor in the same placement; /best: against the best --cores choice)"
+    );
     if !lat.is_empty() {
         println!(
             "\n== one-way latency in µs (median of {} × {} s per load)",
@@ -922,7 +1259,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             "{:<14} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>7}",
             "system", "load", "pps", "p50", "p90", "p99", "p99.9", "max", "lost", "reorder"
         );
-        for s in &summary {
+        for s in summary.iter().filter(|s| s.placement == Placement::OneCore) {
             for (load, l) in &s.latency {
                 let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
                 println!(
@@ -947,11 +1284,47 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let p99_at = |s: System, load: u32| {
         summary
             .iter()
-            .find(|x| x.system == s)
+            .find(|x| x.system == s && x.placement == Placement::OneCore)
             .and_then(|x| x.latency.get(&load))
             .map(|l| l.p99_ns as f64)
     };
+    let split_engine = rate_in(&summary, Placement::Split, System::Engine);
+    let split_floor = rate_in(&summary, Placement::Split, System::Floor);
+    let one_floor = rate_of(&summary, System::Floor);
+    let unpinned = rate_in(&summary, Placement::Default, System::Engine);
+    println!("\n== xdpip against its I/O floor and the kernel, by placement");
+    if engine.is_some() {
+        println!(
+            "  one-core: xdpip / kernel router {}, xdpip / AF_XDP floor {}, AF_XDP floor / kernel \
+             router {}",
+            fmt_ratio(ratio(engine, kernel)),
+            fmt_ratio(ratio(engine, one_floor)),
+            fmt_ratio(ratio(one_floor, kernel))
+        );
+    }
+    if split_engine.is_some() || split_floor.is_some() {
+        println!(
+            "  split:    xdpip / AF_XDP floor {} (worker alone on core {}, dut's NAPI thread on \
+             core {})",
+            fmt_ratio(ratio(split_engine, split_floor)),
+            args.engine_core,
+            args.split_napi_core
+        );
+    }
+    if unpinned.is_some() {
+        println!(
+            "  default:  xdpip without --cores / the best --cores choice ({}) {}",
+            best.map_or("-".into(), |b| format!("--cores {}", b.1)),
+            fmt_ratio(ratio(unpinned, best.map(|b| b.0)))
+        );
+    }
     let targets = json!({
+        "split_engine_over_floor": {"target": 0.95,
+            "measured": ratio(split_engine, split_floor)},
+        "one_core_engine_over_kernel": {"target": 0.5, "measured": ratio(engine, kernel)},
+        "default_placement_over_best_cores": {"target": 0.9,
+            "measured": ratio(unpinned, best.map(|b| b.0)),
+            "best_cores": best.map(|b| b.1)},
         "engine_over_kernel_rate": {"target": 1.2, "measured": ratio(engine, kernel)},
         "engine_over_xdp_rate": {"target": 0.5, "measured": ratio(engine, xdp)},
         "engine_over_kernel_p99_at_50pct": {"target_at_most": 1.0,
@@ -964,15 +1337,27 @@ pub fn run(a: CompareArgs) -> Result<()> {
         None => "not measured".into(),
     };
     println!(
-        "  rate / kernel router   ≥ 1.2 : {}",
+        "  split: rate / AF_XDP floor                 ≥ 0.95 : {}",
+        verdict(ratio(split_engine, split_floor), &|m| m >= 0.95)
+    );
+    println!(
+        "  one-core: rate / kernel router             ≥ 0.5  : {}",
+        verdict(ratio(engine, kernel), &|m| m >= 0.5)
+    );
+    println!(
+        "  default: no --cores / best --cores         ≥ 0.9  : {}",
+        verdict(ratio(unpinned, best.map(|b| b.0)), &|m| m >= 0.9)
+    );
+    println!(
+        "  one-core: rate / kernel router             ≥ 1.2  : {}",
         verdict(ratio(engine, kernel), &|m| m >= 1.2)
     );
     println!(
-        "  rate / XDP forward     ≥ 0.5 : {}",
+        "  one-core: rate / XDP forward               ≥ 0.5  : {}",
         verdict(ratio(engine, xdp), &|m| m >= 0.5)
     );
     println!(
-        "  p99 at 50% / kernel's  ≤ 1.0 : {}",
+        "  one-core: p99 at 50% / kernel router's     ≤ 1.0  : {}",
         verdict(
             ratio(p99_at(System::Engine, 50), p99_at(System::Kernel, 50)),
             &|m| m <= 1.0
@@ -1003,10 +1388,15 @@ pub fn run(a: CompareArgs) -> Result<()> {
         "placement": {
             "load_core": a.load_core, "dut_core": a.dut_core,
             "generator": a.load_core, "sink_napi_thread": a.load_core,
-            "sink_reader": a.load_core, "dut_napi_thread": a.dut_core,
-            "engine_worker": args.engine_core,
-            "scheduling": format!("generator, dut NAPI thread, xdpip: nice {NICE}; sink NAPI \
-                                   thread and sink reader: SCHED_FIFO"),
+            "sink_reader": a.load_core,
+            "one_core": {"dut_napi_thread": a.dut_core, "worker": args.engine_core},
+            "split": {"dut_napi_thread": args.split_napi_core, "worker": args.engine_core},
+            "default": {"dut_napi": "softirq on the sending core (not threaded)",
+                        "worker": "xdpip without --cores, and with --cores C for each core"},
+            "scheduling": format!("generator, dut NAPI thread, floor and xdpip: nice {NICE}; \
+                                   floor and xdpip in a session of their own, autogroup nice \
+                                   {NICE}; sink NAPI thread and sink reader: SCHED_FIFO; \
+                                   {autogroup_note}"),
         },
         "afxdp_mode": b.afxdp_mode,
         "summary": summary,
@@ -1029,7 +1419,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
             ),
             systems: summary
                 .iter()
-                .map(|s| s.system.label().to_string())
+                .map(|s| match s.placement {
+                    Placement::OneCore => s.label.clone(),
+                    p => format!("{} ({})", s.label, p.label()),
+                })
                 .collect(),
             rates_mpps: summary
                 .iter()

@@ -16,6 +16,9 @@ pub static SINK_OBJECT: &[u8] =
 /// `xdp_fwd`, the in-kernel forwarder (bench/ebpf/xdp_fwd.bpf.c).
 pub static FWD_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_fwd.bpf.o"));
+/// `xsk_fwd`, the XDP side of the AF_XDP floor (bench/ebpf/xsk_fwd.bpf.c).
+pub static XSK_FWD_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xsk_fwd.bpf.o"));
 /// `gen_live`, the live-frames generator (bench/ebpf/gen.bpf.c).
 pub static GEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gen.bpf.o"));
 

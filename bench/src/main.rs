@@ -7,13 +7,17 @@
 //!   and its transmit time.
 //! * `sink`: counts the generator's frames in XDP, or reads them with
 //!   AF_XDP for one-way latency, loss and reordering.
+//! * `dns`: Knot DNS (XDP and socket modes) against the engine's DNS
+//!   responder example, loaded by kxdpgun and dnsperf.
 //! * `compare`: builds `gen ⇄ dut ⇄ sink` on veth and measures the kernel
 //!   router, an in-kernel XDP forwarder and xdpip with the same generator
 //!   and sink, in one run.
 
 mod compare;
 mod demo;
+mod dns;
 mod ebpf;
+mod floor;
 mod gen;
 mod mcast;
 mod plot;
@@ -76,6 +80,11 @@ enum Cmd {
     /// dut: N kernel sockets against N engine sockets, same generator, one
     /// run, on a veth topology it builds and removes.
     Mcast(mcast::McastArgs),
+    /// An authoritative DNS server on dut loaded from gen, in one run: Knot
+    /// DNS in XDP mode, Knot on kernel sockets and the engine's
+    /// dns_responder example, by kxdpgun (highest and fixed rates) and
+    /// dnsperf; prints a table with the ratios.
+    Dns(dns::DnsArgs),
     /// Forward IPv4 between interfaces of this network namespace with the
     /// in-kernel XDP forwarder `compare` measures (bpf_fib_lookup and a
     /// devmap redirect) until SIGINT or SIGTERM: the peer to compare xdpip
@@ -87,6 +96,23 @@ enum Cmd {
         /// Allow skb (generic) mode on drivers without native XDP.
         #[arg(long)]
         skb: bool,
+    },
+    /// The AF_XDP floor: forward IPv4 between two interfaces of this
+    /// network namespace with nothing but AF_XDP I/O (the engine's own
+    /// xdpip::xsk rings and sizes, its placement and idle policy) and a MAC
+    /// rewrite, until SIGINT or SIGTERM. `compare` measures xdpip against
+    /// it.
+    XskForward {
+        /// The two interfaces (-i A -i B).
+        #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+        ifaces: Vec<String>,
+        /// Destination MAC of the frames leaving each interface, in the
+        /// order of -i.
+        #[arg(long, value_parser = sys::mac_arg, required = true)]
+        dst_mac: Vec<[u8; 6]>,
+        /// Cores, as `xdpip run --cores` [default: the engine's rule].
+        #[arg(long, value_delimiter = ',', value_name = "N,...")]
+        cores: Vec<usize>,
     },
 }
 
@@ -200,6 +226,15 @@ fn main() -> ExitCode {
         Cmd::Sink(a) => ("sink", run_sink(a).map_err(|e| e.to_string())),
         Cmd::Compare(a) => ("compare", compare::run(a).map_err(|e| e.to_string())),
         Cmd::Mcast(a) => ("mcast", mcast::run(a)),
+        Cmd::Dns(a) => ("dns", dns::run(a)),
+        Cmd::XskForward {
+            ifaces,
+            dst_mac,
+            cores,
+        } => (
+            "xsk-forward",
+            floor::main(&ifaces, &dst_mac, &cores).map_err(|e| e.to_string()),
+        ),
         Cmd::XdpForward { ifaces, skb } => (
             "xdp-forward",
             run_forward(&ifaces, skb).map_err(|e| e.to_string()),

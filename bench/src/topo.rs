@@ -139,6 +139,18 @@ pub fn threaded_napi(ns: &Netns, ifname: &str, core: usize, sched: Sched) -> io:
     }
 }
 
+/// Turns threaded NAPI off on `ifname` of `ns`: its NAPI then runs in
+/// softirq where veth runs it by default, on the core that sends to it.
+pub fn unthreaded_napi(ns: &Netns, ifname: &str) -> io::Result<()> {
+    ns.exec(&[
+        "sh",
+        "-c",
+        &format!("echo 0 > /sys/class/net/{ifname}/threaded"),
+    ])
+    .map_err(|e| io::Error::other(format!("threaded NAPI off on {ifname}: {e}")))?;
+    Ok(())
+}
+
 /// User + system CPU time of a task, in clock ticks.
 pub fn cpu_ticks(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

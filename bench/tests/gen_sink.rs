@@ -15,7 +15,7 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use testbed::{disable_tx_checksum, mac_of, require_root, veth, Child, Netns};
+use testbed::{mac_of, require_root, veth, Child, Netns};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_xdpip-bench");
 
@@ -44,7 +44,6 @@ fn pair() -> Pair {
         .unwrap();
     for ns in [&gen, &sink] {
         ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-        disable_tx_checksum(ns, "eth0").unwrap();
     }
     let m = mac_of(&sink, "eth0").unwrap();
     let sink_mac = m

@@ -1,25 +1,37 @@
-//! The whole forward path, `xdpip::forward::forward`, over batches of 64
-//! frames to random destinations, through tables of 1k and 1M routes, and
-//! of the default route alone for the cost of the path around the lookup;
-//! per batch, so per packet is a 64th.
+//! The whole forward path as a worker runs it on a received batch —
+//! `xdpip::forward::forward_batch`: validation, staged FIB lookup with
+//! prefetches, adjacency, TTL and MTU, rewrite — over batches of 64 frames
+//! to random destinations, through tables of 1, 1k and 1M routes. Per
+//! batch, so per packet is a 64th.
+//!
+//! Beside it, with the same routes and destinations, two peers:
+//! - `poptrie/1000/x64`: a bare lookup in the `poptrie` crate (Poptrie,
+//!   SIGCOMM 2015) over the same 1,000 routes;
+//! - `floor/1000000/x64`: a flat DIR-24 array (2^24 two-byte next-hop
+//!   indexes) holding the same 1,000,000 routes expanded to /24: one memory
+//!   access per lookup, the physical floor of any lookup.
+//!
+//! Every run ends with the ratios of the targets: `forward/1000` against
+//! Poptrie, `forward/1000000` against the floor.
 //!
 //! Frames are written outside the timed section (as a NIC would have
 //! written them) from a pool of 2^20 random destinations; `timer` is the
-//! cost of timing an empty batch, to subtract. The `prefetch` variant first
-//! hints every frame's route lookup to the cache, and the `lookup_batch`
-//! variant looks the whole batch up in stages first, as a worker could.
+//! cost of timing an empty batch.
 
 mod tables;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xdpip::fib::{Fib, NextHop};
-use xdpip::forward::{forward, Verdict};
+use xdpip::fib::{Fib, NextHop, Route};
+use xdpip::forward::{forward_batch, Frames, Step};
 use xdpip::neigh::{nud, NeighTable, Neighbour};
-use xdpip::snapshot::{Port, Snapshot};
+use xdpip::snapshot::{Port, Snapshot, Sysctl};
 use xdpip::wire::{ipv4, MacAddr};
 
 const BATCH: usize = 64;
@@ -30,26 +42,29 @@ const FRAME: usize = 14 + 28;
 const POOL: usize = 1 << 20;
 const GATEWAYS: u8 = 8;
 
-fn snapshot(routes: usize) -> Snapshot {
-    let mut snap = Snapshot::default();
-    for (i, name) in ["eth0", "eth1"].iter().enumerate() {
-        snap.ports.push(Port {
+fn nexthop(i: usize) -> NextHop {
+    NextHop {
+        gateway: Some(Ipv4Addr::new(10, 2, 0, 1 + (i % GATEWAYS as usize) as u8)),
+        ifindex: 11,
+        weight: 1,
+    }
+}
+
+fn snapshot(routes: &[Route]) -> Snapshot {
+    let ports: Vec<Port> = ["eth0", "eth1"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Port {
             name: name.to_string(),
             ifindex: 10 + i as u32,
             mac: MacAddr([2, 0, 0, 0, 0, i as u8]),
             ..Port::default()
-        });
-    }
-    let table = tables::internet_like(routes, 0x5eed, |i| NextHop {
-        gateway: Some(Ipv4Addr::new(10, 2, 0, 1 + (i % GATEWAYS as usize) as u8)),
-        ifindex: 11,
-        weight: 1,
-    });
+        })
+        .collect();
     let mut fib = Fib::builder();
-    for r in table {
-        fib.add(r).expect("valid route");
+    for r in routes {
+        fib.add(r.clone()).expect("valid route");
     }
-    snap.fib = Arc::new(fib.build());
     let mut neigh = NeighTable::default();
     for g in 1..=GATEWAYS {
         let n = Neighbour {
@@ -58,8 +73,9 @@ fn snapshot(routes: usize) -> Snapshot {
         };
         neigh.insert(11, Ipv4Addr::new(10, 2, 0, g), n);
     }
-    snap.neigh = Arc::new(neigh);
-    snap
+    let fib = Arc::new(fib.build());
+    xdpip::fib::advise_huge_pages(&fib);
+    Snapshot::new(fib, Arc::new(neigh), ports, Sysctl::default())
 }
 
 /// Writes a batch of frames to eth0's MAC, to `dsts`.
@@ -80,97 +96,135 @@ fn fill(buf: &mut [u8], mac: MacAddr, dsts: &[Ipv4Addr]) {
     }
 }
 
-/// What a worker does for a batch before forwarding it.
-#[derive(Clone, Copy)]
-enum Hint {
-    /// Nothing.
-    None,
-    /// [`Fib::prefetch`] for every frame.
-    Prefetch,
-    /// [`Fib::lookup_batch`] over the batch, its results unused.
-    LookupBatch,
-}
+/// The batch buffer as frames, the way UMEM holds them: one per slot.
+struct Slots<'a>(&'a mut [u8]);
 
-impl Hint {
-    fn suffix(self) -> &'static str {
-        match self {
-            Hint::None => "",
-            Hint::Prefetch => "/prefetch",
-            Hint::LookupBatch => "/lookup_batch",
-        }
+impl Frames for Slots<'_> {
+    fn count(&self) -> usize {
+        self.0.len() / SLOT
+    }
+    fn frame(&mut self, i: usize) -> &mut [u8] {
+        &mut self.0[i * SLOT..i * SLOT + FRAME]
     }
 }
 
-/// The destination of a frame.
-fn dst(frame: &[u8]) -> Ipv4Addr {
-    ipv4::Packet::new_unchecked(&frame[14..FRAME]).dst()
+/// A flat DIR-24 table: the next-hop index of every /24, 2 bytes each.
+struct Dir24(Vec<u16>);
+
+impl Dir24 {
+    fn new(routes: &[Route]) -> Dir24 {
+        let mut t = vec![0u16; 1 << 24];
+        let mut sorted: Vec<&Route> = routes.iter().collect();
+        sorted.sort_by_key(|r| r.len);
+        for (i, r) in sorted.iter().enumerate() {
+            let len = r.len.min(24);
+            let first = (u32::from(r.prefix) >> 8) as usize & !((1usize << (24 - len)) - 1);
+            let n = 1usize << (24 - len);
+            t[first..first + n].fill(1 + (i % 0x7fff) as u16);
+        }
+        xdpip::fib::advise_huge_pages_of(&t);
+        Dir24(t)
+    }
+
+    #[inline(always)]
+    fn lookup(&self, a: Ipv4Addr) -> u16 {
+        self.0[(u32::from(a) >> 8) as usize]
+    }
 }
 
-fn forwarding(c: &mut Criterion) {
+/// The time per iteration of every sample of each benchmark, as measured:
+/// for the ratios printed at the end.
+type Means = Rc<RefCell<BTreeMap<String, Vec<f64>>>>;
+
+fn record(means: &Means, id: &str, d: Duration, iters: u64) {
+    if iters > 0 {
+        let mut m = means.borrow_mut();
+        m.entry(id.to_string())
+            .or_default()
+            .push(d.as_secs_f64() / iters as f64);
+    }
+}
+
+fn forwarding(c: &mut Criterion, means: &Means) {
     let pool = tables::destinations(POOL, 0xd57);
     let mut g = c.benchmark_group("forward");
     g.throughput(Throughput::Elements(BATCH as u64));
     let mut buf = vec![0u8; BATCH * SLOT];
-
-    g.bench_function("timer", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = Instant::now();
-                black_box(&mut buf);
-                total += t.elapsed();
-            }
-            total
-        })
-    });
+    let mut steps = [Step::Slow; BATCH];
 
     for n in [1, 1_000, 1_000_000] {
-        let snap = snapshot(n);
+        let routes = tables::internet_like(n, 0x5eed, nexthop);
+        let snap = snapshot(&routes);
         let mac = snap.ports[0].mac;
         // Every frame is to be transmitted, through the whole path.
         fill(&mut buf, mac, &pool[..BATCH]);
-        for frame in buf.chunks_mut(SLOT) {
-            let v = forward(&mut frame[..FRAME], 0, &snap, 0);
-            assert_eq!(
-                v,
-                Verdict::Transmit {
-                    port: 1,
-                    len: FRAME
-                }
-            );
-        }
+        let sent = forward_batch(&mut Slots(&mut buf), 0, &snap, &mut steps);
+        assert_eq!(sent, BATCH, "every frame forwarded by the vector path");
+        assert!(steps.iter().all(|s| *s
+            == Step::Tx {
+                port: 1,
+                len: FRAME as u16
+            }));
 
-        for hint in [Hint::None, Hint::Prefetch, Hint::LookupBatch] {
-            let name = format!("{n}/x64{}", hint.suffix());
+        let id = format!("forward/{n}/x64");
+        let mut at = 0;
+        g.bench_function(format!("{n}/x64"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    fill(&mut buf, mac, &pool[at..at + BATCH]);
+                    at = (at + BATCH) % POOL;
+                    let t = Instant::now();
+                    black_box(forward_batch(&mut Slots(&mut buf), 0, &snap, &mut steps));
+                    total += t.elapsed();
+                }
+                record(means, &id, total, iters);
+                total
+            })
+        });
+
+        if n == 1_000 {
+            let trie: poptrie::Poptrie<(Ipv4Addr, u8), u16> = routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ((r.prefix, r.len), i as u16))
+                .collect();
             let mut at = 0;
-            let mut dsts = [Ipv4Addr::UNSPECIFIED; BATCH];
-            let mut routes = [None; BATCH];
-            g.bench_function(name, |b| {
+            let id = "poptrie/1000/x64";
+            g.bench_function("poptrie/1000/x64", |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        fill(&mut buf, mac, &pool[at..at + BATCH]);
+                        let dsts = &pool[at..at + BATCH];
                         at = (at + BATCH) % POOL;
                         let t = Instant::now();
-                        match hint {
-                            Hint::None => {}
-                            Hint::Prefetch => {
-                                for frame in buf.chunks(SLOT) {
-                                    snap.fib.prefetch(dst(frame));
-                                }
-                            }
-                            Hint::LookupBatch => {
-                                for (d, frame) in dsts.iter_mut().zip(buf.chunks(SLOT)) {
-                                    *d = dst(frame);
-                                }
-                                snap.fib.lookup_batch(&dsts, &mut routes);
-                            }
-                        }
-                        for frame in buf.chunks_mut(SLOT) {
-                            black_box(forward(&mut frame[..FRAME], 0, &snap, 0));
+                        for &d in dsts {
+                            black_box(trie.lookup(black_box(d)));
                         }
                         total += t.elapsed();
                     }
+                    record(means, id, total, iters);
+                    total
+                })
+            });
+        }
+        if n == 1_000_000 {
+            let dir = Dir24::new(&routes);
+            let mut at = 0;
+            let id = "floor/1000000/x64";
+            g.bench_function("floor/1000000/x64", |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let dsts = &pool[at..at + BATCH];
+                        at = (at + BATCH) % POOL;
+                        let t = Instant::now();
+                        for &d in dsts {
+                            black_box(dir.lookup(black_box(d)));
+                        }
+                        total += t.elapsed();
+                    }
+                    record(means, id, total, iters);
                     total
                 })
             });
@@ -179,12 +233,41 @@ fn forwarding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
+fn main() {
+    let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
-        .sample_size(30);
-    targets = forwarding
+        .sample_size(30)
+        .configure_from_args();
+    let means = Means::default();
+    forwarding(&mut c, &means);
+    c.final_summary();
+
+    let m = means.borrow();
+    // The median sample: robust to the odd preempted one.
+    let per_packet = |id: &str| {
+        m.get(id).filter(|v| !v.is_empty()).map(|v| {
+            let mut v = v.clone();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2] * 1e9 / BATCH as f64
+        })
+    };
+    println!("\nns per packet (median sample), and the targets:");
+    for id in m.keys() {
+        if let Some(ns) = per_packet(id) {
+            println!("  {id:<22} {ns:8.2}");
+        }
+    }
+    for (engine, peer, target) in [
+        ("forward/1000/x64", "poptrie/1000/x64", 1.0),
+        ("forward/1000000/x64", "floor/1000000/x64", 3.0),
+    ] {
+        if let (Some(e), Some(p)) = (per_packet(engine), per_packet(peer)) {
+            let r = e / p;
+            println!(
+                "  {engine} / {peer} = {r:.2}x (target <= {target}x: {})",
+                if r <= target { "met" } else { "missed" }
+            );
+        }
+    }
 }
-criterion_main!(benches);

@@ -7,6 +7,7 @@
 //! tool's program is never replaced unless asked to.
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpFlags};
 use aya::Ebpf;
 use std::ffi::CStr;
@@ -294,6 +295,16 @@ pub enum SteerError {
         /// The kernel's answer.
         error: io::Error,
     },
+    /// The engine's program was taken off the interface while it ran, and
+    /// another one put there (`attached`), or it could not be put back.
+    Lost {
+        /// Interface.
+        iface: String,
+        /// What is attached now, if anything.
+        attached: Option<Attached>,
+        /// Why putting it back failed, when nothing else was there.
+        error: Option<io::Error>,
+    },
 }
 
 impl fmt::Display for SteerError {
@@ -342,6 +353,31 @@ impl fmt::Display for SteerError {
             SteerError::Query { iface, error } => {
                 write!(f, "querying the XDP program of {iface}: {error}")
             }
+            SteerError::Lost {
+                iface,
+                attached: Some(a),
+                ..
+            } => {
+                write!(
+                f,
+                "{iface}: the engine's XDP program was replaced by program {} (id {}) while it \
+                 ran; the kernel now gets what that program passes, the engine stops",
+                a.name.as_deref().map_or("?".to_string(), |n| format!("{n:?}")),
+                a.prog_id
+            )
+            }
+            SteerError::Lost {
+                iface,
+                attached: None,
+                error,
+            } => write!(
+                f,
+                "{iface}: the engine's XDP program was detached while it ran and could not be \
+                 attached again: {}",
+                error
+                    .as_ref()
+                    .map_or("unknown error".to_string(), |e| e.to_string())
+            ),
         }
     }
 }
@@ -395,6 +431,24 @@ pub fn query(ifindex: u32) -> io::Result<Option<Attached>> {
         mode: opts.attach_mode,
         link_id: xdp_link_of(ifindex, prog_id).map(|(id, _)| id),
     }))
+}
+
+/// The id of the XDP program attached to `ifindex` (0 for none): one
+/// netlink query, no capability needed.
+fn attached_prog_id(ifindex: u32) -> io::Result<u32> {
+    // SAFETY: plain old data; zero is valid.
+    let mut opts: libbpf_sys::bpf_xdp_query_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as _;
+    // SAFETY: opts is a valid, sized query struct.
+    let r = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if r < 0 {
+        return Err(io::Error::from_raw_os_error(-r));
+    }
+    Ok(if opts.prog_id != 0 {
+        opts.prog_id
+    } else {
+        opts.drv_prog_id.max(opts.skb_prog_id)
+    })
 }
 
 fn program_name(id: u32) -> Option<String> {
@@ -453,6 +507,23 @@ fn xdp_link_of(ifindex: u32, prog_id: u32) -> Option<(u32, OwnedFd)> {
     }
 }
 
+/// Detaches whatever XDP program is on `ifindex` (its BPF link, or the
+/// program attached with netlink); false when there was none. An engine
+/// whose program is detached this way attaches it again within a second.
+///
+/// ```no_run
+/// // SAFETY: a NUL-terminated name.
+/// let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+/// xdpip::ebpf::detach(ifindex)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn detach(ifindex: u32) -> io::Result<bool> {
+    match query(ifindex)? {
+        Some(a) => detach_existing(ifindex, &a).map(|()| true),
+        None => Ok(false),
+    }
+}
+
 /// Detaches whatever XDP program is on `ifindex`.
 fn detach_existing(ifindex: u32, attached: &Attached) -> io::Result<()> {
     if let Some((_, fd)) = xdp_link_of(ifindex, attached.prog_id) {
@@ -485,6 +556,9 @@ pub struct SteerMaps {
     claimed: BpfHashMap<MapData, ClaimKey, u32>,
     mcast_groups: BpfHashMap<MapData, u32, u32>,
     ports: BpfHashMap<MapData, u32, u32>,
+    port_mtu: Array<MapData, u32>,
+    /// MTUs last written to `port_mtu`, by port.
+    mtus: Vec<u32>,
     config: Array<MapData, SteerConfig>,
     counters: PerCpuArray<MapData, u64>,
     /// Local addresses currently in the map (network order keys).
@@ -528,6 +602,27 @@ impl SteerMaps {
         self.ports
             .insert(ifindex, port, 0)
             .map_err(|e| SteerError::Map("ports", Box::new(e)))
+    }
+
+    /// Tells the program the MTU of each port (by port number) in the
+    /// snapshot the workers now use; only changes are written. The
+    /// program leaves a packet larger than an egress MTU of the kernel's
+    /// that differs from this one to the kernel, so an MTU change loses no
+    /// packet while the workers catch up. Call it after publishing.
+    pub fn set_port_mtus(&mut self, mtus: &[u32]) -> Result<(), SteerError> {
+        for (port, &mtu) in mtus.iter().enumerate().take(crate::snapshot::MAX_PORTS) {
+            if self.mtus.get(port) == Some(&mtu) {
+                continue;
+            }
+            self.port_mtu
+                .set(port as u32, mtu, 0)
+                .map_err(|e| SteerError::Map("port_mtu", Box::new(e)))?;
+            if self.mtus.len() <= port {
+                self.mtus.resize(port + 1, 0);
+            }
+            self.mtus[port] = mtu;
+        }
+        Ok(())
     }
 
     /// Writes the configuration.
@@ -626,6 +721,20 @@ impl SteerMaps {
 pub struct Steer {
     bpf: Ebpf,
     attached: Vec<(String, XdpMode)>,
+    /// Per attached interface: its index and our link.
+    links: Vec<(u32, XdpLinkId)>,
+    /// Programs `--replace` took off, to put back if the start fails.
+    replaced: Vec<Replaced>,
+}
+
+/// A program detached by `--replace`.
+struct Replaced {
+    iface: String,
+    ifindex: u32,
+    prog_id: u32,
+    mode: u8,
+    /// An fd of it, when it could be had (CAP_SYS_ADMIN).
+    fd: Option<OwnedFd>,
 }
 
 impl fmt::Debug for Steer {
@@ -655,6 +764,8 @@ impl Steer {
             claimed: take!(bpf, "claimed"),
             mcast_groups: take!(bpf, "mcast_groups"),
             ports: take!(bpf, "ports"),
+            port_mtu: take!(bpf, "port_mtu"),
+            mtus: Vec::new(),
             config: take!(bpf, "config"),
             counters: take!(bpf, "counters"),
             locals: Vec::new(),
@@ -663,20 +774,24 @@ impl Steer {
             Steer {
                 bpf,
                 attached: Vec::new(),
+                links: Vec::new(),
+                replaced: Vec::new(),
             },
             maps,
         ))
     }
 
-    /// Attaches to an interface in the requested mode, after dealing with
-    /// what is already there. Returns the mode in use.
-    pub fn attach(
-        &mut self,
+    /// Checks, without changing anything, that the program may be attached
+    /// to `iface`: its MTU fits, and what is attached there is nothing, a
+    /// leftover of an earlier xdpip, or (with `replace`) another program.
+    /// Returns what is there. The engine checks every interface this way
+    /// before it touches any.
+    pub fn preflight(
+        &self,
         iface: &crate::iface::Interface,
-        request: XdpModeRequest,
         replace: bool,
         frame_size: u32,
-    ) -> Result<XdpMode, SteerError> {
+    ) -> Result<Option<Attached>, SteerError> {
         let driver = iface.driver.clone().unwrap_or_else(|| "unknown".into());
         let afxdp_limit = afxdp_max_mtu(frame_size);
         let driver_limit = (driver == "veth").then(veth_xdp_max_mtu);
@@ -698,23 +813,41 @@ impl Steer {
                 why,
             });
         }
-        if let Some(a) = query(iface.ifindex).map_err(|error| SteerError::Query {
+        let found = query(iface.ifindex).map_err(|error| SteerError::Query {
             iface: iface.name.clone(),
             error,
-        })? {
+        })?;
+        if let Some(a) = &found {
             let ours = a.name.as_deref() == Some(PROGRAM_NAME);
             if !replace && ours && a.link_id.is_some() {
                 return Err(SteerError::AlreadyServed {
                     iface: iface.name.clone(),
-                    attached: a,
+                    attached: a.clone(),
                 });
             }
             if !replace && !ours {
                 return Err(SteerError::ForeignProgram {
                     iface: iface.name.clone(),
-                    attached: a,
+                    attached: a.clone(),
                 });
             }
+        }
+        Ok(found)
+    }
+
+    /// Attaches to an interface in the requested mode, after dealing with
+    /// what is already there ([`Steer::preflight`] again, then the program
+    /// found is detached when `replace` allows it). Returns the mode in use.
+    pub fn attach(
+        &mut self,
+        iface: &crate::iface::Interface,
+        request: XdpModeRequest,
+        replace: bool,
+        frame_size: u32,
+    ) -> Result<XdpMode, SteerError> {
+        let driver = iface.driver.clone().unwrap_or_else(|| "unknown".into());
+        if let Some(a) = self.preflight(iface, replace, frame_size)? {
+            let ours = a.name.as_deref() == Some(PROGRAM_NAME);
             log::warn!(
                 "{}: replacing XDP program {:?} (id {}){}",
                 iface.name,
@@ -726,10 +859,22 @@ impl Steer {
                     ""
                 }
             );
+            // Kept so that a start failing later can put it back.
+            // SAFETY: returns a new fd or a negative errno.
+            let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(a.prog_id) };
+            // SAFETY: a non-negative fd is new and owned here.
+            let fd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
             detach_existing(iface.ifindex, &a).map_err(|error| SteerError::Query {
                 iface: iface.name.clone(),
                 error,
             })?;
+            self.replaced.push(Replaced {
+                iface: iface.name.clone(),
+                ifindex: iface.ifindex,
+                prog_id: a.prog_id,
+                mode: a.mode,
+                fd,
+            });
         }
 
         let modes: &[XdpMode] = match request {
@@ -752,7 +897,7 @@ impl Steer {
             let mut tries = 0;
             let result = loop {
                 match prog.attach_to_if_index(iface.ifindex, flags) {
-                    Ok(_) => break Ok(()),
+                    Ok(id) => break Ok(id),
                     Err(e) => {
                         let err = program_error_io(&e);
                         // A link of a process that just died may still be
@@ -767,7 +912,8 @@ impl Steer {
                 }
             };
             match result {
-                Ok(()) => {
+                Ok(link) => {
+                    self.links.push((iface.ifindex, link));
                     if mode == XdpMode::Skb && request == XdpModeRequest::Auto {
                         log::warn!(
                             "{}: driver {} refused native XDP ({}); using skb (generic) mode, \
@@ -821,6 +967,99 @@ impl Steer {
     /// Where the program is attached, and how.
     pub fn attached(&self) -> &[(String, XdpMode)] {
         &self.attached
+    }
+
+    fn prog(&mut self) -> &mut Xdp {
+        self.bpf
+            .program_mut(PROGRAM_NAME)
+            .expect("loaded in Steer::load")
+            .try_into()
+            .expect("an XDP program")
+    }
+
+    /// Undoes a start that failed: detaches the program where it was
+    /// attached, and puts back the programs `--replace` took off, where an
+    /// fd of them could be had (CAP_SYS_ADMIN); the others are named.
+    pub fn undo(&mut self) {
+        for (_, link) in std::mem::take(&mut self.links) {
+            let _ = self.prog().detach(link);
+        }
+        self.attached.clear();
+        for r in std::mem::take(&mut self.replaced) {
+            let flags = match r.mode {
+                2 => libbpf_sys::XDP_FLAGS_SKB_MODE,
+                3 => libbpf_sys::XDP_FLAGS_HW_MODE,
+                _ => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            };
+            let restored = r.fd.as_ref().is_some_and(|fd| {
+                // SAFETY: fd is a valid program fd; null opts is allowed.
+                unsafe {
+                    libbpf_sys::bpf_xdp_attach(
+                        r.ifindex as i32,
+                        fd.as_raw_fd(),
+                        flags,
+                        std::ptr::null(),
+                    ) == 0
+                }
+            });
+            if restored {
+                log::warn!("{}: XDP program id {} put back", r.iface, r.prog_id);
+            } else {
+                log::error!(
+                    "{}: XDP program id {} was replaced and could not be put back",
+                    r.iface,
+                    r.prog_id
+                );
+            }
+        }
+    }
+
+    /// Checks that the program is still attached where it was. One that was
+    /// detached with nothing in its place is attached again (returned as
+    /// the interfaces where it was); another program in its place, or a
+    /// failed re-attach, is an error ([`SteerError::Lost`]): the engine no
+    /// longer sees that interface's traffic.
+    pub fn keep_attached(&mut self) -> Result<Vec<String>, SteerError> {
+        let ours = self.prog().info().map(|i| i.id()).unwrap_or(0);
+        let mut again = Vec::new();
+        for i in 0..self.links.len() {
+            let (ifindex, _) = self.links[i];
+            let (name, mode) = self.attached[i].clone();
+            let now = attached_prog_id(ifindex).map_err(|error| SteerError::Query {
+                iface: name.clone(),
+                error,
+            })?;
+            if now == ours {
+                continue;
+            }
+            if now != 0 {
+                return Err(SteerError::Lost {
+                    attached: query(ifindex).ok().flatten(),
+                    iface: name,
+                    error: None,
+                });
+            }
+            let flags = match mode {
+                XdpMode::Native => XdpFlags::DRV_MODE,
+                XdpMode::Skb => XdpFlags::SKB_MODE,
+            };
+            match self.prog().attach_to_if_index(ifindex, flags) {
+                Ok(link) => {
+                    // The old link is defunct: forget it.
+                    let old = std::mem::replace(&mut self.links[i].1, link);
+                    let _ = self.prog().detach(old);
+                    again.push(name);
+                }
+                Err(e) => {
+                    return Err(SteerError::Lost {
+                        iface: name,
+                        attached: None,
+                        error: Some(program_error_io(&e)),
+                    })
+                }
+            }
+        }
+        Ok(again)
     }
 }
 

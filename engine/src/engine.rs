@@ -1,6 +1,7 @@
 //! The engine: interfaces, the XDP program, AF_XDP sockets, workers and the
 //! control thread, started together and stopped together.
 
+use crate::busypoll::{self, BusyPollConfig, BusyPollReport, DeviceSettings};
 use crate::capability::{self, Capability};
 use crate::control::sysctl::{self, Overrides};
 use crate::control::{Control, ControlCounters, ControlLinks, Opened, SharedOverrides};
@@ -8,10 +9,12 @@ use crate::ebpf::{
     self, GateMode, Steer, SteerConfig, SteerError, SteerMaps, Verdict, XdpMode, XdpModeRequest,
 };
 use crate::iface::{Interface, LookupError};
+use crate::placement::{self, Placement};
 use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::socket::{RawSocket, SocketShared, UdpSocket};
-use crate::stats::{self, DropReason, Mib, PortTotals, WorkerCounters};
+use crate::stats::{self, Checksum, DropReason, Mib, PortTotals, WorkerCounters};
+use crate::worker::idle::{IdleConfig, Policy};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
 use serde::{Deserialize, Serialize};
@@ -62,12 +65,19 @@ impl Error {
             | Error::PortCount(_)
             | Error::MissingCapabilities(_)
             | Error::Config(_) => true,
-            Error::Steer(s) => matches!(
-                s,
+            Error::Steer(s) => match s {
                 SteerError::MtuTooLarge { .. }
-                    | SteerError::ForeignProgram { .. }
-                    | SteerError::AlreadyServed { .. }
-            ),
+                | SteerError::ForeignProgram { .. }
+                | SteerError::AlreadyServed { .. } => true,
+                // Another program holds the interface (a link).
+                SteerError::Attach { error, .. } => {
+                    matches!(error.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST))
+                }
+                _ => false,
+            },
+            // Another AF_XDP user (another engine) holds the queue, or
+            // zero-copy was required and the driver refuses it.
+            Error::Xsk(e) => e.is_queue_busy() || e.is_zero_copy_refused(),
             _ => false,
         }
     }
@@ -103,6 +113,11 @@ impl fmt::Display for Error {
             }
             Error::Config(s) => f.write_str(s),
             Error::Steer(e) => e.fmt(f),
+            Error::Xsk(e) if e.is_queue_busy() => write!(
+                f,
+                "{e}: another AF_XDP socket holds this queue (another running xdpip?); stop it \
+                 first, --replace does not take queues over"
+            ),
             Error::Xsk(e) => e.fmt(f),
             Error::Netlink(e) => write!(f, "reading the kernel's tables over rtnetlink: {e}"),
             Error::Thread(e) => write!(f, "starting a thread: {e}"),
@@ -142,6 +157,7 @@ pub struct EngineBuilder {
     sysctl: Vec<(String, String)>,
     icmp_echo: bool,
     privileged_ports: Option<bool>,
+    busy_poll: bool,
 }
 
 impl Default for EngineBuilder {
@@ -158,6 +174,7 @@ impl Default for EngineBuilder {
             sysctl: Vec::new(),
             icmp_echo: true,
             privileged_ports: None,
+            busy_poll: false,
         }
     }
 }
@@ -169,10 +186,20 @@ impl EngineBuilder {
         self
     }
 
-    /// Cores to pin workers to, worker `i` on `cores[i % len]`. Default: all
-    /// cores this process may run on.
+    /// Cores to pin workers to, worker `i` on `cores[i % len]`; each must
+    /// exist and be allowed to the process. Default (empty): off the cores
+    /// that service each worker's queues where the kernel says which they
+    /// are, unpinned otherwise ([`crate::placement::place`]).
     pub fn cores(mut self, cores: &[usize]) -> Self {
         self.cores = cores.to_vec();
+        self
+    }
+
+    /// Preferred busy polling ([`crate::busypoll`]): the workers run their
+    /// queues' NAPI in their own system calls. Where the driver does not
+    /// allow it (veth), the engine says so and forwards as without it.
+    pub fn busy_poll(mut self, on: bool) -> Self {
+        self.busy_poll = on;
         self
     }
 
@@ -262,6 +289,10 @@ impl EngineBuilder {
                 return Err(Error::DuplicateInterface(n.clone()));
             }
         }
+        if !self.cores.is_empty() {
+            placement::check(&self.cores, &placement::existing(), &placement::allowed())
+                .map_err(|e| Error::Config(format!("cores: {e}")))?;
+        }
         if !matches!(self.xsk.frame_size, 2048 | 4096) {
             return Err(Error::Config(format!(
                 "frame size {} is not 2048 or 4096",
@@ -318,12 +349,7 @@ impl EngineBuilder {
         let (overrides, ifaces) = self.checked()?;
         for i in &ifaces {
             if i.driver.as_deref() == Some("veth") {
-                log::warn!(
-                    "{} is a veth: its peer must not offload transmit checksums \
-                     (`ethtool -K PEER tx off`), or the frames it hands over carry partial \
-                     UDP/TCP checksums that no wire would",
-                    i.name
-                );
+                say_partial_checksums(i);
             }
         }
         raise_memlock();
@@ -341,16 +367,13 @@ impl EngineBuilder {
         }
         maps.set_local_addrs(&opened.mirror.local_addrs())?;
 
-        let mut ports = Vec::new();
+        // A takeover is all or nothing: every check that can refuse it
+        // comes before the first program is detached. What is attached
+        // where, and the MTUs, first; then the queues, which another
+        // engine's sockets hold (EBUSY) as long as it runs; only then the
+        // programs, and if one fails the others are undone.
         for i in &ifaces {
-            let mode = steer.attach(i, self.xdp_mode, self.replace, self.xsk.frame_size)?;
-            ports.push(PortInfo {
-                name: i.name.clone(),
-                ifindex: i.ifindex,
-                driver: i.driver.clone().unwrap_or_else(|| "unknown".into()),
-                queues: i.queues,
-                xdp_mode: mode,
-            });
+            steer.preflight(i, self.replace, self.xsk.frame_size)?;
         }
 
         let queues = ifaces.iter().map(|i| i.queues).max().unwrap_or(1);
@@ -401,15 +424,69 @@ impl EngineBuilder {
             sockets.push(ws);
         }
 
-        let cores = if self.cores.is_empty() {
-            core_affinity::get_core_ids()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.id)
-                .collect()
-        } else {
-            self.cores.clone()
-        };
+        let mut ports = Vec::new();
+        for i in &ifaces {
+            let mode = match steer.attach(i, self.xdp_mode, self.replace, self.xsk.frame_size) {
+                Ok(m) => m,
+                Err(e) => {
+                    steer.undo();
+                    return Err(e.into());
+                }
+            };
+            ports.push(PortInfo {
+                name: i.name.clone(),
+                ifindex: i.ifindex,
+                driver: i.driver.clone().unwrap_or_else(|| "unknown".into()),
+                queues: i.queues,
+                xdp_mode: mode,
+            });
+        }
+
+        let services = placement::services(
+            &ifaces
+                .iter()
+                .map(|i| placement::Port {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                    driver: i.driver.clone(),
+                    queues: i.queues,
+                })
+                .collect::<Vec<_>>(),
+            queues,
+        );
+        let placements = placement::place(&services, &self.cores, &placement::allowed());
+        // Busy polling: socket options first; the devices are set only
+        // where a socket has a NAPI to poll (on the others, a deferred
+        // interrupt would only delay frames).
+        let mut busy_sockets = Vec::new();
+        let devices = self.busy_poll.then(|| {
+            let cfg = BusyPollConfig::for_batch(self.batch);
+            for (id, ws) in sockets.iter().enumerate() {
+                for s in &ws.sockets {
+                    let set = s.set_busy_poll(&cfg.socket);
+                    let driver = ifaces[s.port].driver.as_deref();
+                    let b = busypoll::initial(
+                        &s.iface,
+                        driver.unwrap_or("unknown driver"),
+                        s.queue,
+                        s.napi_id(),
+                        &set,
+                    );
+                    busy_sockets.push((b, id, s.port));
+                }
+            }
+            let polled: Vec<(String, u32)> = ifaces
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| {
+                    busy_sockets
+                        .iter()
+                        .any(|(b, _, bp)| bp == p && b.state != busypoll::State::Unavailable)
+                })
+                .map(|(_, i)| (i.name.clone(), i.ifindex))
+                .collect();
+            busypoll::set_devices(&polled, &cfg)
+        });
         let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
         let ifindexes: Vec<u32> = ifaces.iter().map(|i| i.ifindex).collect();
         let mut opened = opened;
@@ -439,7 +516,10 @@ impl EngineBuilder {
         // Random per run, so that an attacker cannot aim all fragments at
         // one worker.
         let reasm_seed = crate::reasm::random_seed();
-        let handoff = Arc::new(crate::reasm::handoff::Handoff::new(sockets.len(), 1024));
+        let handoff = Arc::new(crate::reasm::handoff::Handoff::new(
+            sockets.len(),
+            crate::reasm::handoff::Handoff::slots_for(sockets.len()),
+        ));
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         let mut registrations = Vec::new();
@@ -451,11 +531,26 @@ impl EngineBuilder {
             for s in &ws.sockets {
                 registrations.push((s.port as u32, s.queue, s.fd()));
             }
-            let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+            let place: Placement = placements[id].clone();
+            let polled: Vec<bool> = busy_sockets
+                .iter()
+                .filter(|(_, w, _)| *w == id)
+                .map(|(b, ..)| b.state != busypoll::State::Unavailable)
+                .collect();
+            let idle = IdleConfig {
+                policy: if place.shares_napi == Some(true) {
+                    Policy::SharedWithNapi
+                } else {
+                    Policy::OwnCore
+                },
+                busy_poll: polled,
+            };
             workers.push(WorkerInfo {
                 id,
                 queue: id as u32,
-                core,
+                core: place.core(),
+                cores: place.cores.clone(),
+                placement: place.why.clone(),
                 sockets: ws
                     .sockets
                     .iter()
@@ -466,7 +561,8 @@ impl EngineBuilder {
             let w = Worker {
                 id,
                 queue: id as u32,
-                core,
+                // Pinned below, to one core or a set.
+                core: None,
                 batch: self.batch,
                 workers: nworkers,
                 xsk: ws,
@@ -478,10 +574,18 @@ impl EngineBuilder {
                 sockets: local.clone(),
                 handoff: handoff.clone(),
                 reasm_seed,
+                idle,
             };
             let t = std::thread::Builder::new()
                 .name(format!("xdpip-w{id}"))
-                .spawn(move || w.run());
+                .spawn(move || {
+                    if let Some(c) = &place.cores {
+                        if let Err(e) = placement::pin_current(c) {
+                            log::warn!("worker {id}: could not pin to {}: {e}", place.describe());
+                        }
+                    }
+                    w.run()
+                });
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -534,29 +638,187 @@ impl EngineBuilder {
             .spawn(move || control.run(cstop))
             .map_err(Error::Thread)?;
 
+        let mut services = Vec::new();
+        let busy_poll = match &devices {
+            Some(d) => {
+                let (m, t) = busy_poll_monitor(d, busy_sockets, &workers, stop.clone())?;
+                services.push(t);
+                Some(m)
+            }
+            None => None,
+        };
+
+        let steer = Arc::new(Mutex::new(Some(steer)));
+        let shared = Arc::new(Shared {
+            maps,
+            lost: Mutex::new(None),
+            info: EngineInfo {
+                ports,
+                bind_mode: mode,
+                zero_copy_refused,
+                workers,
+                names,
+                fib_gate: self.fib_gate,
+            },
+            cell,
+            control_counters,
+            overrides,
+            started: Instant::now(),
+            sockets: local,
+            busy_poll,
+        });
+        let watch = {
+            let (steer, shared, stop) = (steer.clone(), shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("xdpip-watch".into())
+                .spawn(move || watch(&steer, &shared, &stop))
+                .map_err(Error::Thread)?
+        };
         Ok(Engine {
-            steer: Some(steer),
+            steer,
             threads,
             control: Some(control),
-            services: Vec::new(),
+            services: {
+                services.push(watch);
+                services
+            },
+            devices,
             stop,
-            shared: Arc::new(Shared {
-                maps,
-                info: EngineInfo {
-                    ports,
-                    bind_mode: mode,
-                    zero_copy_refused,
-                    workers,
-                    names,
-                    fib_gate: self.fib_gate,
-                },
-                cell,
-                control_counters,
-                overrides,
-                started: Instant::now(),
-                sockets: local,
-            }),
+            shared,
         })
+    }
+}
+
+/// Says, for a veth whose peer offloads transmit checksums, what the
+/// engine does with the partial checksums it hands over; nothing when the
+/// peer computes its own, and what is unknown when it cannot be told.
+fn say_partial_checksums(i: &Interface) {
+    const DOES: &str = "the engine completes the partial UDP/TCP checksums it hands over \
+                        before forwarding them and accepts them for its own sockets, as the \
+                        kernel does (counted as csum_partial_completed and \
+                        csum_partial_accepted)";
+    match crate::veth::peer_offload(i.ifindex) {
+        crate::veth::PeerOffload::On(peer) => log::info!(
+            "{}: its veth peer {peer} offloads transmit checksums: {DOES}",
+            i.name
+        ),
+        crate::veth::PeerOffload::Off(_) => {}
+        crate::veth::PeerOffload::Unknown(why) => log::info!(
+            "{}: whether its veth peer offloads transmit checksums is unknown ({why}); if it \
+             does, {DOES}",
+            i.name
+        ),
+    }
+}
+
+/// Says where busy polling stands on every socket, and starts the thread
+/// that checks once a second whether it engages.
+fn busy_poll_monitor(
+    devices: &DeviceSettings,
+    sockets: Vec<(busypoll::SocketBusyPoll, usize, usize)>,
+    workers: &[WorkerInfo],
+    stop: Arc<AtomicBool>,
+) -> Result<(Arc<Mutex<busypoll::Monitor>>, JoinHandle<()>), Error> {
+    for n in &devices.notes {
+        log::info!("{n}");
+    }
+    for n in &devices.problems {
+        log::warn!("{n}");
+    }
+    for (b, ..) in &sockets {
+        if b.state == busypoll::State::Unavailable {
+            log::warn!("{}", b.reason);
+        } else {
+            log::info!("{}", b.reason);
+        }
+    }
+    let rx: Vec<Arc<WorkerCounters>> = sockets
+        .iter()
+        .map(|(_, w, _)| workers[*w].counters.clone())
+        .collect();
+    let ports: Vec<usize> = sockets.iter().map(|(_, _, p)| *p).collect();
+    let m = Arc::new(Mutex::new(busypoll::Monitor::new(
+        sockets.into_iter().map(|(b, ..)| b).collect(),
+        devices
+            .notes
+            .iter()
+            .chain(&devices.problems)
+            .cloned()
+            .collect(),
+        busypoll::busy_poll_rx_packets(),
+    )));
+    let monitor = m.clone();
+    let t = std::thread::Builder::new()
+        .name("xdpip-busypoll".into())
+        .spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if last.elapsed().as_secs() < 1 {
+                    continue;
+                }
+                last = Instant::now();
+                let now: Vec<u64> = rx
+                    .iter()
+                    .zip(&ports)
+                    .map(|(c, p)| c.ports[*p].rx_packets.get())
+                    .collect();
+                let changed = monitor
+                    .lock()
+                    .expect("not poisoned")
+                    .check(&now, busypoll::busy_poll_rx_packets());
+                for b in changed {
+                    if b.state == busypoll::State::Engaged {
+                        log::info!("{}", b.reason);
+                    } else {
+                        log::warn!("{}", b.reason);
+                    }
+                }
+            }
+        })
+        .map_err(Error::Thread)?;
+    Ok((m, t))
+}
+
+/// How often the watch thread checks that the program is still attached:
+/// an engine whose program is removed notices within a second.
+const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checks every [`WATCH_PERIOD`] that the XDP program is still attached:
+/// puts it back where it was detached, and records the loss (see
+/// [`Engine::lost`]) where another program took its place or it could not
+/// be put back. Ends with the engine, or at the first loss.
+fn watch(steer: &Mutex<Option<Steer>>, shared: &Shared, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(WATCH_PERIOD);
+        let Ok(mut guard) = steer.lock() else {
+            return;
+        };
+        // Taken at shutdown: the engine detached it itself.
+        let Some(s) = guard.as_mut() else {
+            return;
+        };
+        match s.keep_attached() {
+            Ok(again) => {
+                for iface in again {
+                    log::warn!(
+                        "{iface}: the engine's XDP program was detached from under it; \
+                         attached it again"
+                    );
+                }
+            }
+            // A query that failed says nothing about the program.
+            Err(SteerError::Query { iface, error }) => {
+                log::debug!("{iface}: checking the XDP program: {error}");
+            }
+            Err(e) => {
+                log::error!("{e}");
+                if let Ok(mut l) = shared.lost.lock() {
+                    *l = Some(e.to_string());
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -591,8 +853,12 @@ pub struct WorkerInfo {
     pub id: usize,
     /// Queue index.
     pub queue: u32,
-    /// Core it is pinned to.
+    /// Core it is pinned to, when it is pinned to one.
     pub core: Option<usize>,
+    /// Cores it may run on; `None`: unpinned.
+    pub cores: Option<Vec<usize>>,
+    /// Why it runs there.
+    pub placement: String,
     /// Its sockets: (interface, queue).
     pub sockets: Vec<(String, u32)>,
     counters: Arc<WorkerCounters>,
@@ -616,10 +882,14 @@ pub struct EngineInfo {
 
 /// A running engine. Dropping it stops it.
 pub struct Engine {
-    steer: Option<Steer>,
+    /// Shared with the watch thread, which puts the program back when it is
+    /// detached from under the engine.
+    steer: Arc<Mutex<Option<Steer>>>,
     threads: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
     services: Vec<JoinHandle<()>>,
+    /// Busy-polling settings of the devices, put back at stop.
+    devices: Option<DeviceSettings>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
 }
@@ -655,6 +925,13 @@ impl Shared {
                 ws.iter().map(|w| w.drops[*d as usize].get()).sum(),
             );
         }
+        let checksums = Checksum::ALL
+            .iter()
+            .map(|c| {
+                let n = ws.iter().map(|w| w.checksums[*c as usize].get()).sum();
+                (c.name().to_string(), n)
+            })
+            .collect();
         let verdicts = self.maps.lock().map(|m| m.verdicts()).unwrap_or([0; 16]);
         let xdp = Verdict::ALL
             .iter()
@@ -669,6 +946,8 @@ impl Shared {
                 id: w.id,
                 queue: w.queue,
                 core: w.core,
+                cores: w.cores.clone(),
+                placement: w.placement.clone(),
                 batches: w.counters.batches.get(),
                 sleeps: w.counters.sleeps.get(),
                 wakeups: w.counters.wakeups.get(),
@@ -678,6 +957,10 @@ impl Shared {
                 reasm_queues: w.counters.reasm_queues.get(),
                 to_kernel: w.counters.to_kernel.get(),
                 handed_off: w.counters.handed_off.get(),
+                vector_forwarded: w.counters.vector_forwarded.get(),
+                slow_path: w.counters.slow_path.get(),
+                neighbour_held: w.counters.neighbour_held.get(),
+                frames_leaked: w.counters.frames_leaked.get(),
                 sockets: w
                     .sockets
                     .iter()
@@ -711,6 +994,7 @@ impl Shared {
             ports: stats::sum_ports(&ws, &self.info.names),
             mib,
             drops,
+            checksums,
             xdp,
             workers,
             control: ControlReport {
@@ -721,6 +1005,10 @@ impl Shared {
                 resyncs: self.control_counters.resyncs.get(),
                 resolve_requests: self.control_counters.resolve_requests.get(),
             },
+            busy_poll: self
+                .busy_poll
+                .as_ref()
+                .map(|m| m.lock().expect("not poisoned").report()),
         }
     }
 }
@@ -728,12 +1016,15 @@ impl Shared {
 /// What the engine's service threads (control socket, metrics) read.
 pub(crate) struct Shared {
     maps: Arc<Mutex<SteerMaps>>,
+    /// Why the engine lost an interface while running, if it did.
+    lost: Mutex<Option<String>>,
     info: EngineInfo,
     pub(crate) cell: Arc<SnapshotCell>,
     control_counters: Arc<ControlCounters>,
     overrides: Arc<SharedOverrides>,
     started: Instant,
     sockets: Arc<SocketShared>,
+    busy_poll: Option<Arc<Mutex<busypoll::Monitor>>>,
 }
 
 impl fmt::Debug for Engine {
@@ -766,8 +1057,14 @@ pub struct WorkerReport {
     pub id: usize,
     /// Queue.
     pub queue: u32,
-    /// Core.
+    /// Core it is pinned to, when it is pinned to one.
     pub core: Option<usize>,
+    /// Cores it may run on; `null`: unpinned.
+    #[serde(default)]
+    pub cores: Option<Vec<usize>>,
+    /// Why it runs there.
+    #[serde(default)]
+    pub placement: String,
     /// Batches with work.
     pub batches: u64,
     /// Sleeps in poll(2).
@@ -786,6 +1083,19 @@ pub struct WorkerReport {
     pub to_kernel: u64,
     /// Fragments passed to the worker that owns their datagram.
     pub handed_off: u64,
+    /// Frames forwarded by the vector path.
+    #[serde(default)]
+    pub vector_forwarded: u64,
+    /// Frames the vector path left to the slow path (options, errors,
+    /// local delivery, unresolved next hops...).
+    #[serde(default)]
+    pub slow_path: u64,
+    /// Forwarded frames held while the kernel resolved their next hop.
+    #[serde(default)]
+    pub neighbour_held: u64,
+    /// UMEM frames lost to a bug: 0.
+    #[serde(default)]
+    pub frames_leaked: u64,
     /// Its sockets.
     pub sockets: Vec<SocketReport>,
 }
@@ -803,12 +1113,21 @@ pub struct Report {
     pub mib: BTreeMap<String, u64>,
     /// Drops by reason, summed over workers.
     pub drops: BTreeMap<String, u64>,
+    /// Partial checksums of local stacks completed or accepted
+    /// (`csum_partial_completed`, `csum_partial_accepted`), summed over
+    /// workers.
+    #[serde(default)]
+    pub checksums: BTreeMap<String, u64>,
     /// The XDP program's verdicts, summed over CPUs.
     pub xdp: BTreeMap<String, u64>,
     /// Per worker.
     pub workers: Vec<WorkerReport>,
     /// Control thread.
     pub control: ControlReport,
+    /// Busy polling (`--busy-poll`): per socket whether it engaged, and
+    /// what was set on the devices; `null` when not asked for.
+    #[serde(default)]
+    pub busy_poll: Option<BusyPollReport>,
 }
 
 /// Datapath modes in a [`Report`].
@@ -936,10 +1255,21 @@ impl Engine {
         self.report()
     }
 
+    /// Why the engine no longer serves one of its interfaces, when that
+    /// happened while it ran: its XDP program was replaced by another, or
+    /// detached and could not be attached again (a program merely detached
+    /// is attached again within a second). The `xdpip` command stops and
+    /// exits with status 1 then.
+    pub fn lost(&self) -> Option<String> {
+        self.shared.lost.lock().ok().and_then(|l| l.clone())
+    }
+
     fn shutdown(&mut self) {
-        if let Some(steer) = self.steer.take() {
-            drop(steer);
-        }
+        // Device settings first: detaching the program may take the NAPI
+        // instances they were set on away (veth).
+        drop(self.devices.take());
+        let steer = self.steer.lock().ok().and_then(|mut s| s.take());
+        drop(steer);
         self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..).chain(self.services.drain(..)) {
             let _ = t.join();

@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x03;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ARPHRD_ETHER: u16 = 1;
 
 #[repr(C)]
@@ -200,6 +201,63 @@ impl Interface {
     }
 }
 
+/// Drivers whose received frames come from a network stack on this host,
+/// never from a wire, and may carry partial UDP/TCP checksums (the
+/// sender's `CHECKSUM_PARTIAL`: only the pseudo-header sum in the field,
+/// [`crate::wire::l4csum`]):
+///
+/// - `veth`: the peer is a stack on this host (a container's namespace);
+///   with transmit checksum offload on, its default, the frames it hands
+///   over carry the pseudo-header sum, and native XDP sees them so.
+/// - `netkit`: the same pair model (Cilium's replacement for veth in
+///   pods); XDP runs in skb mode on it, which shows the skb's bytes as
+///   they are.
+/// - `tun` (tap mode): frames written by a process on this host (a VM's
+///   virtio-net through vhost-net, a user-space stack) with a virtio-net
+///   header that says `VIRTIO_NET_HDR_F_NEEDS_CSUM`; tun runs native XDP
+///   on such a frame before it builds the skb (`tun_build_skb()`).
+///
+/// Not listed, so never treated so: physical NICs (a wire delivers
+/// complete checksums; a wrong one is corruption and must be dropped);
+/// `virtio_net` (it turns the guest checksum offloads off while an XDP
+/// program is attached); `bridge`, `macvlan`, `ipvlan`, `bonding`, VLANs
+/// (frames from local stacks and from wires on one device: the rule's
+/// premise does not hold).
+pub const LOCAL_STACK_DRIVERS: &[&str] = &["veth", "netkit", "tun"];
+
+/// True when frames received on interface `name` (in the caller's network
+/// namespace) may carry partial checksums: its driver is one of
+/// [`LOCAL_STACK_DRIVERS`]. False when the interface or its driver is
+/// unknown.
+pub fn may_carry_partial_checksums(name: &str) -> bool {
+    let Ok(sock) = control_socket() else {
+        return false;
+    };
+    driver(&sock, name).is_some_and(|d| LOCAL_STACK_DRIVERS.contains(&d.as_str()))
+}
+
+/// Whether interface `name` (in the caller's network namespace) offloads
+/// transmit checksums (`ethtool -k`: `tx-checksumming`).
+pub fn tx_checksum_offload(name: &str) -> io::Result<bool> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let sock = control_socket().map_err(|e| match e {
+        LookupError::Io(_, e) => e,
+        other => io::Error::other(other.to_string()),
+    })?;
+    let mut v = EthtoolValue {
+        cmd: ETHTOOL_GTXCSUM,
+        data: 0,
+    };
+    let mut ifr = ifreq_for(name).map_err(|e| io::Error::other(e.to_string()))?;
+    ifr.ifr_ifru.ifru_data = &mut v as *mut EthtoolValue as *mut libc::c_char;
+    ioctl(&sock, SIOCETHTOOL, &mut ifr)?;
+    Ok(v.data != 0)
+}
+
 fn driver(sock: &OwnedFd, name: &str) -> Option<String> {
     // SAFETY: plain old data; zero is valid.
     let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
@@ -269,6 +327,84 @@ pub fn ipv4_addresses(name: &str) -> io::Result<Vec<(Ipv4Addr, u8)>> {
     Ok(out)
 }
 
+/// An interface the engine serves, as the kernel currently describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Its MAC address, the source of forwarded frames.
+    pub mac: MacAddr,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Administratively and operationally up.
+    pub up: bool,
+    /// Its IPv4 addresses with prefix lengths, primaries first, in the
+    /// kernel's order.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// `net.ipv4.conf.<port>.forwarding`: forward what arrives here.
+    pub forwarding: bool,
+    /// `accept_source_route` of `conf/all` and of the port, both set.
+    pub accept_source_route: bool,
+    /// `accept_local` of `conf/all` or of the port: packets from this
+    /// host's own addresses are accepted on it, not martians.
+    pub accept_local: bool,
+    /// Its frames come from a local stack and may carry partial UDP/TCP
+    /// checksums (a veth; [`may_carry_partial_checksums`]): they are
+    /// completed or accepted ([`crate::wire::l4csum`]).
+    pub partial_csum: bool,
+}
+
+impl Port {
+    /// The source address for a packet leaving through this port towards
+    /// `dst`, as `inet_select_addr()` picks it: the first primary address
+    /// whose subnet holds `dst`, else the first address.
+    ///
+    /// ```
+    /// use xdpip::iface::Port;
+    /// use std::net::Ipv4Addr;
+    /// let p = Port {
+    ///     addrs: vec![(Ipv4Addr::new(10, 0, 0, 1), 24), (Ipv4Addr::new(10, 9, 0, 1), 16)],
+    ///     ..Port::default()
+    /// };
+    /// assert_eq!(p.select_addr(Ipv4Addr::new(10, 9, 3, 3)), Some(Ipv4Addr::new(10, 9, 0, 1)));
+    /// assert_eq!(p.select_addr(Ipv4Addr::new(8, 8, 8, 8)), Some(Ipv4Addr::new(10, 0, 0, 1)));
+    /// ```
+    pub fn select_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let d = u32::from(dst);
+        self.addrs
+            .iter()
+            .find(|(a, len)| {
+                let m = if *len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - *len as u32)
+                };
+                u32::from(*a) & m == d & m
+            })
+            .or(self.addrs.first())
+            .map(|(a, _)| *a)
+    }
+}
+
+impl Default for Port {
+    fn default() -> Self {
+        Port {
+            name: String::new(),
+            ifindex: 0,
+            mac: MacAddr::default(),
+            mtu: 1500,
+            up: true,
+            addrs: Vec::new(),
+            forwarding: true,
+            accept_source_route: false,
+            accept_local: false,
+            partial_csum: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +416,9 @@ mod tests {
         assert!(!lo.is_ethernet);
         assert!(lo.ipv4.contains(&(Ipv4Addr::LOCALHOST, 8)) || !lo.up);
         assert_eq!(name_of(lo.ifindex).as_deref(), Some("lo"));
+        // The loopback device's driver is not a local-stack Ethernet one.
+        assert!(!may_carry_partial_checksums("lo"));
+        assert!(!may_carry_partial_checksums("nonexistent0"));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! The map of the system is `DESIGN.md`; the module names follow it.
 #![warn(missing_docs)]
 
-pub mod capability;
+pub mod busypoll;
+mod capability;
 pub mod control;
 pub mod ebpf;
 mod engine;
@@ -27,12 +28,15 @@ pub mod fib;
 pub mod forward;
 pub mod iface;
 pub mod neigh;
+pub mod netdev;
+pub mod placement;
 pub mod reasm;
 pub mod snapshot;
 pub mod socket;
 pub mod stats;
 #[cfg(test)]
 mod testutil;
+pub mod veth;
 pub mod wire;
 pub mod worker;
 pub mod xsk;

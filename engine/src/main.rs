@@ -111,9 +111,17 @@ struct RunArgs {
     /// Set a tunable by its sysctl name, over the namespace's value (repeat).
     #[arg(long = "sysctl", value_name = "NAME=VALUE")]
     sysctl: Vec<String>,
-    /// Cores to pin workers to, comma separated [default: all].
+    /// Cores to pin workers to, comma separated, worker i on the i-th
+    /// [default: off the cores that service each worker's queues where the
+    /// kernel says which, else unpinned; printed at start].
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     cores: Vec<usize>,
+    /// Preferred busy polling: the workers run their queues' NAPI in their
+    /// own system calls (SO_PREFER_BUSY_POLL; the devices'
+    /// defer-hard-irqs and gro-flush-timeout are set, and restored at
+    /// exit). Said at start, and in `xdpip stats`, whether it engaged.
+    #[arg(long)]
+    busy_poll: bool,
     /// XDP attach mode [default: auto].
     #[arg(long, value_enum)]
     xdp_mode: Option<XdpModeArg>,
@@ -165,6 +173,7 @@ struct RunArgs {
 struct Config {
     interfaces: Option<Vec<String>>,
     cores: Option<Vec<usize>>,
+    busy_poll: Option<bool>,
     xdp_mode: Option<XdpModeArg>,
     zero_copy: Option<ZeroCopyArg>,
     replace: Option<bool>,
@@ -178,10 +187,33 @@ struct Config {
     sysctl: Option<BTreeMap<String, toml::Value>>,
 }
 
+/// Largest config file read: a real one is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads the config file: a regular file (symbolic links followed) of at
+/// most [`MAX_CONFIG_BYTES`], so that `/dev/zero`, a FIFO or a huge file
+/// is refused instead of read until memory runs out.
 fn load_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    use std::io::Read;
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).map_err(|e| format!("reading config {shown}: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("reading config {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("config {shown} is not a regular file"));
+    }
+    let mut text = String::new();
+    (&mut f)
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading config {shown}: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "config {shown} is larger than {MAX_CONFIG_BYTES} bytes"
+        ));
+    }
+    toml::from_str(&text).map_err(|e| format!("config {shown}: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -200,6 +232,15 @@ fn main() -> ExitCode {
         Command::Routes { json, socket } => client(socket, |path| routes(path, json)),
         Command::Neigh { json, socket } => client(socket, |path| neigh(path, json)),
         Command::Sysctl { assignment, socket } => {
+            // A bad name or value is a usage error, said before asking.
+            let checked = match assignment.as_deref() {
+                Some(a) if a.contains('=') => sysctl::parse_assignment(a).map(|_| ()),
+                Some(name) => sysctl::lookup(name).map(|_| ()),
+                None => Ok(()),
+            };
+            if let Err(e) = checked {
+                return usage_error(e);
+            }
             client(socket, |path| sysctl_cmd(path, assignment.as_deref()))
         }
     }
@@ -291,19 +332,9 @@ fn neigh(path: &Path, json: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Shows or sets tunables; `assignment` was checked by the caller.
 fn sysctl_cmd(path: &Path, assignment: Option<&str>) -> io::Result<()> {
-    let set = match assignment {
-        Some(a) if a.contains('=') => {
-            // Check locally first so that a typo gets the full message.
-            sysctl::parse_assignment(a).map_err(io::Error::other)?;
-            Some(a.to_string())
-        }
-        Some(name) => {
-            sysctl::lookup(name).map_err(io::Error::other)?;
-            None
-        }
-        None => None,
-    };
+    let set = assignment.filter(|a| a.contains('=')).map(str::to_string);
     let v = api::request(path, &Request::Sysctl { set })?;
     let want = assignment.map(|a| {
         a.split('=')
@@ -342,13 +373,31 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         args.interfaces.clone()
     };
+    // Cores are checked here, to name where a bad one came from.
+    let cores_from = |what: &str, cores: &[usize]| {
+        xdpip::placement::check(
+            cores,
+            &xdpip::placement::existing(),
+            &xdpip::placement::allowed(),
+        )
+        .map_err(|e| format!("{what}: {e}"))
+    };
+    if let (Some(c), Some(path)) = (&config.cores, &args.config) {
+        if let Err(e) = cores_from(&format!("config {}: cores", path.display()), c) {
+            return usage_error(e);
+        }
+    }
     let cores = if args.cores.is_empty() {
         config.cores.clone().unwrap_or_default()
     } else {
+        if let Err(e) = cores_from("--cores", &args.cores) {
+            return usage_error(e);
+        }
         args.cores.clone()
     };
     let mut b = Engine::builder()
         .cores(&cores)
+        .busy_poll(args.busy_poll || config.busy_poll.unwrap_or(false))
         .xdp_mode(
             match args
                 .xdp_mode
@@ -461,8 +510,10 @@ fn run(args: RunArgs) -> ExitCode {
             "event": "started",
             "mode": engine.report().mode,
             "workers": info.workers.iter().map(|w| serde_json::json!({
-                "id": w.id, "queue": w.queue, "core": w.core,
+                "id": w.id, "queue": w.queue, "core": w.core, "cores": w.cores,
+                "placement": w.placement,
             })).collect::<Vec<_>>(),
+            "busy_poll": engine.report().busy_poll,
         });
         let _ = writeln!(out.lock(), "{started}");
     } else {
@@ -500,11 +551,21 @@ fn run(args: RunArgs) -> ExitCode {
         for w in &info.workers {
             let _ = writeln!(
                 out.lock(),
-                "worker {}: queue {} on core {}",
+                "worker {}: queue {} on {}: {}",
                 w.id,
                 w.queue,
-                w.core.map_or("any".to_string(), |c| c.to_string())
+                match &w.cores {
+                    Some(c) if c.len() == 1 => format!("core {}", c[0]),
+                    Some(c) => format!("cores {}", xdpip::placement::list(c)),
+                    None => "any core".to_string(),
+                },
+                w.placement
             );
+        }
+        if let Some(bp) = engine.report().busy_poll {
+            for s in &bp.sockets {
+                let _ = writeln!(out.lock(), "{}", s.reason);
+            }
         }
     }
 
@@ -512,9 +573,16 @@ fn run(args: RunArgs) -> ExitCode {
     let deadline = args.duration.map(Duration::from_secs_f64);
     let mut last = engine.report();
     let mut last_t = Instant::now();
+    let mut lost = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if deadline.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        // The program was taken off an interface and could not be put
+        // back: the kernel has that traffic now; say so and stop.
+        if let Some(why) = engine.lost() {
+            lost = Some(why);
             break;
         }
         if last_t.elapsed() >= Duration::from_secs(1) {
@@ -538,7 +606,13 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         print_summary(&report, total);
     }
-    ExitCode::SUCCESS
+    match lost {
+        Some(why) => {
+            eprintln!("xdpip: stopped: {why}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
 }
 
 fn print_json(event: &str, r: &Report) {
@@ -605,6 +679,25 @@ fn print_stats(r: &Report) {
     );
     print_counters(r);
     for w in &r.workers {
+        println!(
+            "worker {} queue {}: on {}: {}",
+            w.id,
+            w.queue,
+            match &w.cores {
+                Some(c) if c.len() == 1 => format!("core {}", c[0]),
+                Some(c) => format!("cores {}", xdpip::placement::list(c)),
+                None => "any core".to_string(),
+            },
+            w.placement
+        );
+    }
+    if let Some(bp) = &r.busy_poll {
+        for s in &bp.sockets {
+            println!("{}", s.reason);
+        }
+        println!("BusyPollRxPackets since start: {}", bp.busy_poll_rx_packets);
+    }
+    for w in &r.workers {
         for s in &w.sockets {
             let x = &s.xdp_statistics;
             println!(
@@ -630,5 +723,6 @@ fn print_counters(r: &Report) {
     }
     println!("IP-MIB: {}", nonzero(&r.mib, None));
     println!("drops: {}", nonzero(&r.drops, None));
+    println!("checksums: {}", nonzero(&r.checksums, None));
     println!("XDP verdicts: {}", nonzero(&r.xdp, None));
 }

@@ -1,87 +1,20 @@
-//! The immutable state workers read: FIB, neighbours, and the engine's ports.
+//! The immutable state workers read: FIB, adjacencies, neighbours, and the
+//! engine's ports.
 //!
 //! The control thread builds a new [`Snapshot`] on every change and
 //! publishes it with one atomic pointer swap ([`SnapshotCell::publish`]);
 //! a worker loads it once per batch ([`SnapshotCell::load`]) and never waits.
 
-use crate::fib::Fib;
-use crate::neigh::NeighTable;
-use crate::wire::MacAddr;
+use crate::fib::{Fib, RouteKind};
+use crate::neigh::{Adjacencies, NeighTable};
 use arc_swap::ArcSwap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+pub use crate::iface::Port;
+
 /// Most interfaces one engine serves.
 pub const MAX_PORTS: usize = 32;
-
-/// An interface the engine serves, as the kernel currently describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Port {
-    /// Interface name.
-    pub name: String,
-    /// Interface index.
-    pub ifindex: u32,
-    /// Its MAC address, the source of forwarded frames.
-    pub mac: MacAddr,
-    /// Its MTU.
-    pub mtu: u32,
-    /// Administratively and operationally up.
-    pub up: bool,
-    /// Its IPv4 addresses with prefix lengths, primaries first, in the
-    /// kernel's order.
-    pub addrs: Vec<(Ipv4Addr, u8)>,
-    /// `net.ipv4.conf.<port>.forwarding`: forward what arrives here.
-    pub forwarding: bool,
-    /// `accept_source_route` of `conf/all` and of the port, both set.
-    pub accept_source_route: bool,
-}
-
-impl Port {
-    /// The source address for a packet leaving through this port towards
-    /// `dst`, as `inet_select_addr()` picks it: the first primary address
-    /// whose subnet holds `dst`, else the first address.
-    ///
-    /// ```
-    /// use xdpip::snapshot::Port;
-    /// use std::net::Ipv4Addr;
-    /// let p = Port {
-    ///     addrs: vec![(Ipv4Addr::new(10, 0, 0, 1), 24), (Ipv4Addr::new(10, 9, 0, 1), 16)],
-    ///     ..Port::default()
-    /// };
-    /// assert_eq!(p.select_addr(Ipv4Addr::new(10, 9, 3, 3)), Some(Ipv4Addr::new(10, 9, 0, 1)));
-    /// assert_eq!(p.select_addr(Ipv4Addr::new(8, 8, 8, 8)), Some(Ipv4Addr::new(10, 0, 0, 1)));
-    /// ```
-    pub fn select_addr(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let d = u32::from(dst);
-        self.addrs
-            .iter()
-            .find(|(a, len)| {
-                let m = if *len == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - *len as u32)
-                };
-                u32::from(*a) & m == d & m
-            })
-            .or(self.addrs.first())
-            .map(|(a, _)| *a)
-    }
-}
-
-impl Default for Port {
-    fn default() -> Self {
-        Port {
-            name: String::new(),
-            ifindex: 0,
-            mac: MacAddr::default(),
-            mtu: 1500,
-            up: true,
-            addrs: Vec::new(),
-            forwarding: true,
-            accept_source_route: false,
-        }
-    }
-}
 
 /// The IPv4 tunables of ip(7), with the kernel's defaults; see
 /// [`crate::control::sysctl`] for where their values come from.
@@ -118,6 +51,11 @@ pub struct Sysctl {
     /// `fib_multipath_hash_policy`: 0 hashes ECMP flows on addresses, 1 on
     /// the 5-tuple (addresses only for fragments).
     pub fib_multipath_hash_policy: u8,
+    /// `icmp_echo_ignore_all`: answer no echo request.
+    pub icmp_echo_ignore_all: bool,
+    /// `icmp_echo_ignore_broadcasts`: answer no echo request to a
+    /// broadcast address.
+    pub icmp_echo_ignore_broadcasts: bool,
 }
 
 impl Default for Sysctl {
@@ -138,22 +76,74 @@ impl Default for Sysctl {
             icmp_msgs_per_sec: 1000,
             icmp_msgs_burst: 50,
             fib_multipath_hash_policy: 0,
+            icmp_echo_ignore_all: false,
+            icmp_echo_ignore_broadcasts: true,
         }
+    }
+}
+
+/// A filter of the namespace's own addresses (`RTN_LOCAL`), so that the
+/// forward path rules out nearly every source without a lookup: a bit per
+/// hash of an address, 8 KiB, in L1 or L2.
+#[derive(Clone)]
+pub struct OwnAddrs {
+    bits: Box<[u64; 1024]>,
+}
+
+impl Default for OwnAddrs {
+    fn default() -> Self {
+        OwnAddrs {
+            bits: Box::new([0; 1024]),
+        }
+    }
+}
+
+impl std::fmt::Debug for OwnAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n: u32 = self.bits.iter().map(|w| w.count_ones()).sum();
+        f.debug_struct("OwnAddrs").field("bits", &n).finish()
+    }
+}
+
+impl OwnAddrs {
+    #[inline(always)]
+    fn bit(a: u32) -> usize {
+        (a.wrapping_mul(0x9e37_79b1) >> 16) as usize
+    }
+
+    /// The filter of `addrs`: the addresses of every interface of the
+    /// namespace.
+    pub fn of(addrs: impl IntoIterator<Item = Ipv4Addr>) -> OwnAddrs {
+        let mut f = OwnAddrs::default();
+        for a in addrs {
+            let b = Self::bit(u32::from(a));
+            f.bits[b / 64] |= 1 << (b % 64);
+        }
+        f
+    }
+
+    /// False when `a` is certainly not an own address.
+    #[inline(always)]
+    pub fn may_contain(&self, a: Ipv4Addr) -> bool {
+        let b = Self::bit(u32::from(a));
+        self.bits[b / 64] & 1 << (b % 64) != 0
     }
 }
 
 /// Everything a worker needs to forward, frozen.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Routes of the main table (shared with the next snapshot when only
-    /// neighbours change).
+    /// Routes of the main and local tables (shared with the next snapshot
+    /// when only neighbours change).
     pub fib: Arc<Fib>,
+    /// The adjacency of every next-hop set of `fib`.
+    pub adj: Arc<Adjacencies>,
     /// Neighbours of all interfaces.
     pub neigh: Arc<NeighTable>,
     /// The engine's ports, by port number (the order of `-i` options).
     pub ports: Vec<Port>,
-    /// Local and broadcast addresses of the namespace (its local table).
-    pub locals: Arc<rustc_hash::FxHashSet<Ipv4Addr>>,
+    /// The namespace's own addresses, for the martian source check.
+    pub own: Arc<OwnAddrs>,
     /// Tunables.
     pub sysctl: Sysctl,
     /// Incremented at every publication.
@@ -161,16 +151,46 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// True for an address of the namespace (local or broadcast).
-    #[inline]
-    pub fn is_local(&self, a: Ipv4Addr) -> bool {
-        self.locals.contains(&a)
+    /// The snapshot of these tables: the adjacencies are derived from
+    /// them, and the filter of own addresses from the ports' addresses (the
+    /// control thread gives it every interface's: [`Snapshot::own`]).
+    pub fn new(fib: Arc<Fib>, neigh: Arc<NeighTable>, ports: Vec<Port>, sysctl: Sysctl) -> Self {
+        let own = OwnAddrs::of(ports.iter().flat_map(|p| p.addrs.iter().map(|a| a.0)));
+        Snapshot {
+            adj: Arc::new(Adjacencies::build(&fib, &ports, &neigh)),
+            own: Arc::new(own),
+            fib,
+            neigh,
+            ports,
+            sysctl,
+            generation: 0,
+        }
     }
 
-    /// True for the limited broadcast address and for the subnet broadcast
-    /// address of any of the engine's ports.
+    /// True for an address of the namespace (a local or broadcast route of
+    /// its local table).
+    #[inline]
+    pub fn is_local(&self, a: Ipv4Addr) -> bool {
+        matches!(
+            self.fib.leaf(a).kind(),
+            Some(RouteKind::Local | RouteKind::Broadcast)
+        )
+    }
+
+    /// True for one of the namespace's own addresses (`RTN_LOCAL`): a
+    /// packet from one, arriving on an interface, is a martian while
+    /// `accept_local` is off.
+    #[inline(always)]
+    pub fn is_own(&self, a: Ipv4Addr) -> bool {
+        self.own.may_contain(a) && self.fib.leaf(a).kind() == Some(RouteKind::Local)
+    }
+
+    /// True for the limited broadcast address, a broadcast route of the
+    /// local table, and the subnet broadcast address of any of the
+    /// engine's ports.
     pub fn is_broadcast(&self, a: Ipv4Addr) -> bool {
         a.is_broadcast()
+            || self.fib.leaf(a).kind() == Some(RouteKind::Broadcast)
             || self.ports.iter().any(|p| {
                 p.addrs
                     .iter()

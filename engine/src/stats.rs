@@ -7,6 +7,7 @@
 //! on the fast path); readers sum the workers' counters.
 
 use serde::Serialize;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A counter written by one thread and read by any.
@@ -210,8 +211,13 @@ named_enum! {
         /// A local ICMP message whose checksum does not verify.
         IcmpBadChecksum = "icmp_bad_checksum",
         /// Local traffic the engine has no use for (an ICMP type other than
-        /// echo request, another protocol, a broadcast ping).
+        /// echo request, another protocol).
         LocalUnclaimed = "local_unclaimed",
+        /// An echo request not answered: `icmp_echo_ignore_all` is set.
+        IcmpEchoIgnoreAll = "icmp_echo_ignore_all",
+        /// An echo request to a broadcast address not answered:
+        /// `icmp_echo_ignore_broadcasts` is set.
+        IcmpEchoIgnoreBroadcasts = "icmp_echo_ignore_broadcasts",
         /// An originated datagram found no route at transmit time.
         OutputNoRoute = "output_no_route",
         /// An originated datagram waited too long for its next hop's MAC.
@@ -233,6 +239,42 @@ named_enum! {
         /// A reassembled datagram for the kernel could not be handed back.
         KernelHandbackFailed = "kernel_handback_failed",
     }
+}
+
+named_enum! {
+    /// What the engine did with partial UDP/TCP checksums that a local
+    /// stack left for its device to finish ([`crate::wire::l4csum`]); only
+    /// frames from veth-like ports ([`crate::snapshot::Port::partial_csum`]).
+    Checksum {
+        /// Completed before the packet was forwarded.
+        PartialCompleted = "csum_partial_completed",
+        /// Accepted for local delivery, as the kernel accepts them.
+        PartialAccepted = "csum_partial_accepted",
+    }
+}
+
+thread_local! {
+    /// Checksum events of this thread, not yet in its worker's counters:
+    /// [`crate::forward::forward`] and local delivery are pure functions of
+    /// a frame and a snapshot, with no counters at hand.
+    static TALLY: [Cell<u64>; Checksum::COUNT] = const { [Cell::new(0), Cell::new(0)] };
+}
+
+/// Counts one checksum event on this thread; the worker moves the tally
+/// into its counters ([`WorkerCounters::take_tally`]). A thread-local add:
+/// no atomic, no shared line.
+#[inline]
+pub fn tally(e: Checksum) {
+    tally_n(e, 1);
+}
+
+/// Counts `n` checksum events on this thread (a batch's).
+#[inline]
+pub fn tally_n(e: Checksum, n: u64) {
+    TALLY.with(|t| {
+        let c = &t[e as usize];
+        c.set(c.get() + n);
+    });
 }
 
 impl DropReason {
@@ -259,6 +301,15 @@ impl DropReason {
             UdpSocketFull => &[Mib::UdpRcvbufErrors, Mib::UdpInErrors],
             IcmpBadChecksum => &[Mib::IcmpInCsumErrors, Mib::IcmpInErrors],
             OutputNoRoute => &[Mib::OutNoRoutes],
+            // Delivered to ICMP, which counts the request (icmp_rcv()),
+            // then ignores it; a broadcast one as an error.
+            IcmpEchoIgnoreAll => &[Mib::InDelivers, Mib::IcmpInMsgs, Mib::IcmpInEchos],
+            IcmpEchoIgnoreBroadcasts => &[
+                Mib::InDelivers,
+                Mib::IcmpInMsgs,
+                Mib::IcmpInEchos,
+                Mib::IcmpInErrors,
+            ],
             LocalUnclaimed | OutputNeighbourTimeout => &[],
             NotIpv4
             | NotForHost
@@ -355,8 +406,20 @@ pub struct WorkerCounters {
     pub to_kernel: Counter,
     /// Fragments passed to the worker that owns their datagram.
     pub handed_off: Counter,
+    /// Frames forwarded by the vector path.
+    pub vector_forwarded: Counter,
+    /// Frames the vector path left to the slow path.
+    pub slow_path: Counter,
+    /// Forwarded frames held while the kernel resolved their next hop
+    /// (the kernel's queue on an unresolved neighbour).
+    pub neighbour_held: Counter,
+    /// UMEM frames lost to a bug (dropped without a ring or the pool) in
+    /// the process: 0.
+    pub frames_leaked: Counter,
     /// Per socket, in the order of the worker's sockets.
     pub sockets: Vec<SocketCounters>,
+    /// Partial checksums, indexed by [`Checksum`].
+    pub checksums: [Counter; Checksum::COUNT],
 }
 
 impl WorkerCounters {
@@ -375,8 +438,23 @@ impl WorkerCounters {
             reasm_queues: Counter::default(),
             to_kernel: Counter::default(),
             handed_off: Counter::default(),
+            vector_forwarded: Counter::default(),
+            slow_path: Counter::default(),
+            neighbour_held: Counter::default(),
+            frames_leaked: Counter::default(),
             sockets: (0..sockets).map(|_| SocketCounters::default()).collect(),
+            checksums: std::array::from_fn(|_| Counter::default()),
         }
+    }
+
+    /// Moves this thread's checksum tally ([`tally`]) into these counters.
+    /// Only the owning worker calls this, from its own thread.
+    pub fn take_tally(&self) {
+        TALLY.with(|t| {
+            for (c, n) in self.checksums.iter().zip(t) {
+                c.add(n.take());
+            }
+        });
     }
 
     /// Counts one drop under its reason and its IP-MIB counters.
@@ -449,5 +527,23 @@ mod tests {
         assert_eq!(w.mib[Mib::InHdrErrors as usize].get(), 2);
         assert_eq!(w.mib[Mib::InCsumErrors as usize].get(), 1);
         assert_eq!(w.drops[DropReason::BadChecksum as usize].get(), 1);
+    }
+
+    #[test]
+    fn a_threads_tally_moves_to_its_counters_once() {
+        let w = WorkerCounters::new(1, 1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tally(Checksum::PartialCompleted);
+                tally(Checksum::PartialCompleted);
+                tally(Checksum::PartialAccepted);
+                w.take_tally();
+                w.take_tally();
+            });
+            // Another thread's tally is its own.
+            s.spawn(|| tally(Checksum::PartialAccepted)).join().unwrap();
+        });
+        assert_eq!(w.checksums[Checksum::PartialCompleted as usize].get(), 2);
+        assert_eq!(w.checksums[Checksum::PartialAccepted as usize].get(), 1);
     }
 }

@@ -15,6 +15,8 @@
 //! program leaves to the kernel (noted per case). The case list with the
 //! kernel's and the engine's behaviour is in docs/SEMANTICS.md.
 //!
+//! `DIFF_SHOW=1` prints every frame captured in both runs.
+//!
 //! Needs root: `cargo xtask test`.
 
 use std::net::Ipv4Addr;
@@ -38,6 +40,8 @@ struct Ip {
     protocol: u8,
     options: Vec<u8>,
     payload: Vec<u8>,
+    /// The frame's destination MAC when not dut's (a link broadcast).
+    eth_dst: Option<[u8; 6]>,
 }
 
 impl Ip {
@@ -61,6 +65,7 @@ impl Ip {
             protocol: 17,
             options: Vec::new(),
             payload: p,
+            eth_dst: None,
         }
     }
 
@@ -75,7 +80,7 @@ impl Ip {
         assert_eq!(hlen % 4, 0, "options must pad to 32 bits");
         let total = hlen + self.payload.len();
         let mut f = Vec::with_capacity(14 + total);
-        f.extend_from_slice(&dst_mac);
+        f.extend_from_slice(&self.eth_dst.unwrap_or(dst_mac));
         f.extend_from_slice(&src_mac);
         f.extend_from_slice(&[0x08, 0x00]);
         f.push(0x40 | (hlen / 4) as u8);
@@ -115,6 +120,12 @@ impl Ip {
 /// A case: how to set dut up, what to send, and what may differ.
 struct Case {
     setup: &'static [&'static [&'static str]],
+    /// Sysctls of dut set before both runs (`net.ipv4.icmp_echo_ignore_all`).
+    sysctls: &'static [(&'static str, &'static str)],
+    /// `ip` commands in dut between the kernel's run and the engine's, so
+    /// that both start from the same state (removing a neighbour entry the
+    /// kernel's run created).
+    before_engine: &'static [&'static [&'static str]],
     packets: Vec<Ip>,
     /// Byte ranges (in the frame) masked in frames reaching sink.
     mask_sink: Vec<std::ops::Range<usize>>,
@@ -129,6 +140,8 @@ impl Case {
     fn new(packets: Vec<Ip>) -> Case {
         Case {
             setup: &[],
+            sysctls: &[],
+            before_engine: &[],
             packets,
             mask_sink: Vec::new(),
             kernel_handles: false,
@@ -310,6 +323,9 @@ fn run(case: Case) {
     for cmd in case.setup {
         t.dut.ip(cmd).expect("setup");
     }
+    for (k, v) in case.sysctls {
+        t.dut.sysctl(k, v).expect("sysctl");
+    }
     // sink answers too (port unreachable, echo replies): its own rate
     // limit must not make the two runs differ.
     t.sink.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
@@ -323,12 +339,25 @@ fn run(case: Case) {
         .collect();
 
     let kernel = send_and_capture(&t, &frames, case.pause);
+    for cmd in case.before_engine {
+        t.dut.ip(cmd).expect("before the engine's run");
+    }
     let engine = start_engine(&t);
     let before = t.dut.snmp().unwrap();
     let ours = send_and_capture(&t, &frames, case.pause);
     let after = t.dut.snmp().unwrap();
     let report = stop_engine(engine);
 
+    if std::env::var_os("DIFF_SHOW").is_some() {
+        for (who, c) in [("kernel", &kernel), ("engine", &ours)] {
+            for f in &c.sink {
+                eprintln!("{who} to sink: {}", decode(f));
+            }
+            for f in &c.gen {
+                eprintln!("{who} to gen: {}", decode(f));
+            }
+        }
+    }
     compare("sink", &kernel.sink, &ours.sink, &case.mask_sink);
     compare("gen", &kernel.gen, &ours.gen, &gen_mask());
     if !case.kernel_handles {
@@ -366,7 +395,13 @@ fn with<F: FnOnce(&mut Ip)>(mut p: Ip, f: F) -> Ip {
 }
 
 fn tcp_syn() -> Ip {
+    tcp_syn_from(Ipv4Addr::new(10, 1, 0, 1))
+}
+
+/// A TCP SYN to sink's port 9 from `src`, checksummed for that source.
+fn tcp_syn_from(src: Ipv4Addr) -> Ip {
     let mut p = udp(0);
+    p.src = src;
     p.protocol = 6;
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&40001u16.to_be_bytes());
@@ -396,6 +431,50 @@ fn icmp(msg_type: u8, code: u8, body: &[u8]) -> Ip {
 }
 
 const MTU_1400: &[&[&str]] = &[&["link", "set", "dev", "eth1", "mtu", "1400"]];
+
+/// dut's own addresses: both ports', and one on its loopback that the
+/// engine does not serve.
+const DUT_ETH0: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const DUT_ETH1: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+const DUT_LO: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const LO_ADDRESS: &[&[&str]] = &[&["addr", "add", "192.0.2.1/32", "dev", "lo"]];
+
+/// UDP, a TCP SYN and an echo request to sink from each of dut's own
+/// addresses, and UDP from one of them to a network without a route.
+fn from_own_addresses() -> Vec<Ip> {
+    let mut v: Vec<Ip> = [DUT_ETH0, DUT_ETH1, DUT_LO]
+        .into_iter()
+        .flat_map(|a| {
+            [
+                with(udp(10), |p| p.src = a),
+                tcp_syn_from(a),
+                with(icmp(8, 0, b"from dut's address"), |p| p.src = a),
+            ]
+        })
+        .collect();
+    v.push(with(Ip::udp(Ipv4Addr::new(10, 99, 0, 1), 10), |p| {
+        p.src = DUT_ETH0
+    }));
+    v
+}
+
+/// A timestamp option with flag 3 (pre-specified addresses), room for one
+/// address and its time, the address `a`.
+fn prespec_timestamp(a: [u8; 4]) -> Ip {
+    with(udp(20), |p| {
+        p.options = vec![68, 12, 5, 3, a[0], a[1], a[2], a[3], 0, 0, 0, 0];
+    })
+}
+
+/// An echo request to `dst`, in a frame to `eth_dst` (dut's MAC if none).
+fn ping(dst: Ipv4Addr, eth_dst: Option<[u8; 6]>) -> Ip {
+    with(icmp(8, 0, b"ping dut"), |p| {
+        p.dst = dst;
+        p.eth_dst = eth_dst;
+    })
+}
+
+const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
 cases! {
     udp_small => Case::new(vec![udp(0), udp(18), udp(100)]);
@@ -471,6 +550,73 @@ cases! {
     ]);
     ttl_1_with_record_route_room => Case::new(vec![with(udp(20), |p| { p.ttl = 1; p.options = vec![7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]; })]);
     ttl_1_with_timestamps => Case::new(vec![with(udp(20), |p| { p.ttl = 1; p.options = vec![68, 20, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; })]);
+    own_address_sources_are_martians => Case {
+        setup: LO_ADDRESS,
+        ..Case::new(from_own_addresses())
+    };
+    own_address_sources_with_accept_local => Case {
+        setup: LO_ADDRESS,
+        sysctls: &[("net.ipv4.conf.eth0.accept_local", "1")],
+        ..Case::new(from_own_addresses())
+    };
+    cipso_too_short_gets_parameter_problem => Case::new(vec![
+        with(udp(20), |p| p.options = vec![134, 6, 0, 0, 0, 1, 1, 0]),
+    ]);
+    cipso_unknown_doi_gets_parameter_problem => Case::new(vec![
+        with(udp(20), |p| p.options = vec![134, 10, 0, 0, 0, 5, 1, 4, 0, 0, 0, 0]),
+        with(udp(20), |p| p.options = vec![1, 1, 1, 1, 134, 8, 0, 0, 0, 0, 1, 2]),
+    ]);
+    timestamp_prespecified_addresses => Case::new(vec![
+        prespec_timestamp([0, 0, 0, 0]),
+        prespec_timestamp([255, 255, 255, 255]),
+        prespec_timestamp([224, 0, 0, 1]),
+        prespec_timestamp([0, 9, 9, 9]),
+        prespec_timestamp([10, 1, 0, 2]),
+        prespec_timestamp([10, 1, 0, 255]),
+        prespec_timestamp([10, 2, 0, 2]),
+    ]);
+    ttl_1_with_prespecified_timestamp => Case::new(vec![
+        with(prespec_timestamp([0, 0, 0, 0]), |p| p.ttl = 1),
+        with(udp(20), |p| {
+            p.ttl = 1;
+            p.options = vec![68, 20, 5, 3, 10, 1, 0, 2, 0, 0, 0, 0, 224, 0, 0, 1, 0, 0, 0, 0];
+        }),
+        with(udp(20), |p| {
+            p.ttl = 1;
+            p.options = vec![68, 20, 5, 3, 10, 1, 0, 2, 0, 0, 0, 0, 10, 1, 0, 2, 0, 0, 0, 0];
+        }),
+        with(udp(20), |p| {
+            p.ttl = 1;
+            p.options = vec![68, 20, 5, 3, 10, 1, 0, 2, 0, 0, 0, 0, 10, 9, 9, 9, 0, 0, 0, 0];
+        }),
+    ]);
+    malformed_option_after_record_route_echoes_it => Case::new(vec![
+        with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 68, 3, 5, 0]),
+        with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 134, 6, 0, 0, 0, 1, 1, 0]),
+    ]);
+    echo_ignore_all => Case {
+        sysctls: &[("net.ipv4.icmp_echo_ignore_all", "1")],
+        ..Case::new(vec![ping(DUT_ETH0, None), ping(DUT_ETH1, None)])
+    };
+    echo_to_a_broadcast_is_ignored_by_default => Case::new(vec![
+        ping(Ipv4Addr::new(10, 1, 0, 255), None),
+        ping(Ipv4Addr::new(10, 1, 0, 255), Some(BROADCAST_MAC)),
+    ]);
+    echo_to_a_broadcast_answered_when_not_ignored => Case {
+        sysctls: &[("net.ipv4.icmp_echo_ignore_broadcasts", "0")],
+        ..Case::new(vec![
+            ping(Ipv4Addr::new(10, 1, 0, 255), None),
+            ping(Ipv4Addr::new(10, 1, 0, 255), Some(BROADCAST_MAC)),
+            ping(DUT_ETH0, None),
+        ])
+    };
+    ttl_1_from_a_broadcast_source_gets_time_exceeded => Case {
+        // The kernel's run leaves a NOARP neighbour entry for the
+        // broadcast address: the engine's run starts without it, as the
+        // kernel's did.
+        before_engine: &[&["neigh", "del", "10.1.0.255", "dev", "eth0"]],
+        ..Case::new(vec![with(udp(10), |p| { p.ttl = 1; p.src = Ipv4Addr::new(10, 1, 0, 255); })])
+    };
     broadcast_destinations_are_not_forwarded => Case {
         kernel_handles: true,
         ..Case::new(vec![

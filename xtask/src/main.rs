@@ -13,7 +13,8 @@ mod zerocopy;
 /// make, libelf and zlib for libxdp/libbpf), and the test hosts (iproute2,
 /// ping, ethtool, setpriv from util-linux, and the tools the engine is
 /// compared with the kernel through: traceroute, tracepath; a routing
-/// daemon, BIRD; systemd-analyze for the unit in deploy/).
+/// daemon, BIRD; systemd-analyze for the unit in deploy/; Knot DNS, kdig,
+/// kxdpgun and dnsperf for the DNS responder's test and benchmark).
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -34,6 +35,9 @@ const PACKAGES: &[&str] = &[
     "socat",
     "iperf3",
     "systemd",
+    "knot",
+    "knot-dnsutils",
+    "dnsperf",
 ];
 
 fn run(cmd: &mut Command) {
@@ -91,6 +95,19 @@ fn install_packages() {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing));
+    if missing.contains(&"knot") {
+        // The package enables and starts a system knotd on port 53 of
+        // every address of the host; the tests start their own in their
+        // namespaces and need none.
+        // Two calls: without a running systemd `stop` fails, `disable`
+        // still removes the unit's link.
+        for verb in ["stop", "disable"] {
+            let _ = Command::new("systemctl")
+                .args([verb, "knot.service"])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn cargo() -> Command {
@@ -155,8 +172,8 @@ fn main() {
             eprintln!(
                 "usage: cargo xtask demo [ARGS...]     build, and route UDP through the kernel and \
                  through xdpip on a veth topology\n       cargo xtask compare [ARGS...]  \
-                 measure the kernel router, in-kernel XDP forwarding and xdpip (see \
-                 docs/PERFORMANCE.md)\n       cargo xtask test [ARGS...]     install what the \
+                 measure the kernel router, in-kernel XDP forwarding, the AF_XDP floor and \
+                 xdpip in three placements (see docs/PERFORMANCE.md)\n       cargo xtask test [ARGS...]     install what the \
                  build needs, run every test (root), then the zero-copy stage\n       \
                  cargo xtask zerocopy [--driver virtio|igb|both] [--quick] [--runs N]  \
                  AF_XDP zero-copy on virtio-net and igb in a QEMU guest (root)");

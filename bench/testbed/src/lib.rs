@@ -250,9 +250,11 @@ const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_STXCSUM: u32 = 0x17;
 
 /// Turns off transmit checksum offload of an interface, from a thread in
-/// its namespace. A veth that offloads checksums hands its peer frames whose
-/// UDP/TCP checksum is only partial; a real wire never carries those, and an
-/// XDP program sees them as they are.
+/// its namespace. Not the default: the testbed keeps veth's default
+/// offloads, as containers have them, and the engine completes the partial
+/// UDP/TCP checksums they hand over. A test or benchmark that calls this
+/// says why (on veth it also turns off TSO, and so changes which frames
+/// the peer's NAPI sees).
 pub fn disable_tx_checksum(ns: &Netns, ifname: &str) -> io::Result<()> {
     let ifname = ifname.to_string();
     ns.run(move || -> io::Result<()> {
@@ -296,6 +298,9 @@ pub fn disable_tx_checksum(ns: &Netns, ifname: &str) -> io::Result<()> {
 ///
 /// `gen` and `sink` route everything through `dut`, which has
 /// `ip_forward=1`; nothing runs in `dut` until a test starts something.
+/// Every veth keeps its default offloads (transmit checksum offload on):
+/// kernel sockets in `gen` and `sink` send partial UDP/TCP checksums, as a
+/// container's do.
 #[derive(Debug)]
 pub struct Topology {
     /// The traffic source.
@@ -372,8 +377,6 @@ impl Topology {
         t.gen.ip(&["route", "add", "default", "via", "10.1.0.2"])?;
         t.sink.ip(&["route", "add", "default", "via", "10.2.0.1"])?;
         t.dut.sysctl("net.ipv4.ip_forward", "1")?;
-        disable_tx_checksum(&t.gen, "eth0")?;
-        disable_tx_checksum(&t.sink, "eth0")?;
         Ok(t)
     }
 

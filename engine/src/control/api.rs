@@ -36,6 +36,10 @@ pub enum Request {
     },
 }
 
+/// The runtime directory, the only directory the engine creates (owner
+/// only) for its control sockets.
+pub const RUNTIME_DIR: &str = "/run/xdpip";
+
 /// The socket of the engine serving the current network namespace:
 /// `/run/xdpip/net-<inode>.sock`, the inode being that of the namespace, so
 /// that engines in different namespaces do not meet.
@@ -43,26 +47,60 @@ pub fn default_socket_path() -> io::Result<PathBuf> {
     let link = std::fs::read_link("/proc/thread-self/ns/net")?;
     let s = link.to_string_lossy();
     let ino: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
-    Ok(PathBuf::from(format!("/run/xdpip/net-{ino}.sock")))
+    Ok(PathBuf::from(format!("{RUNTIME_DIR}/net-{ino}.sock")))
 }
 
-/// Binds the control socket at `path`, owner-only. A socket file left by a
-/// dead engine is replaced; a live one is an error.
+/// Binds the control socket at `path`, owner-only.
+///
+/// Only a stale socket of ours (a socket file owned by this user that no
+/// engine answers on) is replaced: a live one, a socket of another user
+/// and anything that is not a socket are refused and left alone. A missing
+/// directory is created only if it is [`RUNTIME_DIR`].
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
+        if dir != Path::new(RUNTIME_DIR) {
             return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is served by another running xdpip", path.display()),
+                io::ErrorKind::NotFound,
+                format!(
+                    "directory {} does not exist (only {RUNTIME_DIR} is created)",
+                    dir.display()
+                ),
             ));
         }
-        std::fs::remove_file(path)?;
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            if !m.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{shown} exists and is not a socket: left alone"),
+                ));
+            }
+            // SAFETY: geteuid has no preconditions.
+            if m.uid() != unsafe { libc::geteuid() } {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{shown} is a socket of uid {}: left alone", m.uid()),
+                ));
+            }
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{shown} is served by another running xdpip"),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{shown}: {e}"))),
     }
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -80,13 +118,21 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// ```
 pub fn request(path: &Path, req: &Request) -> io::Result<Value> {
     let mut s = UnixStream::connect(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
+        let msg = if e.kind() == io::ErrorKind::PermissionDenied {
+            // The socket (0600) or its directory (0700) belongs to the
+            // engine's user: the engine may well be running.
+            format!(
+                "permission denied on the control socket {} ({e}): it belongs to the user \
+                 the engine runs as; ask as that user or as root",
+                path.display()
+            )
+        } else {
             format!(
                 "no engine answers at {} ({e}): is `xdpip run` running in this network namespace?",
                 path.display()
-            ),
-        )
+            )
+        };
+        io::Error::new(e.kind(), msg)
     })?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = serde_json::to_string(req).map_err(io::Error::other)?;
@@ -174,11 +220,15 @@ fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
         Request::Routes => {
             let snap = shared.cell.load();
             let mut routes: Vec<Value> = Vec::new();
-            for r in snap.fib.routes() {
+            // The main table, as `ip route` lists it (the local table's
+            // routes share the FIB but are the kernel's own).
+            for r in snap.fib.routes().filter(|r| !r.kind.is_local_table()) {
                 routes.push(json!({
                     "prefix": format!("{}/{}", r.prefix, r.len),
                     "kind": match r.kind {
                         RouteKind::Unicast => "unicast",
+                        RouteKind::Local => "local",
+                        RouteKind::Broadcast => "broadcast",
                         RouteKind::Blackhole => "blackhole",
                         RouteKind::Unreachable => "unreachable",
                         RouteKind::Prohibit => "prohibit",

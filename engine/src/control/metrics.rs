@@ -4,11 +4,11 @@
 use crate::engine::Shared;
 use crate::Report;
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Parses `--metrics`: a bare port means that port on loopback.
 ///
@@ -52,6 +52,15 @@ pub fn render(r: &Report) -> String {
         r.drops
             .iter()
             .map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v))
+            .collect(),
+    );
+    family(
+        "xdpip_checksums",
+        "partial UDP/TCP checksums of local stacks (veth) completed or accepted",
+        "counter",
+        r.checksums
+            .iter()
+            .map(|(k, v)| (format!("{{event=\"{k}\"}}"), *v))
             .collect(),
     );
     family(
@@ -149,21 +158,49 @@ pub fn render(r: &Report) -> String {
     o
 }
 
-/// Answers `GET /metrics` until `stop` is set.
+/// Connections served at once. Past it, the oldest connection still
+/// sending its request is closed to make room, so that idle or slow
+/// clients cannot lock a scraper out.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its whole request head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a write of the answer may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head read.
+const MAX_REQUEST: u64 = 8192;
+
+/// A connection being served, as the accept loop sees it.
+struct Conn {
+    id: u64,
+    stream: TcpStream,
+    since: Instant,
+    /// Still reading the request (the only state in which it may be
+    /// evicted: its answer is not being written).
+    reading: Arc<AtomicBool>,
+}
+
+type Conns = Arc<Mutex<Vec<Conn>>>;
+
+/// Answers `GET /metrics` until `stop` is set: one thread per connection,
+/// at most [`MAX_CONNECTIONS`], each with [`REQUEST_TIMEOUT`] to send its
+/// request.
 pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     if let Err(e) = listener.set_nonblocking(true) {
         log::error!("metrics: {e}");
         return;
     }
+    let conns: Conns = Arc::default();
+    let mut next_id = 0u64;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((s, _)) => {
-                if let Err(e) = answer(s, &shared) {
+                next_id += 1;
+                if let Err(e) = admit(s, next_id, &conns, &shared) {
                     log::debug!("metrics: {e}");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50))
+                std::thread::sleep(Duration::from_millis(20))
             }
             Err(e) => {
                 log::warn!("metrics: {e}");
@@ -171,19 +208,90 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Atomic
             }
         }
     }
+    // Connection threads end when their sockets do.
+    if let Ok(c) = conns.lock() {
+        for conn in c.iter() {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+        }
+    };
 }
 
-fn answer(s: std::net::TcpStream, shared: &Shared) -> io::Result<()> {
+/// Registers a new connection, making room if needed, and starts its thread.
+fn admit(s: TcpStream, id: u64, conns: &Conns, shared: &Arc<Shared>) -> io::Result<()> {
     s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(&s);
+    let reading = Arc::new(AtomicBool::new(true));
+    {
+        let mut c = conns.lock().map_err(|_| io::Error::other("poisoned"))?;
+        if c.len() >= MAX_CONNECTIONS {
+            let oldest = c
+                .iter()
+                .filter(|x| x.reading.load(Ordering::Relaxed))
+                .min_by_key(|x| x.since)
+                .map(|x| x.id);
+            match oldest {
+                Some(old) => {
+                    let i = c.iter().position(|x| x.id == old).expect("listed");
+                    let _ = c.swap_remove(i).stream.shutdown(Shutdown::Both);
+                }
+                None => {
+                    // Every slot is writing an answer: this one waits for
+                    // nothing, it is told to come back.
+                    let mut w = &s;
+                    return w.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        }
+        c.push(Conn {
+            id,
+            stream: s.try_clone()?,
+            since: Instant::now(),
+            reading: reading.clone(),
+        });
+    }
+    let (registry, shared) = (conns.clone(), shared.clone());
+    let spawned = std::thread::Builder::new()
+        .name("xdpip-metrics-conn".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            if let Err(e) = answer(&s, &shared, &reading) {
+                log::debug!("metrics: {e}");
+            }
+            if let Ok(mut c) = registry.lock() {
+                c.retain(|x| x.id != id);
+            }
+        });
+    if let Err(e) = spawned {
+        // The connection was registered; a thread could not be had.
+        if let Ok(mut c) = conns.lock() {
+            c.retain(|x| x.id != id);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Reads one request head within [`REQUEST_TIMEOUT`] and answers it.
+fn answer(s: &TcpStream, shared: &Shared, reading: &AtomicBool) -> io::Result<()> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let mut reader = BufReader::new(s.take(MAX_REQUEST));
+    let mut next_line = |buf: &mut String| -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        s.set_read_timeout(Some(left))?;
+        reader.read_line(buf)
+    };
     let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Headers are read and ignored.
+    next_line(&mut request)?;
+    // Headers are read and ignored, up to the blank line.
     let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
+    while next_line(&mut line)? > 2 {
         line.clear();
     }
+    reading.store(false, Ordering::Relaxed);
     let (status, body, ctype) =
         if request.starts_with("GET /metrics ") || request.starts_with("GET /metrics?") {
             (
@@ -194,7 +302,8 @@ fn answer(s: std::net::TcpStream, shared: &Shared) -> io::Result<()> {
         } else {
             ("404 Not Found", "try /metrics\n".to_string(), "text/plain")
         };
-    let mut w = &s;
+    s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut w = s;
     write!(
         w,
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -15,7 +15,7 @@ pub mod sysctl;
 use crate::ebpf::{GateMode, SteerConfig, SteerMaps};
 use crate::fib::{Fib, FibChange, NextHop, Route, RouteKind};
 use crate::neigh::{NeighTable, Neighbour};
-use crate::snapshot::{Port, Snapshot, SnapshotCell, Sysctl};
+use crate::snapshot::{OwnAddrs, Port, Snapshot, SnapshotCell, Sysctl};
 use crate::stats::Counter;
 use crate::wire::MacAddr;
 use netlink::{Netlink, Received, Table};
@@ -177,8 +177,12 @@ impl Mirror {
                             len: key.len,
                             metric: key.metric,
                         }),
-                        RT_TABLE_LOCAL => {
-                            self.locals.remove(&key);
+                        RT_TABLE_LOCAL if self.locals.remove(&key).is_some() => {
+                            self.pending.push(FibChange::RemoveLocal {
+                                prefix: Ipv4Addr::from(key.dst),
+                                len: key.len,
+                                metric: key.metric,
+                            })
                         }
                         _ => {}
                     }
@@ -230,25 +234,30 @@ impl Mirror {
         let Some((key, table)) = route_key(r) else {
             return;
         };
-        let kind = match r.header.kind {
-            RouteType::Unicast => RouteKind::Unicast,
-            RouteType::BlackHole => RouteKind::Blackhole,
-            RouteType::Unreachable => RouteKind::Unreachable,
-            RouteType::Prohibit => RouteKind::Prohibit,
-            RouteType::Local | RouteType::Broadcast if table == RT_TABLE_LOCAL => {
-                self.locals.insert(key, Ipv4Addr::from(key.dst));
-                return;
-            }
+        // The local table's local and broadcast routes share the FIB with
+        // the main table's: one lookup decides forward, local or broadcast.
+        let kind = match (r.header.kind, table) {
+            (RouteType::Unicast, RT_TABLE_MAIN) => RouteKind::Unicast,
+            (RouteType::BlackHole, RT_TABLE_MAIN) => RouteKind::Blackhole,
+            (RouteType::Unreachable, RT_TABLE_MAIN) => RouteKind::Unreachable,
+            (RouteType::Prohibit, RT_TABLE_MAIN) => RouteKind::Prohibit,
+            (RouteType::Local, RT_TABLE_LOCAL) => RouteKind::Local,
+            (RouteType::Broadcast, RT_TABLE_LOCAL) => RouteKind::Broadcast,
             _ => return,
         };
-        if table != RT_TABLE_MAIN {
-            return;
+        if kind.is_local_table() {
+            self.locals.insert(key, Ipv4Addr::from(key.dst));
         }
         let route = Route {
             prefix: Ipv4Addr::from(key.dst),
             len: key.len,
             kind,
-            nexthops: if kind == RouteKind::Unicast {
+            // The device of a local or broadcast route is kept: a
+            // broadcast is sent out of it.
+            nexthops: if matches!(
+                kind,
+                RouteKind::Unicast | RouteKind::Local | RouteKind::Broadcast
+            ) {
                 self.intern(nexthops(r))
             } else {
                 Arc::from([])
@@ -344,11 +353,6 @@ impl Mirror {
             .clone()
     }
 
-    /// Local and broadcast addresses as a set.
-    pub fn local_set(&self) -> rustc_hash::FxHashSet<Ipv4Addr> {
-        self.locals.values().copied().collect()
-    }
-
     /// Local and broadcast addresses (the kernel's local table).
     pub fn local_addrs(&self) -> Vec<Ipv4Addr> {
         let mut v: Vec<Ipv4Addr> = self.locals.values().copied().collect();
@@ -383,6 +387,9 @@ impl Mirror {
                     forwarding: conf(&name, "forwarding").unwrap_or(true),
                     accept_source_route: sys.accept_source_route
                         && conf(&name, "accept_source_route").unwrap_or(false),
+                    accept_local: conf("all", "accept_local").unwrap_or(false)
+                        || conf(&name, "accept_local").unwrap_or(false),
+                    partial_csum: crate::iface::may_carry_partial_checksums(&name),
                     name,
                 }
             })
@@ -405,6 +412,12 @@ impl Mirror {
             if t == Table::Routes {
                 if let Some(b) = m.building.take() {
                     m.fib = Arc::new(b.build());
+                    // A large table is read all over at random: 2 MiB
+                    // pages spare the TLB misses (docs/PERFORMANCE.md).
+                    if m.fib.len() >= 100_000 {
+                        let n = crate::fib::advise_huge_pages(&m.fib);
+                        log::info!("{} routes: {n} huge pages for the FIB", m.fib.len());
+                    }
                 }
                 // Building a full table leaves the allocator holding the
                 // builder's memory; hand it back to the system.
@@ -629,13 +642,14 @@ impl Control {
         generation: u64,
     ) -> Snapshot {
         let sys = read_tunables(overrides);
+        let ports = mirror.ports(ports, &read_conf, &sys);
+        // Own addresses: those of every interface of the namespace, as
+        // fib_validate_source() looks them up.
+        let own = OwnAddrs::of(mirror.addrs.values().flatten().map(|a| a.0));
         Snapshot {
-            fib: mirror.fib(),
-            neigh: mirror.neighbours(),
-            ports: mirror.ports(ports, &read_conf, &sys),
-            locals: Arc::new(mirror.local_set()),
-            sysctl: sys,
             generation,
+            own: Arc::new(own),
+            ..Snapshot::new(mirror.fib(), mirror.neighbours(), ports, sys)
         }
     }
 
@@ -653,6 +667,12 @@ impl Control {
         if let Ok(mut maps) = self.maps.lock() {
             if let Err(e) = maps.set_local_addrs(&locals) {
                 log::error!("updating local addresses in the XDP program: {e}");
+            }
+            // After the publication: the program hands the kernel what
+            // exceeds an MTU the workers do not have yet (issue 15).
+            let mtus: Vec<u32> = self.cell.load().ports.iter().map(|p| p.mtu).collect();
+            if let Err(e) = maps.set_port_mtus(&mtus) {
+                log::error!("updating port MTUs in the XDP program: {e}");
             }
         }
         self.counters.publications.add(1);
@@ -697,9 +717,11 @@ impl Control {
         let mut last_sysctl = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let mut changed = false;
-            // Drain what is queued, then publish once.
+            // Drain what is queued, then publish once: wait only for the
+            // first datagram (a new MTU must reach the workers before the
+            // next packet, not a receive timeout later).
             loop {
-                match self.events.receive() {
+                match self.events.receive(!changed) {
                     Ok(Received::Messages(msgs)) if msgs.is_empty() => break,
                     Ok(Received::Messages(msgs)) => {
                         self.counters.messages.add(msgs.len() as u64);

@@ -175,6 +175,28 @@ impl Netlink {
         }
     }
 
+    /// Sends one request (a `GetLink` of one index, a `GetNsId`, ...) and
+    /// returns the kernel's answer, or the error it gave.
+    pub fn query(&mut self, msg: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
+        let seq = self.request(msg, NLM_F_REQUEST)?;
+        loop {
+            let len = self.sock.recv(&mut &mut self.buf[..], 0)?;
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..len])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if m.header.sequence_number != seq {
+                continue;
+            }
+            return match m.payload {
+                NetlinkPayload::InnerMessage(i) => Ok(i),
+                NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "netlink: no answer to the request",
+                )),
+            };
+        }
+    }
+
     /// Asks the kernel to resolve `ip` on `ifindex` (RTM_NEWNEIGH with
     /// NTF_USE: it creates the entry if needed and sends ARP requests, as
     /// when it has a packet to send there). The answer arrives as a
@@ -205,9 +227,13 @@ impl Netlink {
         }
     }
 
-    /// Receives notifications until the timeout or a buffer's worth.
-    pub fn receive(&mut self) -> io::Result<Received> {
-        match self.sock.recv(&mut &mut self.buf[..], 0) {
+    /// Receives a datagram of notifications (a buffer's worth at most).
+    /// With `wait`, waits for one up to the socket's timeout; without, only
+    /// takes what is already queued, so that a caller draining the queue
+    /// acts on a change at once rather than a timeout later.
+    pub fn receive(&mut self, wait: bool) -> io::Result<Received> {
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+        match self.sock.recv(&mut &mut self.buf[..], flags) {
             Ok(n) => {
                 let mut out = Vec::new();
                 let mut off = 0;

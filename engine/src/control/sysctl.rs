@@ -124,6 +124,18 @@ pub const TUNABLES: &[Tunable] = &[
         kind: Kind::Int(0, 3),
         path: "fib_multipath_hash_policy",
     },
+    Tunable {
+        name: "icmp_echo_ignore_all",
+        about: "answer no ICMP echo request (0 or 1)",
+        kind: Kind::Int(0, 1),
+        path: "icmp_echo_ignore_all",
+    },
+    Tunable {
+        name: "icmp_echo_ignore_broadcasts",
+        about: "answer no ICMP echo request to a broadcast address (0 or 1)",
+        kind: Kind::Int(0, 1),
+        path: "icmp_echo_ignore_broadcasts",
+    },
 ];
 
 /// A parsed value.
@@ -267,6 +279,8 @@ fn set(s: &mut Sysctl, name: &str, v: Value) {
         "icmp_msgs_per_sec" => s.icmp_msgs_per_sec = int(v) as u32,
         "icmp_msgs_burst" => s.icmp_msgs_burst = int(v) as u32,
         "fib_multipath_hash_policy" => s.fib_multipath_hash_policy = int(v) as u8,
+        "icmp_echo_ignore_all" => s.icmp_echo_ignore_all = int(v) != 0,
+        "icmp_echo_ignore_broadcasts" => s.icmp_echo_ignore_broadcasts = int(v) != 0,
         _ => {}
     }
 }
@@ -293,6 +307,8 @@ pub fn get(s: &Sysctl, name: &str) -> Option<Value> {
         "icmp_msgs_per_sec" => i(s.icmp_msgs_per_sec as i64),
         "icmp_msgs_burst" => i(s.icmp_msgs_burst as i64),
         "fib_multipath_hash_policy" => i(s.fib_multipath_hash_policy as i64),
+        "icmp_echo_ignore_all" => i(s.icmp_echo_ignore_all as i64),
+        "icmp_echo_ignore_broadcasts" => i(s.icmp_echo_ignore_broadcasts as i64),
         _ => None,
     }
 }

@@ -1,37 +1,64 @@
 //! The routes longer than /16 inside one /16 of the address space, with the
 //! lookup tables expanded from them: one of 256 entries by the third byte
 //! (prefixes /17 to /24), and one of 256 entries by the fourth byte for each
-//! /24 that holds longer prefixes (/25 to /32). Entries are 16 bits wide
-//! unless the block is too large for that.
+//! /24 that holds longer prefixes (/25 to /32).
+//!
+//! Entries hold [`Leaf`]s, what the forward path acts on, not routes: a
+//! lookup never reads a [`Route`]. They are 16 bits wide (a compact leaf)
+//! unless the block needs more tables or next-hop sets than that encodes.
 //!
 //! A block is immutable and shared by every [`super::Fib`] that did not
 //! change it; an update builds a new block from the old one's routes.
 
-use super::{key, Route};
+use super::{key, Leaf, Route};
 use std::mem::size_of;
 
-/// An entry of a block's tables: 0 for no route, the index of a route in
-/// [`Block::routes`] plus one, or, in the table by the third byte,
-/// `Self::SUB | i` for the table by the fourth byte number `i`.
+/// An entry of a block's tables: 0 for no route, a leaf, or, in the table
+/// by the third byte, `Self::SUB | i` for the table by the fourth byte
+/// number `i`.
 trait Entry: Copy + Into<u32> + TryFrom<u32> + 'static {
     const SUB: u32;
     const ZERO: Self;
+    /// The entry of a leaf, if it fits.
+    fn of(leaf: Leaf) -> Option<Self>;
+    /// The leaf of an entry that is not `SUB`.
+    fn leaf(e: u32) -> Leaf;
 }
 
+/// Compact leaf in 15 bits: kind in bits 12–14, next-hop set in 0–11.
 impl Entry for u16 {
     const SUB: u32 = 1 << 15;
     const ZERO: u16 = 0;
+    #[inline(always)]
+    fn of(leaf: Leaf) -> Option<u16> {
+        let (kind, set) = (leaf.0 >> Leaf::KIND_SHIFT, leaf.0 & Leaf::SET_MASK);
+        (set < 1 << 12).then_some((kind << 12 | set) as u16)
+    }
+    #[inline(always)]
+    fn leaf(e: u32) -> Leaf {
+        Leaf((e >> 12) << Leaf::KIND_SHIFT | e & 0xfff)
+    }
 }
 
 impl Entry for u32 {
     const SUB: u32 = 1 << 31;
     const ZERO: u32 = 0;
+    #[inline(always)]
+    fn of(leaf: Leaf) -> Option<u32> {
+        Some(leaf.0)
+    }
+    #[inline(always)]
+    fn leaf(e: u32) -> Leaf {
+        Leaf(e)
+    }
 }
 
 /// The lookup tables of a block with entries of type `W`.
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct Tables<W> {
-    /// By the third address byte (prefixes /17 to /24).
+    /// By the third address byte (prefixes /17 to /24). First, so that a
+    /// lookup's one memory access lands at a fixed offset of the block.
     entries: [W; 256],
     /// By the fourth address byte, for each /24 with longer prefixes.
     /// Entries no prefix longer than /24 covers hold the /17–/24 match,
@@ -42,26 +69,19 @@ struct Tables<W> {
 impl<W: Entry> Tables<W> {
     /// The tables for `routes`, sorted by [`key`], or `None` if they need
     /// more indices than `W` holds.
-    fn new(routes: &[Route]) -> Option<Tables<W>> {
-        let fit = |v: u32| {
-            if v < W::SUB {
-                W::try_from(v).ok()
-            } else {
-                None
-            }
-        };
+    fn new(routes: &[Route], leaf_of: &dyn Fn(&Route) -> Leaf) -> Option<Tables<W>> {
         let mut entries = [W::ZERO; 256];
         let mut subs: Vec<[W; 256]> = Vec::new();
         let mut prev = None;
         // Shorter prefixes first, so longer ones overwrite them and a new
         // table by the fourth byte starts from the final /17–/24 entry.
-        for (i, r) in routes.iter().enumerate() {
+        for r in routes {
             let (p, len) = (u32::from(r.prefix), r.len);
             if prev == Some((len, p)) {
-                continue; // a higher metric for the same prefix
+                continue; // a lower rank or higher metric for the same prefix
             }
             prev = Some((len, p));
-            let value = fit(i as u32 + 1)?;
+            let value = W::of(leaf_of(r))?;
             if len <= 24 {
                 let first = (p >> 8) as u8 as usize;
                 let n = 1usize << (24 - len.max(16));
@@ -73,7 +93,9 @@ impl<W: Entry> Tables<W> {
                     (e & !W::SUB) as usize
                 } else {
                     let sub = subs.len() as u32;
-                    fit(sub)?;
+                    if sub >= W::SUB {
+                        return None;
+                    }
                     subs.push([entries[third]; 256]);
                     entries[third] = W::try_from(W::SUB | sub).ok()?;
                     sub as usize
@@ -103,13 +125,14 @@ impl<W: Entry> Tables<W> {
         }
     }
 
-    /// The route index plus one (0 for none) that `entry` gives for `a`.
+    /// The leaf (0 for none) that `entry` gives for `a`.
     #[inline(always)]
-    fn resolve(&self, a: u32, entry: u32) -> u32 {
+    fn resolve(&self, a: u32, entry: u32) -> Leaf {
         if entry & W::SUB == 0 {
-            entry
+            W::leaf(entry)
         } else {
-            self.sub(entry).map_or(0, |t| t[a as u8 as usize].into())
+            self.sub(entry)
+                .map_or(Leaf::NONE, |t| W::leaf(t[a as u8 as usize].into()))
         }
     }
 
@@ -118,95 +141,93 @@ impl<W: Entry> Tables<W> {
     }
 }
 
-/// The tables of a block: 16-bit entries, half the memory and cache
-/// footprint, unless the block has more than 32 767 routes or tables.
-// The narrow tables are inline on purpose: a lookup reads them without
-// following one more pointer.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-enum Width {
-    Narrow(Tables<u16>),
-    Wide(Box<Tables<u32>>),
-}
+/// In the 16-bit table of a block with 32-bit tables: look there. (A
+/// table by the fourth byte numbered 0x7fff never exists: there are at
+/// most 256.)
+const WIDE: u16 = 0xffff;
+/// Tags an entry of the 32-bit tables in a staged lookup.
+const WIDE_ENTRY: u64 = 1 << 32;
 
-/// The routes of /17 to /32 in one /16, and their lookup tables.
+/// The routes of /17 to /32 in one /16, and their lookup tables: 16-bit
+/// entries, half the memory and cache footprint, unless the block uses
+/// next-hop sets numbered 4096 and above. The 16-bit table by the third
+/// byte is always read first, at the start of the block, so that a lookup
+/// computes the address of its one likely cache miss from the block's
+/// address alone.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub(super) struct Block {
-    tables: Width,
-    /// Every route, sorted by [`key`]: by length, prefix, then metric, so
-    /// the first route of a prefix is its lowest metric.
+    /// The 16-bit tables; empty when `wide` holds the block's tables. First
+    /// in the block, so that a lookup reads one cache line of it.
+    narrow: Tables<u16>,
+    wide: Option<Box<Tables<u32>>>,
+    /// Every route, sorted by [`key`]: by length, prefix, rank then
+    /// metric, so the first route of a prefix is the one lookups take.
     routes: Vec<Route>,
-}
-
-/// Calls `$f` on the tables of `$block`, whatever their width.
-macro_rules! tables {
-    ($block:expr, $t:ident => $e:expr) => {
-        match &$block.tables {
-            Width::Narrow($t) => $e,
-            Width::Wide($t) => $e,
-        }
-    };
 }
 
 impl Block {
     /// The block of `routes` (all in one /16, lengths 17 to 32, sorted by
     /// [`key`], no two with the same key), or `None` when there are none.
-    pub(super) fn new(mut routes: Vec<Route>) -> Option<Block> {
+    pub(super) fn new(mut routes: Vec<Route>, leaf_of: &dyn Fn(&Route) -> Leaf) -> Option<Block> {
         if routes.is_empty() {
             return None;
         }
         routes.shrink_to_fit();
-        let tables = match Tables::new(&routes) {
-            Some(t) => Width::Narrow(t),
-            None => Width::Wide(Box::new(Tables::new(&routes)?)),
+        let (narrow, wide) = match Tables::new(&routes, leaf_of) {
+            Some(t) => (t, None),
+            None => (
+                Tables {
+                    entries: [WIDE; 256],
+                    subs: Vec::new(),
+                },
+                Some(Box::new(Tables::new(&routes, leaf_of)?)),
+            ),
         };
-        Some(Block { tables, routes })
-    }
-
-    /// The most specific route of this block for address `a`.
-    #[inline]
-    pub(super) fn lookup(&self, a: u32) -> Option<&Route> {
-        let i = tables!(self, t => t.resolve(a, t.entry(a)));
-        self.route(i)
-    }
-
-    /// The route an index plus one names.
-    #[inline(always)]
-    fn route(&self, i: u32) -> Option<&Route> {
-        self.routes.get((i as usize).wrapping_sub(1))
-    }
-
-    /// Hints the memory a lookup of `a` reads first to the cache.
-    #[inline]
-    pub(super) fn prefetch(&self, a: u32) {
-        tables!(self, t => super::prefetch(&t.entries[(a >> 8) as u8 as usize]));
-        super::prefetch(&self.routes);
-    }
-
-    /// The entry for `a` in the first table, for a staged lookup.
-    #[inline]
-    pub(super) fn entry(&self, a: u32) -> u32 {
-        tables!(self, t => t.entry(a))
-    }
-
-    /// The second stage of a staged lookup: hints the memory that resolving
-    /// `entry` for `a` reads.
-    #[inline]
-    pub(super) fn prefetch_entry(&self, a: u32, entry: u32) {
-        tables!(self, t => match t.sub(entry) {
-            Some(sub) => super::prefetch(&sub[a as u8 as usize]),
-            None => {
-                if let Some(r) = self.route(entry) {
-                    super::prefetch(r);
-                }
-            }
+        Some(Block {
+            narrow,
+            wide,
+            routes,
         })
     }
 
-    /// The last stage of a staged lookup: the route of `entry` for `a`.
-    #[inline]
-    pub(super) fn resolve(&self, a: u32, entry: u32) -> Option<&Route> {
-        self.route(tables!(self, t => t.resolve(a, entry)))
+    /// The leaf of the most specific route of this block for address `a`
+    /// ([`Leaf::NONE`] for none).
+    #[inline(always)]
+    pub(super) fn leaf(&self, a: u32) -> Leaf {
+        self.resolve(a, self.entry(a))
+    }
+
+    /// Hints the memory a lookup of `a` reads first to the cache: an
+    /// address computed from the block's alone.
+    #[inline(always)]
+    pub(super) fn prefetch(&self, a: u32) {
+        super::prefetch(&self.narrow.entries[(a >> 8) as u8 as usize]);
+    }
+
+    /// The entry for `a` in the first table, for a staged lookup.
+    #[inline(always)]
+    pub(super) fn entry(&self, a: u32) -> u64 {
+        // The field `wide` lies on another cache line: read only for a
+        // wide block.
+        let e = self.narrow.entries[(a >> 8) as u8 as usize];
+        if e == WIDE {
+            if let Some(t) = &self.wide {
+                return WIDE_ENTRY | t.entry(a) as u64;
+            }
+        }
+        e as u64
+    }
+
+    /// The last stage of a staged lookup: the leaf of `entry` for `a`.
+    #[inline(always)]
+    pub(super) fn resolve(&self, a: u32, entry: u64) -> Leaf {
+        if entry & WIDE_ENTRY == 0 {
+            return self.narrow.resolve(a, entry as u32);
+        }
+        self.wide
+            .as_ref()
+            .map_or(Leaf::NONE, |t| t.resolve(a, entry as u32))
     }
 
     /// All routes, sorted by [`key`].
@@ -214,9 +235,11 @@ impl Block {
         &self.routes
     }
 
-    /// The lowest-metric route for exactly `prefix/len`.
+    /// The route lookups take for exactly `prefix/len`.
     pub(super) fn get(&self, prefix: u32, len: u8) -> Option<&Route> {
-        let i = self.routes.partition_point(|r| key(r) < (len, prefix, 0));
+        let i = self
+            .routes
+            .partition_point(|r| key(r) < (len, prefix, 0, 0));
         self.routes
             .get(i)
             .filter(|r| (r.len, u32::from(r.prefix)) == (len, prefix))
@@ -225,19 +248,20 @@ impl Block {
     /// True when its tables have 32-bit entries.
     #[cfg(test)]
     pub(super) fn is_wide(&self) -> bool {
-        matches!(self.tables, Width::Wide(_))
+        self.wide.is_some()
     }
 
     /// Bytes this block owns on the heap, itself included.
     pub(super) fn heap_size(&self) -> usize {
-        let tables = match &self.tables {
-            Width::Narrow(t) => t.heap_size(),
-            Width::Wide(t) => size_of::<Tables<u32>>() + t.heap_size(),
-        };
+        let wide = self
+            .wide
+            .as_ref()
+            .map_or(0, |t| size_of::<Tables<u32>>() + t.heap_size());
         // The Arc's two counters, then the block.
         2 * size_of::<usize>()
             + size_of::<Block>()
-            + tables
+            + self.narrow.heap_size()
+            + wide
             + self.routes.capacity() * size_of::<Route>()
             + self.routes.iter().map(super::nexthops_size).sum::<usize>()
     }

@@ -7,36 +7,131 @@
 //! and the changes, sharing everything the changes do not touch, in time
 //! proportional to the changes rather than to the table.
 //!
-//! The layout is a 16-8-8 multibit trie in the manner of DPDK's DIR-24-8.
-//! The root has a 4-byte entry per /16 naming the best route of /0 to /16
-//! that covers it, and flagging the /16s that hold longer routes: those
-//! have a block, with a table by the third address byte and, for /24s
-//! with longer routes, tables by the fourth. A lookup reads one root entry
-//! and at most two table entries, whatever the size of the table. Every
-//! array is cut into chunks of 256 behind [`Arc`]s so that an update copies
-//! only the chunks and blocks it changes; the routes of /0 to /16 are kept
-//! by prefix so that removing one finds the route it uncovers.
+//! The layout is a 16-8-8 multibit trie in the manner of DPDK's DIR-24-8,
+//! whose entries are [`Leaf`]s: what the forward path needs, a route kind
+//! and a next-hop set, never the [`Route`] itself. The root has an entry
+//! per /16 with the leaf of the best route of /0 to /16 that covers it and,
+//! for /16s that hold longer routes, their block: a table by the third
+//! address byte and, for /24s with longer routes, tables by the fourth. A
+//! lookup reads one root entry (the root, 1 MiB, stays in a core's L2) and
+//! at most two table entries, whatever the size of the table; a batch of
+//! lookups goes in stages with prefetches so that their cache misses
+//! overlap ([`Fib::lookup_batch`]). The root is cut into chunks of 256
+//! behind [`Arc`]s so that an update copies only the chunks and blocks it
+//! changes; the routes of /0 to /16 are kept by prefix so that removing one
+//! finds the route it uncovers.
+//!
+//! Next-hop sets are numbered by the table ([`Fib::set`]); the snapshot's
+//! adjacency table ([`crate::neigh::Adjacencies`]) turns a set number into
+//! egress port, MTU and a ready Ethernet header. The kernel's local table
+//! lives in the same trie as [`RouteKind::Local`] and
+//! [`RouteKind::Broadcast`] routes, which win over main-table routes of the
+//! same prefix: one lookup decides forward, local or broadcast.
 
 mod block;
 #[cfg(test)]
 mod tests;
 
 use block::Block;
+use rustc_hash::FxHashMap;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// What a route does with a packet (the kernel's `rtm_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteKind {
     /// Forward to the next hop(s).
     Unicast,
+    /// An address of this host (`RTN_LOCAL`, from the local table).
+    Local,
+    /// A broadcast address of this host (`RTN_BROADCAST`, local table).
+    Broadcast,
     /// Drop silently (`ip route add blackhole`).
     Blackhole,
     /// Drop, host unreachable (`ip route add unreachable`).
     Unreachable,
     /// Drop, administratively prohibited (`ip route add prohibit`).
     Prohibit,
+}
+
+impl RouteKind {
+    const ALL: [RouteKind; 6] = [
+        RouteKind::Unicast,
+        RouteKind::Local,
+        RouteKind::Broadcast,
+        RouteKind::Blackhole,
+        RouteKind::Unreachable,
+        RouteKind::Prohibit,
+    ];
+
+    /// True for the kinds of the kernel's local table.
+    #[inline]
+    pub fn is_local_table(self) -> bool {
+        matches!(self, RouteKind::Local | RouteKind::Broadcast)
+    }
+}
+
+/// What a lookup gives the forward path: the kind of the best route and,
+/// for a unicast route, the number of its next-hop set ([`Fib::set`]).
+/// Four bytes; [`Leaf::NONE`] when no route matches.
+///
+/// ```
+/// use xdpip::fib::{Leaf, RouteKind};
+/// assert_eq!(Leaf::NONE.kind(), None);
+/// let l = Leaf::unicast(7);
+/// assert_eq!((l.kind(), l.set()), (Some(RouteKind::Unicast), Some(7)));
+/// assert_eq!(Leaf::of_kind(RouteKind::Local).set(), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Leaf(u32);
+
+impl Leaf {
+    /// No route.
+    pub const NONE: Leaf = Leaf(0);
+    const KIND_SHIFT: u32 = 28;
+    const SET_MASK: u32 = (1 << Self::KIND_SHIFT) - 1;
+    const UNICAST: u32 = 1 << Self::KIND_SHIFT;
+    /// Most next-hop sets a table numbers.
+    pub const MAX_SETS: u32 = Self::SET_MASK + 1;
+
+    /// The leaf of a unicast route through next-hop set `set` (below
+    /// [`Leaf::MAX_SETS`]).
+    #[inline]
+    pub const fn unicast(set: u32) -> Leaf {
+        Leaf(Self::UNICAST | set & Self::SET_MASK)
+    }
+
+    /// The leaf of a route of kind `k`, without a next-hop set.
+    #[inline]
+    pub const fn of_kind(k: RouteKind) -> Leaf {
+        Leaf((k as u32 + 1) << Self::KIND_SHIFT)
+    }
+
+    /// The kind of the route, `None` for no route.
+    #[inline]
+    pub fn kind(self) -> Option<RouteKind> {
+        let k = (self.0 >> Self::KIND_SHIFT) as usize;
+        RouteKind::ALL.get(k.wrapping_sub(1)).copied()
+    }
+
+    /// The next-hop set of a unicast leaf.
+    #[inline]
+    pub fn set(self) -> Option<u32> {
+        self.is_unicast().then_some(self.0 & Self::SET_MASK)
+    }
+
+    /// True for a unicast route: the common case, tested first.
+    #[inline(always)]
+    pub fn is_unicast(self) -> bool {
+        self.0 >> Self::KIND_SHIFT == 1
+    }
+
+    /// The next-hop set number of a leaf known to be unicast.
+    #[inline(always)]
+    pub fn set_unchecked(self) -> u32 {
+        self.0 & Self::SET_MASK
+    }
 }
 
 /// One next hop of a route.
@@ -127,13 +222,24 @@ impl std::error::Error for FibError {}
 /// their host bits cleared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FibChange {
-    /// Adds a route, replacing the one with the same prefix, length and
-    /// metric (as `RTM_NEWROUTE` with `NLM_F_REPLACE` does).
+    /// Adds a route, replacing the one of the same table with the same
+    /// prefix, length and metric (as `RTM_NEWROUTE` with `NLM_F_REPLACE`
+    /// does). Local and broadcast routes are of the local table.
     Add(Route),
-    /// Removes the route with this prefix, length and metric, if there is
-    /// one; the route with the next higher metric, or else the next shorter
-    /// prefix, takes over its addresses.
+    /// Removes the main-table route with this prefix, length and metric,
+    /// if there is one; the route with the next higher metric, or else the
+    /// next shorter prefix, takes over its addresses.
     Remove {
+        /// Network address.
+        prefix: Ipv4Addr,
+        /// Prefix length, 0 to 32.
+        len: u8,
+        /// The metric of the route to remove.
+        metric: u32,
+    },
+    /// Removes the local-table route (local or broadcast) with this
+    /// prefix, length and metric.
+    RemoveLocal {
         /// Network address.
         prefix: Ipv4Addr,
         /// Prefix length, 0 to 32.
@@ -164,6 +270,15 @@ impl FibChange {
                 len,
                 metric,
             },
+            &FibChange::RemoveLocal {
+                prefix,
+                len,
+                metric,
+            } => FibChange::RemoveLocal {
+                prefix: masked(prefix, len)?,
+                len,
+                metric,
+            },
             &FibChange::RemovePrefix { prefix, len } => FibChange::RemovePrefix {
                 prefix: masked(prefix, len)?,
                 len,
@@ -175,9 +290,9 @@ impl FibChange {
     fn target(&self) -> (u32, u8) {
         match self {
             FibChange::Add(r) => (u32::from(r.prefix), r.len),
-            &FibChange::Remove { prefix, len, .. } | &FibChange::RemovePrefix { prefix, len } => {
-                (u32::from(prefix), len)
-            }
+            &FibChange::Remove { prefix, len, .. }
+            | &FibChange::RemoveLocal { prefix, len, .. }
+            | &FibChange::RemovePrefix { prefix, len } => (u32::from(prefix), len),
         }
     }
 }
@@ -212,10 +327,18 @@ fn checked(mut route: Route) -> Result<Route, FibError> {
     Ok(route)
 }
 
-/// The order routes are kept in: by length, prefix, then metric.
+/// The order routes are kept in: by length, prefix, table (local before
+/// main: the kernel looks the local table up first), then metric. The
+/// first route of a prefix is the one lookups take.
 #[inline]
-fn key(r: &Route) -> (u8, u32, u32) {
-    (r.len, u32::from(r.prefix), r.metric)
+fn key(r: &Route) -> (u8, u32, u8, u32) {
+    (r.len, u32::from(r.prefix), rank(r.kind), r.metric)
+}
+
+/// 0 for routes of the local table, 1 for the main table.
+#[inline]
+fn rank(k: RouteKind) -> u8 {
+    (!k.is_local_table()) as u8
 }
 
 /// Bytes the next hops of `r` hold on the heap.
@@ -225,17 +348,28 @@ fn nexthops_size(r: &Route) -> usize {
 }
 
 /// Applies one normalized change to routes sorted by [`key`]; returns the
-/// change in their number.
+/// change in their number and puts the routes it removed or replaced in
+/// `gone`.
 fn apply<T>(
     routes: &mut Vec<T>,
     change: FibChange,
     route: impl Fn(&T) -> &Route,
     wrap: impl FnOnce(Route) -> T,
+    gone: &mut Vec<T>,
 ) -> isize {
+    let mut remove = |routes: &mut Vec<T>, k: (u8, u32, u8, u32)| match routes
+        .binary_search_by(|x| key(route(x)).cmp(&k))
+    {
+        Ok(i) => {
+            gone.push(routes.remove(i));
+            -1
+        }
+        Err(_) => 0,
+    };
     match change {
         FibChange::Add(r) => match routes.binary_search_by(|x| key(route(x)).cmp(&key(&r))) {
             Ok(i) => {
-                routes[i] = wrap(r);
+                gone.push(std::mem::replace(&mut routes[i], wrap(r)));
                 0
             }
             Err(i) => {
@@ -247,21 +381,17 @@ fn apply<T>(
             prefix,
             len,
             metric,
-        } => {
-            let k = (len, u32::from(prefix), metric);
-            match routes.binary_search_by(|x| key(route(x)).cmp(&k)) {
-                Ok(i) => {
-                    routes.remove(i);
-                    -1
-                }
-                Err(_) => 0,
-            }
-        }
+        } => remove(routes, (len, u32::from(prefix), 1, metric)),
+        FibChange::RemoveLocal {
+            prefix,
+            len,
+            metric,
+        } => remove(routes, (len, u32::from(prefix), 0, metric)),
         FibChange::RemovePrefix { prefix, len } => {
             let p = u32::from(prefix);
-            let lo = routes.partition_point(|x| key(route(x)) < (len, p, 0));
-            let hi = routes.partition_point(|x| key(route(x)) <= (len, p, u32::MAX));
-            routes.drain(lo..hi);
+            let lo = routes.partition_point(|x| key(route(x)) < (len, p, 0, 0));
+            let hi = routes.partition_point(|x| key(route(x)) <= (len, p, u8::MAX, u32::MAX));
+            gone.extend(routes.drain(lo..hi));
             -((hi - lo) as isize)
         }
     }
@@ -282,31 +412,104 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Marks a root entry whose /16 holds routes longer than /16, in a block.
-const HAS_BLOCK: u32 = 1 << 31;
+/// The next-hop sets of a table, numbered: what a unicast [`Leaf`] names.
+/// A set keeps its number while any route uses it; a freed number is
+/// given to the next new set.
+#[derive(Debug, Clone, Default)]
+struct Sets {
+    /// By number: the set and the number of routes using it.
+    by_id: Vec<Option<(Arc<[NextHop]>, u32)>>,
+    ids: FxHashMap<Arc<[NextHop]>, u32>,
+    /// Freed numbers; the lowest is given first, so that numbers stay
+    /// small and blocks keep their 16-bit tables.
+    free: std::collections::BTreeSet<u32>,
+}
 
-/// Root entries of 256 consecutive /16s: each the [`short_index`] of the
-/// best route of /0 to /16 covering the /16 (0 for none), with
-/// [`HAS_BLOCK`]. Four bytes a /16 keep the root in 256 KiB, which stays in
-/// a core's L2 cache.
-#[derive(Debug, Clone)]
-struct RootChunk([u32; 256]);
+impl Sets {
+    /// Counts one more route using `set`; its number.
+    fn acquire(&mut self, set: &Arc<[NextHop]>) -> u32 {
+        if let Some(&id) = self.ids.get(&**set) {
+            if let Some((_, n)) = &mut self.by_id[id as usize] {
+                *n += 1;
+            }
+            return id;
+        }
+        let id = self.free.pop_first().unwrap_or(self.by_id.len() as u32);
+        if id as usize == self.by_id.len() {
+            self.by_id.push(None);
+        }
+        self.by_id[id as usize] = Some((set.clone(), 1));
+        self.ids.insert(set.clone(), id);
+        id
+    }
 
-/// The blocks of 256 consecutive /16s.
+    /// Counts one route less using `set`; frees its number at zero.
+    fn release(&mut self, set: &[NextHop]) {
+        let Some(&id) = self.ids.get(set) else {
+            return;
+        };
+        if let Some((_, n)) = &mut self.by_id[id as usize] {
+            *n -= 1;
+            if *n == 0 {
+                self.by_id[id as usize] = None;
+                self.ids.remove(set);
+                self.free.insert(id);
+            }
+        }
+    }
+
+    /// The leaf of `r` (its set must have been acquired).
+    fn leaf_of(&self, r: &Route) -> Leaf {
+        match r.kind {
+            RouteKind::Unicast => {
+                let id = self.ids.get(&*r.nexthops).copied();
+                debug_assert!(id.is_some(), "next-hop set of {r:?} not numbered");
+                id.filter(|&i| i < Leaf::MAX_SETS)
+                    .map_or(Leaf::NONE, Leaf::unicast)
+            }
+            k => Leaf::of_kind(k),
+        }
+    }
+
+    fn acquire_route(&mut self, r: &Route) {
+        if r.kind == RouteKind::Unicast {
+            self.acquire(&r.nexthops);
+        }
+    }
+
+    fn release_route(&mut self, r: &Route) {
+        if r.kind == RouteKind::Unicast {
+            self.release(&r.nexthops);
+        }
+    }
+}
+
+/// The root entry of one /16.
+#[derive(Debug, Clone, Default)]
+struct RootEntry {
+    /// Routes longer than /16 in this /16, if there are.
+    block: Option<Arc<Block>>,
+    /// The leaf of the best route of /0 to /16 covering the /16.
+    leaf: Leaf,
+    /// The [`short_index`] of that route's prefix (0 for none).
+    short: u32,
+}
+
+/// Root entries of 256 consecutive /16s.
 #[derive(Debug, Clone)]
-struct BlockChunk([Option<Arc<Block>>; 256]);
+struct RootChunk([RootEntry; 256]);
 
 /// 256 consecutive entries of the table of short routes, by
 /// [`short_index`].
 #[derive(Debug, Clone)]
 struct ShortChunk {
-    /// The lowest-metric route of each prefix, where lookups read it.
+    /// The route lookups take for each prefix.
     best: [Option<Arc<Route>>; 256],
-    /// All routes of each prefix, sorted by metric.
+    /// All routes of each prefix, sorted by [`key`].
     sets: [Option<ShortSet>; 256],
 }
 
-/// The routes of one prefix of /0 to /16, sorted by metric.
+/// The routes of one prefix of /0 to /16, sorted by [`key`].
 type ShortSet = Arc<[Arc<Route>]>;
 
 /// Where the routes of `prefix/len` (len at most 16) are in the table of
@@ -327,6 +530,11 @@ fn short_len(index: u32) -> Option<u8> {
 /// Number of chunks of the table of short routes (2^17 entries).
 const SHORT_CHUNKS: usize = 1 << (SHORT_MAX as usize + 1 - 8);
 
+/// Addresses a staged lookup keeps in flight: enough to overlap the cache
+/// misses of a batch, not so many that the core's miss buffers drop
+/// prefetches.
+const LANES: usize = 32;
+
 /// An immutable longest-prefix-match table.
 ///
 /// ```
@@ -342,19 +550,27 @@ const SHORT_CHUNKS: usize = 1 << (SHORT_MAX as usize + 1 - 8);
 ///     prefix: Ipv4Addr::new(10, 1, 0, 0), len: 16, kind: RouteKind::Unicast, metric: 0,
 ///     nexthops: vec![NextHop { gateway: None, ifindex: 3, weight: 1 }].into(),
 /// }).unwrap();
+/// b.add(Route {
+///     prefix: Ipv4Addr::new(10, 1, 0, 1), len: 32, kind: RouteKind::Local, metric: 0,
+///     nexthops: vec![].into(),
+/// }).unwrap();
 /// let fib = b.build();
 /// assert_eq!(fib.lookup(Ipv4Addr::new(10, 1, 2, 3)).unwrap().len, 16);
 /// assert_eq!(fib.lookup(Ipv4Addr::new(8, 8, 8, 8)).unwrap().len, 0);
+/// // The forward path's view: a leaf, and the next hops of its set.
+/// let leaf = fib.leaf(Ipv4Addr::new(10, 1, 2, 3));
+/// assert_eq!(fib.nexthops(leaf)[0].ifindex, 3);
+/// assert_eq!(fib.leaf(Ipv4Addr::new(10, 1, 0, 1)).kind(), Some(RouteKind::Local));
 /// ```
 #[derive(Clone)]
 pub struct Fib {
     /// Root entries, one per /16, in chunks of 256 so that an update
     /// copies only the chunks it changes.
     root: Box<[Arc<RootChunk>; 256]>,
-    /// Blocks, one per /16 with routes longer than /16, in chunks of 256.
-    blocks: Box<[Arc<BlockChunk>; 256]>,
     /// Every route of /0 to /16, by [`short_index`], in chunks of 256.
     short: Box<[Arc<ShortChunk>; SHORT_CHUNKS]>,
+    /// The next-hop sets routes use, numbered.
+    sets: Arc<Sets>,
     /// Number of routes.
     len: usize,
 }
@@ -362,16 +578,15 @@ pub struct Fib {
 impl Default for Fib {
     fn default() -> Self {
         // Every chunk of an empty table is the same empty chunk.
-        let root = Arc::new(RootChunk([0; 256]));
-        let blocks = Arc::new(BlockChunk(std::array::from_fn(|_| None)));
+        let root = Arc::new(RootChunk(std::array::from_fn(|_| RootEntry::default())));
         let short = Arc::new(ShortChunk {
             best: std::array::from_fn(|_| None),
             sets: std::array::from_fn(|_| None),
         });
         Fib {
             root: Box::new(std::array::from_fn(|_| root.clone())),
-            blocks: Box::new(std::array::from_fn(|_| blocks.clone())),
             short: Box::new(std::array::from_fn(|_| short.clone())),
+            sets: Arc::default(),
             len: 0,
         }
     }
@@ -381,6 +596,7 @@ impl std::fmt::Debug for Fib {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fib")
             .field("len", &self.len)
+            .field("sets", &self.sets.ids.len())
             .finish_non_exhaustive()
     }
 }
@@ -392,10 +608,10 @@ pub struct FibBuilder {
 }
 
 impl FibBuilder {
-    /// Adds a route; among routes for the same prefix the lowest metric
-    /// wins, as in the kernel's lookup, and the others stay behind it for
-    /// when it goes. Of two routes with the same prefix, length and metric
-    /// the first added stays.
+    /// Adds a route; among routes for the same prefix the local table's
+    /// win, then the lowest metric, as in the kernel's lookup, and the
+    /// others stay behind it for when it goes. Of two routes with the same
+    /// prefix, length, table and metric the first added stays.
     pub fn add(&mut self, route: Route) -> Result<(), FibError> {
         self.routes.push(checked(route)?);
         Ok(())
@@ -420,32 +636,42 @@ impl FibBuilder {
         routes.sort_by_key(|r| {
             let long = r.len > SHORT_MAX;
             let block = if long { u32::from(r.prefix) >> 16 } else { 0 };
-            let (len, prefix, metric) = key(r);
+            let (len, prefix, rank, metric) = key(r);
             (long as u128) << 120
                 | (block as u128) << 96
-                | (len as u128) << 64
-                | (prefix as u128) << 32
+                | (len as u128) << 80
+                | (prefix as u128) << 48
+                | (rank as u128) << 32
                 | metric as u128
         });
         routes.dedup_by(|b, a| key(a) == key(b));
+        let mut sets = Sets::default();
+        for r in &routes {
+            sets.acquire_route(r);
+        }
         let mut fib = Fib {
             len: routes.len(),
+            sets: Arc::new(sets),
             ..Fib::default()
         };
         let mut long = routes.split_off(routes.partition_point(|r| r.len <= SHORT_MAX));
 
         let mut short = routes.into_iter().peekable();
         while let Some(first) = short.next() {
-            let (len, prefix, _) = key(&first);
+            let (len, prefix, _, _) = key(&first);
             let mut set = vec![Arc::new(first)];
             while let Some(r) = short.next_if(|r| (r.len, u32::from(r.prefix)) == (len, prefix)) {
                 set.push(Arc::new(r));
             }
             let index = short_index(prefix, len);
+            let leaf = fib.sets.leaf_of(&set[0]);
             let (best, sets) = fib.short_mut(index);
             *best = Some(set[0].clone());
             *sets = Some(set.into());
-            fib.paint(prefix, len, |e| *e = index);
+            fib.paint(prefix, len, |e| {
+                e.short = index;
+                e.leaf = leaf;
+            });
         }
 
         // From the end, so that each block's routes leave without moving
@@ -453,7 +679,8 @@ impl FibBuilder {
         while let Some(last) = long.last() {
             let id = u32::from(last.prefix) >> 16;
             let first = long.partition_point(|r| u32::from(r.prefix) >> 16 < id);
-            let block = Block::new(long.split_off(first));
+            let sets = fib.sets.clone();
+            let block = Block::new(long.split_off(first), &|r| sets.leaf_of(r));
             fib.set_block(id, block);
         }
         fib
@@ -468,20 +695,20 @@ impl Fib {
 
     /// The root entry of the /16 holding `a`.
     #[inline(always)]
-    fn root_entry(&self, a: u32) -> u32 {
-        self.root[(a >> 24) as usize].0[(a >> 16) as u8 as usize]
+    fn root(&self, a: u32) -> &RootEntry {
+        &self.root[(a >> 24) as usize].0[(a >> 16) as u8 as usize]
     }
 
     /// The block of the /16 holding `a`.
     #[inline(always)]
     fn block(&self, a: u32) -> Option<&Block> {
-        self.blocks[(a >> 24) as usize].0[(a >> 16) as u8 as usize].as_deref()
+        self.root(a).block.as_deref()
     }
 
-    /// The best route of the short prefix a root entry names.
+    /// The route lookups take for a short prefix a root entry names.
     #[inline(always)]
-    fn best(&self, entry: u32) -> Option<&Route> {
-        let i = (entry & !HAS_BLOCK) as usize;
+    fn best(&self, index: u32) -> Option<&Route> {
+        let i = index as usize;
         self.short[(i >> 8) % SHORT_CHUNKS].best[i & 255].as_deref()
     }
 
@@ -499,21 +726,15 @@ impl Fib {
         self.short[(i >> 8) % SHORT_CHUNKS].sets[i & 255].as_ref()
     }
 
-    /// Replaces the block of /16 number `id` and flags its root entry.
+    /// Replaces the block of /16 number `id`.
     fn set_block(&mut self, id: u32, block: Option<Block>) {
         let (hi, lo) = ((id >> 8) as u8 as usize, id as u8 as usize);
-        let flag = if block.is_some() { HAS_BLOCK } else { 0 };
-        Arc::make_mut(&mut self.blocks[hi]).0[lo] = block.map(Arc::new);
-        if self.root[hi].0[lo] & HAS_BLOCK != flag {
-            let e = &mut Arc::make_mut(&mut self.root[hi]).0[lo];
-            *e = *e & !HAS_BLOCK | flag;
-        }
+        Arc::make_mut(&mut self.root[hi]).0[lo].block = block.map(Arc::new);
     }
 
     /// Calls `f` on the root entry of every /16 `prefix/len` (len at most
-    /// 16) covers, without its [`HAS_BLOCK`] flag, copying chunks first if
-    /// shared.
-    fn paint(&mut self, prefix: u32, len: u8, mut f: impl FnMut(&mut u32)) {
+    /// 16) covers, copying chunks first if shared.
+    fn paint(&mut self, prefix: u32, len: u8, mut f: impl FnMut(&mut RootEntry)) {
         let first = (prefix >> 16) as usize;
         let end = first + (1usize << (SHORT_MAX - len.min(SHORT_MAX)));
         let mut s = first;
@@ -522,64 +743,120 @@ impl Fib {
             let next = end.min((s | 255) + 1);
             let lo = s & 255;
             for e in &mut chunk.0[lo..lo + (next - s)] {
-                let mut short = *e & !HAS_BLOCK;
-                f(&mut short);
-                *e = *e & HAS_BLOCK | short;
+                f(e);
             }
             s = next;
         }
     }
 
-    /// The most specific route for `dst`, and among routes for that prefix
-    /// the one of lowest metric.
+    /// The leaf of the route for `dst`: what the forward path acts on.
+    /// Lock-free and allocation-free; at most three memory reads.
     #[inline]
-    pub fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
+    pub fn leaf(&self, dst: Ipv4Addr) -> Leaf {
         let a = u32::from(dst);
-        let e = self.root_entry(a);
-        if e & HAS_BLOCK != 0 {
-            if let Some(r) = self.block(a).and_then(|b| b.lookup(a)) {
-                return Some(r);
+        let e = self.root(a);
+        if let Some(b) = &e.block {
+            let l = b.leaf(a);
+            if l != Leaf::NONE {
+                return l;
             }
         }
-        self.best(e)
+        e.leaf
+    }
+
+    /// The next-hop set numbered `id`, while a route uses it.
+    #[inline]
+    pub fn set(&self, id: u32) -> Option<&Arc<[NextHop]>> {
+        self.sets
+            .by_id
+            .get(id as usize)
+            .and_then(|s| s.as_ref())
+            .map(|(s, _)| s)
+    }
+
+    /// The next hops of a leaf: its set's for a unicast route, none
+    /// otherwise.
+    #[inline]
+    pub fn nexthops(&self, leaf: Leaf) -> &[NextHop] {
+        leaf.set()
+            .and_then(|id| self.set(id))
+            .map_or(&[], |s| &s[..])
+    }
+
+    /// Every numbered next-hop set, with its number.
+    pub fn sets(&self) -> impl Iterator<Item = (u32, &Arc<[NextHop]>)> {
+        self.sets
+            .by_id
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|(s, _)| (i as u32, s)))
+    }
+
+    /// One above the highest set number in use: the size of a table by
+    /// set number.
+    pub fn set_count(&self) -> usize {
+        self.sets.by_id.len()
+    }
+
+    /// The leaf a route of this table has.
+    pub fn leaf_of(&self, route: &Route) -> Leaf {
+        self.sets.leaf_of(route)
+    }
+
+    /// The route lookups take for `dst`: the longest prefix, the local
+    /// table first, then the lowest metric. This is the control plane's
+    /// view (it probes each longer prefix length); the forward path uses
+    /// [`Fib::leaf`] and [`Fib::lookup_batch`].
+    pub fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
+        let a = u32::from(dst);
+        let e = self.root(a);
+        if let Some(b) = &e.block {
+            for len in (SHORT_MAX + 1..=32).rev() {
+                if let Some(r) = b.get(a & mask(len), len) {
+                    return Some(r);
+                }
+            }
+        }
+        self.best(e.short)
+    }
+
+    /// Hints the root entry of `dst` to the cache without reading it: the
+    /// forward path issues it while it validates a batch, so that the
+    /// batch's lookup finds the entries there ([`Fib::lookup_batch`]).
+    #[inline(always)]
+    pub fn prefetch_root(&self, dst: Ipv4Addr) {
+        let a = u32::from(dst);
+        prefetch(self.root(a));
     }
 
     /// Hints the first memory a lookup of `dst` reads to the cache, so that
-    /// the lookup itself, a little later, waits less: a worker calls it for
-    /// each packet of a batch before forwarding them, and their cache
-    /// misses overlap.
+    /// the lookup itself, a little later, waits less.
     ///
     /// ```
-    /// # use xdpip::fib::Fib;
+    /// # use xdpip::fib::{Fib, Leaf};
     /// # use std::net::Ipv4Addr;
     /// let fib = Fib::default();
     /// let dsts = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 9, 1)];
     /// for d in dsts {
     ///     fib.prefetch(d);
     /// }
-    /// assert!(dsts.iter().all(|d| fib.lookup(*d).is_none()));
+    /// assert!(dsts.iter().all(|d| fib.leaf(*d) == Leaf::NONE));
     /// ```
     #[inline]
     pub fn prefetch(&self, dst: Ipv4Addr) {
         let a = u32::from(dst);
-        let e = self.root_entry(a);
-        if e & HAS_BLOCK != 0 {
-            if let Some(b) = self.block(a) {
-                b.prefetch(a);
-            }
-        }
-        if let Some(r) = self.best(e) {
-            prefetch(r);
+        let e = self.root(a);
+        if let Some(b) = &e.block {
+            b.prefetch(a);
         }
     }
 
-    /// Looks up `dsts` into `out` (as many as the shorter of the two holds),
-    /// in stages across the batch with prefetches, so that the cache misses
-    /// of different addresses overlap instead of adding up; this pays for
-    /// large tables, when the caller does more per address than look it up.
+    /// Looks up `dsts` into `out` (as many as the shorter of the two
+    /// holds), in stages across the batch with prefetches, so that the
+    /// cache misses of different addresses overlap instead of adding up.
     ///
     /// ```
-    /// # use xdpip::fib::{Fib, Route, RouteKind};
+    /// # use xdpip::fib::{Fib, Leaf, Route, RouteKind};
     /// # use std::net::Ipv4Addr;
     /// let mut b = Fib::builder();
     /// b.add(Route {
@@ -588,60 +865,44 @@ impl Fib {
     /// }).unwrap();
     /// let fib = b.build();
     /// let dsts = [Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(11, 1, 1, 1)];
-    /// let mut out = [None; 2];
+    /// let mut out = [Leaf::NONE; 2];
     /// fib.lookup_batch(&dsts, &mut out);
-    /// assert_eq!(out.map(|r| r.map(|r| r.len)), [Some(8), None]);
+    /// assert_eq!(out.map(|l| l.kind()), [Some(RouteKind::Blackhole), None]);
     /// ```
-    pub fn lookup_batch<'a>(&'a self, dsts: &[Ipv4Addr], out: &mut [Option<&'a Route>]) {
-        // More addresses in flight than this overflow the core's miss
-        // buffers, and prefetches are dropped.
-        const LANES: usize = 16;
+    #[inline]
+    pub fn lookup_batch(&self, dsts: &[Ipv4Addr], out: &mut [Leaf]) {
         for (dsts, out) in dsts.chunks(LANES).zip(out.chunks_mut(LANES)) {
             let n = dsts.len().min(out.len());
-            let mut addrs = [0u32; LANES];
-            let mut roots = [0u32; LANES];
-            let mut blocks: [Option<&Block>; LANES] = [None; LANES];
-            let mut entries = [0u32; LANES];
+            let mut entries: [&RootEntry; LANES] = [self.root(0); LANES];
+            // The root entries (1 MiB, mostly in L2), and a hint for each
+            // block's first table: the miss of a large table, overlapped
+            // with the others of the batch.
             for i in 0..n {
                 let a = u32::from(dsts[i]);
-                addrs[i] = a;
-                roots[i] = self.root_entry(a);
-                if roots[i] & HAS_BLOCK != 0 {
-                    blocks[i] = self.block(a);
-                    if let Some(b) = blocks[i] {
-                        b.prefetch(a);
-                    }
+                let e = self.root(a);
+                if let Some(b) = &e.block {
+                    b.prefetch(a);
                 }
-                if let Some(r) = self.best(roots[i]) {
-                    prefetch(r);
-                }
+                entries[i] = e;
             }
             for i in 0..n {
-                if let Some(b) = blocks[i] {
-                    entries[i] = b.entry(addrs[i]);
-                    if entries[i] != 0 {
-                        b.prefetch_entry(addrs[i], entries[i]);
-                        continue;
+                let e = entries[i];
+                out[i] = match &e.block {
+                    Some(b) => {
+                        let l = b.leaf(u32::from(dsts[i]));
+                        if l == Leaf::NONE {
+                            e.leaf
+                        } else {
+                            l
+                        }
                     }
-                }
-                // The short route it falls back to was hinted above.
-                if let Some(r) = self.best(roots[i]) {
-                    prefetch(r.nexthops.as_ptr());
-                }
-            }
-            for i in 0..n {
-                let found = blocks[i]
-                    .and_then(|b| b.resolve(addrs[i], entries[i]))
-                    .or_else(|| self.best(roots[i]));
-                if let Some(r) = found {
-                    prefetch(r.nexthops.as_ptr());
-                }
-                out[i] = found;
+                    None => e.leaf,
+                };
             }
         }
     }
 
-    /// The route of lowest metric for exactly `prefix/len` (host bits
+    /// The route lookups take for exactly `prefix/len` (host bits
     /// ignored), if there is one.
     ///
     /// ```
@@ -692,6 +953,7 @@ impl Fib {
     /// let prefix = Ipv4Addr::new(10, 1, 0, 0);
     /// let new = old.update(&[FibChange::Remove { prefix, len: 24, metric: 10 }]).unwrap();
     /// assert_eq!(new.lookup(dst).unwrap().nexthops[0].ifindex, 3);
+    /// assert_eq!(new.nexthops(new.leaf(dst))[0].ifindex, 3);
     /// let newer = new.update(&[FibChange::RemovePrefix { prefix, len: 24 }]).unwrap();
     /// assert_eq!(newer.lookup(dst).unwrap().nexthops[0].ifindex, 1);
     /// // The old table is still whole.
@@ -735,26 +997,51 @@ impl Fib {
         Ok(fib)
     }
 
-    /// Applies changes to the routes of `prefix/len` (len at most 16); when
-    /// the prefix gains its first route or loses its last, repaints the
-    /// root entries it covers.
+    /// Numbers the sets of the routes `changes` add; applies the changes
+    /// to `routes` and releases the sets of the routes they remove.
+    fn apply_all<T>(
+        &mut self,
+        routes: &mut Vec<T>,
+        changes: Vec<FibChange>,
+        route: impl Fn(&T) -> &Route + Copy,
+        wrap: impl Fn(Route) -> T + Copy,
+    ) -> isize {
+        let sets = Arc::make_mut(&mut self.sets);
+        let mut gone = Vec::new();
+        let mut delta = 0;
+        for c in changes {
+            if let FibChange::Add(r) = &c {
+                sets.acquire_route(r);
+            }
+            delta += apply(routes, c, route, wrap, &mut gone);
+        }
+        for g in &gone {
+            sets.release_route(route(g));
+        }
+        delta
+    }
+
+    /// Applies changes to the routes of `prefix/len` (len at most 16) and
+    /// repaints the root entries where it is the longest match.
     fn update_short(&mut self, prefix: u32, len: u8, changes: Vec<FibChange>) -> isize {
         let index = short_index(prefix, len);
-        let (best, set) = self.short_mut(index);
-        let mut routes: Vec<Arc<Route>> = set.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+        let mut routes: Vec<Arc<Route>> = self
+            .short_set(index)
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
         let had = !routes.is_empty();
-        let delta: isize = changes
-            .into_iter()
-            .map(|c| apply(&mut routes, c, |r: &Arc<Route>| &**r, Arc::new))
-            .sum();
+        let delta = self.apply_all(&mut routes, changes, |r: &Arc<Route>| &**r, Arc::new);
+        let leaf = routes.first().map_or(Leaf::NONE, |r| self.sets.leaf_of(r));
+        let (best, set) = self.short_mut(index);
         *best = routes.first().cloned();
         let has = best.is_some();
         *set = has.then(|| routes.into());
         match (had, has) {
             // It takes the /16s where it is now the longest match.
             (false, true) => self.paint(prefix, len, |e| {
-                if short_len(*e).is_none_or(|l| l < len) {
-                    *e = index;
+                if short_len(e.short).is_none_or(|l| l < len) {
+                    e.short = index;
+                    e.leaf = leaf;
                 }
             }),
             // The longest shorter prefix with a route takes its /16s.
@@ -764,13 +1051,23 @@ impl Fib {
                     .map(|l| short_index(prefix & mask(l), l))
                     .find(|&i| self.short_set(i).is_some())
                     .unwrap_or(0);
+                let cover_leaf = self
+                    .best(cover)
+                    .map_or(Leaf::NONE, |r| self.sets.leaf_of(r));
                 self.paint(prefix, len, |e| {
-                    if *e == index {
-                        *e = cover;
+                    if e.short == index {
+                        e.short = cover;
+                        e.leaf = cover_leaf;
                     }
                 })
             }
-            _ => {}
+            // Its best route may have changed.
+            (true, true) => self.paint(prefix, len, |e| {
+                if e.short == index && e.leaf != leaf {
+                    e.leaf = leaf;
+                }
+            }),
+            (false, false) => {}
         }
         delta
     }
@@ -781,11 +1078,9 @@ impl Fib {
             .block(id << 16)
             .map(|b| b.routes().to_vec())
             .unwrap_or_default();
-        let delta = changes
-            .into_iter()
-            .map(|c| apply(&mut routes, c, |r| r, |r| r))
-            .sum();
-        self.set_block(id, Block::new(routes));
+        let delta = self.apply_all(&mut routes, changes, |r| r, |r| r);
+        let sets = self.sets.clone();
+        self.set_block(id, Block::new(routes, &|r| sets.leaf_of(r)));
         delta
     }
 
@@ -808,9 +1103,9 @@ impl Fib {
             .flat_map(|c| c.sets.iter().flatten())
             .flat_map(|set| set.iter().map(|r| &**r));
         let long = self
-            .blocks
+            .root
             .iter()
-            .flat_map(|c| c.0.iter().flatten())
+            .flat_map(|c| c.0.iter().filter_map(|e| e.block.as_deref()))
             .flat_map(|b| b.routes().iter());
         Routes {
             inner: Box::new(short.chain(long)),
@@ -833,13 +1128,15 @@ impl Fib {
             v
         }
         let counters = 2 * size_of::<usize>();
-        let mut total = size_of::<[Arc<RootChunk>; 256]>()
-            + size_of::<[Arc<BlockChunk>; 256]>()
-            + size_of::<[Arc<ShortChunk>; SHORT_CHUNKS]>();
-        total += distinct(&self.root[..]).len() * (counters + size_of::<RootChunk>());
-        for c in distinct(&self.blocks[..]) {
-            total += counters + size_of::<BlockChunk>();
-            total += c.0.iter().flatten().map(|b| b.heap_size()).sum::<usize>();
+        let mut total =
+            size_of::<[Arc<RootChunk>; 256]>() + size_of::<[Arc<ShortChunk>; SHORT_CHUNKS]>();
+        for c in distinct(&self.root[..]) {
+            total += counters + size_of::<RootChunk>();
+            total +=
+                c.0.iter()
+                    .filter_map(|e| e.block.as_deref())
+                    .map(Block::heap_size)
+                    .sum::<usize>();
         }
         for c in distinct(&self.short[..]) {
             total += counters + size_of::<ShortChunk>();
@@ -851,8 +1148,68 @@ impl Fib {
                     .sum::<usize>();
             }
         }
+        total += counters
+            + self.sets.by_id.capacity() * size_of::<Option<(Arc<[NextHop]>, u32)>>()
+            + self.sets.ids.capacity() * (size_of::<(Arc<[NextHop]>, u32)>() + 1);
         total
     }
+}
+
+/// Asks the kernel to back the memory holding `fib`'s lookup tables with
+/// 2 MiB pages (`MADV_HUGEPAGE`, then `MADV_COLLAPSE` to do it now): random
+/// lookups in a table of tens of megabytes are dominated by TLB misses on
+/// 4 KiB pages. The tables are many small allocations; each 2 MiB region
+/// holding one is advised. Returns how many regions the kernel took; 0
+/// where transparent huge pages are off (`never`) or the kernel is older
+/// than 6.1 (no `MADV_COLLAPSE`: the pages are collapsed later, by
+/// khugepaged). `XDPIP_HUGE_PAGES=0` in the environment skips it (to measure
+/// without).
+pub fn advise_huge_pages(fib: &Fib) -> usize {
+    let mut regions: Vec<usize> = Vec::new();
+    for c in fib.root.iter() {
+        regions.push(Arc::as_ptr(c) as usize);
+        for e in c.0.iter() {
+            if let Some(b) = &e.block {
+                regions.push(Arc::as_ptr(b) as usize);
+            }
+        }
+    }
+    advise_regions(regions)
+}
+
+/// [`advise_huge_pages`] for one large slice (a benchmark's flat table).
+pub fn advise_huge_pages_of<T>(s: &[T]) -> usize {
+    let start = s.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(s);
+    advise_regions((start..end).step_by(HUGE).collect())
+}
+
+const HUGE: usize = 2 << 20;
+
+fn advise_regions(mut addrs: Vec<usize>) -> usize {
+    if std::env::var_os("XDPIP_HUGE_PAGES").is_some_and(|v| v == "0") {
+        return 0;
+    }
+    /// `MADV_COLLAPSE` (Linux 6.1), which libc may not name yet.
+    const MADV_COLLAPSE: libc::c_int = 25;
+    for a in addrs.iter_mut() {
+        *a &= !(HUGE - 1);
+    }
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
+        .into_iter()
+        .filter(|&a| {
+            let p = a as *mut libc::c_void;
+            // SAFETY: advice only: it changes how the kernel backs these
+            // pages, never their contents; a region not wholly mapped is
+            // refused with an error, which is ignored.
+            unsafe {
+                libc::madvise(p, HUGE, libc::MADV_HUGEPAGE) == 0
+                    && libc::madvise(p, HUGE, MADV_COLLAPSE) == 0
+            }
+        })
+        .count()
 }
 
 /// The routes of a [`Fib`], from [`Fib::routes`].

@@ -232,9 +232,10 @@ fn accessors_take_any_address() {
     for f in [Fib::default(), full] {
         for a in [0, 1, 255, 256, u32::MAX - 1, u32::MAX, 0x8000_0000] {
             let dst = Ipv4Addr::from(a);
-            let mut out = [None];
+            let mut out = [Leaf::NONE];
             f.lookup_batch(&[dst], &mut out);
-            assert_eq!(out[0], f.lookup(dst));
+            assert_eq!(out[0], f.leaf(dst));
+            assert_eq!(out[0], f.lookup(dst).map_or(Leaf::NONE, |r| f.leaf_of(r)));
             f.prefetch(dst);
             for len in [0, 16, 17, 24, 25, 32, 33, 255] {
                 let _ = f.get(dst, len);
@@ -245,8 +246,9 @@ fn accessors_take_any_address() {
 
 #[test]
 fn large_blocks_take_wide_tables() {
-    // 40 000 host routes in one /16, past what 16-bit entries index, and
-    // prefixes of every length over them.
+    // 40 000 host routes in one /16, each through its own next hop: more
+    // sets than 16-bit entries number; and prefixes of every length over
+    // them.
     let mut routes: Vec<Route> = (0..40_000u32)
         .map(|i| {
             let a = 0x0a07_0000 | (i * 7919) & 0xffff;
@@ -265,11 +267,18 @@ fn large_blocks_take_wide_tables() {
     let probe = |f: &Fib, routes: &[Route], rng: &mut XorShift| {
         for _ in 0..500 {
             let dst = Ipv4Addr::from(0x0a07_0000 | rng.next() as u32 & 0xffff);
-            assert_eq!(f.lookup(dst), reference(routes, dst), "{dst}");
+            let want = reference(routes, dst);
+            assert_eq!(f.lookup(dst), want, "{dst}");
+            assert_eq!(
+                f.leaf(dst),
+                want.map_or(Leaf::NONE, |r| f.leaf_of(r)),
+                "{dst}"
+            );
         }
     };
     probe(&f, &routes, &mut rng);
-    // Back to 16-bit entries when it shrinks.
+    // Back to 16-bit entries when it shrinks and its routes share a few
+    // next hops: freed set numbers are given again, lowest first.
     let changes: Vec<FibChange> = routes[..30_000]
         .iter()
         .map(|r| FibChange::RemovePrefix {
@@ -279,8 +288,15 @@ fn large_blocks_take_wide_tables() {
         .collect();
     f = f.update(&changes).unwrap();
     routes.drain(..30_000);
+    assert!(wide(&f), "the remaining routes still use high set numbers");
+    for (i, route) in routes.iter_mut().enumerate() {
+        *route = r(route.prefix.octets(), route.len, i as u32 % 7, 0);
+    }
+    let changes: Vec<FibChange> = routes.iter().cloned().map(FibChange::Add).collect();
+    f = f.update(&changes).unwrap();
     assert!(!wide(&f));
     assert_eq!(f.len(), routes.len());
+    assert_eq!(f.sets().count(), 7);
     probe(&f, &routes, &mut rng);
 }
 
@@ -330,12 +346,18 @@ fn check(fib: &Fib, model: &Model, probes: &[Ipv4Addr], what: &str) {
     assert_eq!(listed.len(), fib.routes().len(), "{what}");
     listed.sort_by_key(model_key);
     assert_eq!(listed, routes, "{what}");
-    let mut batch = vec![None; probes.len()];
+    let mut batch = vec![Leaf::NONE; probes.len()];
     fib.lookup_batch(probes, &mut batch);
     for (dst, batched) in probes.iter().zip(batch) {
         let want = reference(&routes, *dst);
         assert_eq!(fib.lookup(*dst), want, "{what}: {dst}");
-        assert_eq!(batched, want, "{what}: batch {dst}");
+        // The forward path's tables agree with the routes.
+        let leaf = want.map_or(Leaf::NONE, |r| fib.leaf_of(r));
+        assert_eq!(fib.leaf(*dst), leaf, "{what}: leaf {dst}");
+        assert_eq!(batched, leaf, "{what}: batch {dst}");
+        if let Some(r) = want {
+            assert_eq!(fib.nexthops(leaf), &r.nexthops[..], "{what}: set {dst}");
+        }
     }
     for r in &routes {
         let same_len: Vec<Route> = routes.iter().filter(|x| x.len == r.len).cloned().collect();
@@ -408,6 +430,7 @@ fn updates_match_linear_scan_and_a_fresh_build() {
                     FibChange::RemovePrefix { prefix, len } => {
                         next.retain(|k, _| (k.0, k.1) != (*len, u32::from(*prefix)));
                     }
+                    FibChange::RemoveLocal { .. } => unreachable!(),
                 }
                 changes.push(change);
             }
@@ -485,17 +508,13 @@ fn updates_share_what_they_do_not_touch() {
             (0..256)
                 .filter(|&i| Arc::ptr_eq(&a.root[i], &b.root[i]))
                 .count(),
-            (0..256)
-                .filter(|&i| Arc::ptr_eq(&a.blocks[i], &b.blocks[i]))
-                .count(),
             (0..SHORT_CHUNKS)
                 .filter(|&i| Arc::ptr_eq(&a.short[i], &b.short[i]))
                 .count(),
         )
     };
-    let (root, blocks, short) = shared(&f, &g);
-    assert!(root >= 255, "{root}");
-    assert_eq!((blocks, short), (255, SHORT_CHUNKS));
+    let (root, short) = shared(&f, &g);
+    assert_eq!((root, short), (255, SHORT_CHUNKS));
     assert_eq!(ifindex(g.lookup(Ipv4Addr::new(100, 64, 3, 9))), Some(99));
     // Replacing the default route repaints every slot it wins; removing
     // it leaves them without a route.
@@ -550,10 +569,9 @@ fn one_million_internet_like_routes() {
     let bytes = fib.heap_size();
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     let blocks: Vec<&Block> = fib
-        .blocks
+        .root
         .iter()
-        .flat_map(|c| c.0.iter().flatten())
-        .map(|b| &**b)
+        .flat_map(|c| c.0.iter().filter_map(|e| e.block.as_deref()))
         .collect();
     let subs: usize = blocks.iter().map(|b| b.heap_size()).sum();
     println!(
@@ -593,7 +611,7 @@ fn one_million_internet_like_routes() {
                 after.retain(|r| (r.prefix, r.len) != (*prefix, *len));
             }
             FibChange::Add(r) => after.push(r.clone()),
-            FibChange::Remove { .. } => unreachable!(),
+            FibChange::Remove { .. } | FibChange::RemoveLocal { .. } => unreachable!(),
         }
     }
     let fresh = build(after);
@@ -602,4 +620,114 @@ fn one_million_internet_like_routes() {
         let dst = Ipv4Addr::from(rng.next() as u32);
         assert_eq!(updated.lookup(dst), fresh.lookup(dst), "{dst}");
     }
+}
+
+fn local(p: [u8; 4], len: u8, kind: RouteKind) -> Route {
+    Route {
+        prefix: Ipv4Addr::from(p),
+        len,
+        kind,
+        nexthops: Arc::from([]),
+        metric: 0,
+    }
+}
+
+#[test]
+fn local_table_routes_win_at_equal_prefix_and_stay_apart() {
+    let f = build([
+        r([10, 0, 1, 0], 24, 1, 0),
+        r([10, 0, 1, 1], 32, 2, 0),
+        local([10, 0, 1, 1], 32, RouteKind::Local),
+        local([10, 0, 1, 255], 32, RouteKind::Broadcast),
+    ]);
+    let kind = |f: &Fib, a: [u8; 4]| f.leaf(Ipv4Addr::from(a)).kind();
+    assert_eq!(kind(&f, [10, 0, 1, 1]), Some(RouteKind::Local));
+    assert_eq!(kind(&f, [10, 0, 1, 255]), Some(RouteKind::Broadcast));
+    assert_eq!(kind(&f, [10, 0, 1, 7]), Some(RouteKind::Unicast));
+    assert_eq!(
+        f.lookup(Ipv4Addr::new(10, 0, 1, 1)).unwrap().kind,
+        RouteKind::Local
+    );
+    // The main-table route of the same key is another route: removing
+    // the local one uncovers it, removing it leaves the local one.
+    let p = Ipv4Addr::new(10, 0, 1, 1);
+    let main_gone = f
+        .update(&[FibChange::Remove {
+            prefix: p,
+            len: 32,
+            metric: 0,
+        }])
+        .unwrap();
+    assert_eq!(kind(&main_gone, [10, 0, 1, 1]), Some(RouteKind::Local));
+    let local_gone = f
+        .update(&[FibChange::RemoveLocal {
+            prefix: p,
+            len: 32,
+            metric: 0,
+        }])
+        .unwrap();
+    assert_eq!(kind(&local_gone, [10, 0, 1, 1]), Some(RouteKind::Unicast));
+    assert_eq!(
+        local_gone.nexthops(local_gone.leaf(p))[0].ifindex,
+        2,
+        "the /32 of the main table"
+    );
+    assert_eq!((f.len(), main_gone.len(), local_gone.len()), (4, 3, 3));
+}
+
+#[test]
+fn next_hop_sets_are_numbered_while_used() {
+    let f = build([r([10, 0, 0, 0], 8, 1, 0), r([10, 1, 0, 0], 16, 1, 0)]);
+    assert_eq!(f.sets().count(), 1, "one set shared by both routes");
+    let g = f
+        .update(&[FibChange::Add(r([10, 2, 0, 0], 24, 2, 0))])
+        .unwrap();
+    assert_eq!(g.sets().count(), 2);
+    let l2 = g.leaf(Ipv4Addr::new(10, 2, 0, 1));
+    assert_eq!(g.nexthops(l2)[0].ifindex, 2);
+    // The last route of a set goes: its number is free, and the next new
+    // set takes it.
+    let h = g
+        .update(&[FibChange::RemovePrefix {
+            prefix: Ipv4Addr::new(10, 2, 0, 0),
+            len: 24,
+        }])
+        .unwrap();
+    assert_eq!(h.sets().count(), 1);
+    assert!(h.set(l2.set().unwrap()).is_none());
+    let i = h
+        .update(&[FibChange::Add(r([10, 3, 0, 0], 24, 3, 0))])
+        .unwrap();
+    assert_eq!(i.leaf(Ipv4Addr::new(10, 3, 0, 1)).set(), l2.set());
+    assert_eq!(i.nexthops(i.leaf(Ipv4Addr::new(10, 3, 0, 1)))[0].ifindex, 3);
+    // Replacing a route by one through the same set keeps the number.
+    let j = i
+        .update(&[FibChange::Add(r([10, 1, 0, 0], 16, 1, 0))])
+        .unwrap();
+    assert_eq!(j.sets().count(), 2);
+    // The tables it was made from are as they were.
+    assert_eq!(g.nexthops(g.leaf(Ipv4Addr::new(10, 2, 0, 1)))[0].ifindex, 2);
+}
+
+#[test]
+fn a_replaced_short_route_repaints_its_leaf() {
+    let f = build([r([10, 0, 0, 0], 8, 1, 0), r([10, 1, 0, 0], 16, 2, 0)]);
+    let g = f
+        .update(&[FibChange::Add(r([10, 0, 0, 0], 8, 5, 0))])
+        .unwrap();
+    assert_eq!(g.nexthops(g.leaf(Ipv4Addr::new(10, 9, 0, 1)))[0].ifindex, 5);
+    assert_eq!(g.nexthops(g.leaf(Ipv4Addr::new(10, 1, 0, 1)))[0].ifindex, 2);
+    // A higher metric waits behind, and takes over when the best goes.
+    let h = g
+        .update(&[FibChange::Add(r([10, 0, 0, 0], 8, 7, 10))])
+        .unwrap();
+    assert_eq!(h.nexthops(h.leaf(Ipv4Addr::new(10, 9, 0, 1)))[0].ifindex, 5);
+    let i = h
+        .update(&[FibChange::Remove {
+            prefix: Ipv4Addr::new(10, 0, 0, 0),
+            len: 8,
+            metric: 0,
+        }])
+        .unwrap();
+    assert_eq!(i.nexthops(i.leaf(Ipv4Addr::new(10, 9, 0, 1)))[0].ifindex, 7);
 }

@@ -162,23 +162,40 @@ fn masked_by_ratemask(e: RouterError, mask: u32) -> bool {
     t < 32 && mask & (1 << t) != 0
 }
 
-/// Builds the ICMP error about `frame` (an Ethernet frame as received,
-/// carrying a validated IPv4 header) into `out`, ready to transmit.
+/// A packet an ICMP error is about, and the error.
+#[derive(Debug, Clone, Copy)]
+pub struct Offending<'a> {
+    /// The Ethernet frame as received, carrying a validated IPv4 header.
+    pub frame: &'a [u8],
+    /// Port it arrived on.
+    pub ingress: usize,
+    /// The error to send.
+    pub error: RouterError,
+    /// Which rate limits it passes.
+    pub origin: Origin,
+    /// Its options as compiled, echoed in the error.
+    pub options: Option<&'a ipopt::Options>,
+}
+
+/// Builds the ICMP error about `o.frame` into `out`, ready to transmit.
 /// Returns the egress port and the frame length, or why no error is sent.
 ///
-/// `now` is a monotonic clock in milliseconds.
-#[allow(clippy::too_many_arguments)]
+/// `clock` is a monotonic clock in milliseconds and the IP timestamp
+/// option's time of day.
 pub fn build_error(
-    frame: &[u8],
-    ingress: usize,
-    error: RouterError,
-    origin: Origin,
-    options: Option<&ipopt::Options>,
+    o: &Offending<'_>,
     snap: &Snapshot,
     state: &mut IcmpState,
     clock: (u64, u32),
     out: &mut [u8],
 ) -> Result<(usize, usize), Suppressed> {
+    let Offending {
+        frame,
+        ingress,
+        error,
+        origin,
+        options,
+    } = *o;
     let (now, timestamp) = clock;
     let in_port = &snap.ports[ingress];
     let dst_mac = MacAddr([frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]]);
@@ -207,15 +224,8 @@ pub fn build_error(
     }
 
     // The route back to the sender picks port, next hop and source.
-    let route = snap.fib.lookup(src).ok_or(Suppressed::NoRouteBack)?;
-    let nh = route.nexthop(0).ok_or(Suppressed::NoRouteBack)?;
-    let out_port_no = snap.port_of(nh.ifindex).ok_or(Suppressed::NoRouteBack)?;
+    let (out_port_no, next, mac) = route_back(snap, src).ok_or(Suppressed::NoRouteBack)?;
     let out_port = &snap.ports[out_port_no];
-    let next = nh.gateway.unwrap_or(src);
-    let mac = snap
-        .neigh
-        .resolve(nh.ifindex, next)
-        .ok_or(Suppressed::NoRouteBack)?;
     let saddr = out_port
         .select_addr(next)
         .ok_or(Suppressed::NoSourceAddress)?;
@@ -279,6 +289,47 @@ pub fn build_error(
     error.emit_header(&mut msg);
     msg.fill_checksum();
     Ok((out_port_no, len))
+}
+
+/// Port, next hop and its MAC towards `dst`, for a packet the router
+/// originates: the first path of the route's adjacency. A destination that
+/// is a subnet broadcast address of a port (a `broadcast` route of the
+/// local table) is reached as Linux answers such a sender: with a link
+/// broadcast on that port, which needs no neighbour entry.
+pub(crate) fn route_back(snap: &Snapshot, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr, MacAddr)> {
+    use crate::neigh::AdjState;
+    if let Some(port) = subnet_broadcast_port(snap, dst) {
+        return Some((port, dst, MacAddr([0xff; 6])));
+    }
+    let set = snap.fib.leaf(dst).set()?;
+    let adj = snap.adj.path(snap.adj.of_set(set), 0);
+    match adj.state {
+        AdjState::Ready => {
+            let mut mac = [0; 6];
+            mac.copy_from_slice(&adj.rewrite[..6]);
+            Some((adj.port as usize, adj.next, MacAddr(mac)))
+        }
+        AdjState::Glean => Some((
+            adj.port as usize,
+            dst,
+            snap.neigh.resolve(adj.ifindex, dst)?,
+        )),
+        _ => None,
+    }
+}
+
+/// The port whose subnet has `a` as its broadcast address, when the local
+/// table has it (the kernel adds one per address with a prefix below 31).
+fn subnet_broadcast_port(snap: &Snapshot, a: Ipv4Addr) -> Option<usize> {
+    if snap.fib.leaf(a).kind() != Some(crate::fib::RouteKind::Broadcast) {
+        return None;
+    }
+    let x = u32::from(a);
+    snap.ports.iter().position(|p| {
+        p.addrs
+            .iter()
+            .any(|(y, len)| *len < 31 && x == u32::from(*y) | (u32::MAX >> *len))
+    })
 }
 
 /// True for a subnet broadcast address of the namespace (in the local

@@ -49,9 +49,15 @@ impl Handoff {
         Handoff {
             workers,
             lanes: (0..lanes)
-                .map(|_| {
-                    let free = ArrayQueue::new(slots.max(1));
-                    for _ in 0..slots.max(1) {
+                .map(|i| {
+                    // A worker's lane to itself is never used: no buffers.
+                    let slots = if i / workers == i % workers {
+                        1
+                    } else {
+                        slots.max(1)
+                    };
+                    let free = ArrayQueue::new(slots);
+                    for _ in 0..slots {
                         let _ = free.push(Box::new(FragBuf {
                             len: 0,
                             ingress: 0,
@@ -59,12 +65,22 @@ impl Handoff {
                         }));
                     }
                     Lane {
-                        full: ArrayQueue::new(slots.max(1)),
+                        full: ArrayQueue::new(slots),
                         free,
                     }
                 })
                 .collect(),
         }
+    }
+
+    /// Slots per lane for `workers` workers: 16 MiB of buffers over the
+    /// lanes between them, at least 512 and at most 4096 each. A lane must
+    /// hold what arrives while its receiver is off its core (a scheduler
+    /// time slice or two): 2048 slots last 33 ms at 60,000 fragments a
+    /// second.
+    pub fn slots_for(workers: usize) -> usize {
+        let lanes = workers * workers.saturating_sub(1);
+        ((16 << 20) / (SLOT * lanes.max(1))).clamp(512, 4096)
     }
 
     fn lane(&self, from: usize, to: usize) -> Option<&Lane> {

@@ -3,12 +3,12 @@
 //! `__udp4_lib_rcv()`, `icmp_echo()`).
 
 use super::demux::Demux;
-use super::{ErrOrigin, ExtendedErr, QueuedErr, SocketShared};
+use super::{Arrival, ErrOrigin, ExtendedErr, QueuedErr, SocketShared};
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::icmp::{self, msg_type};
 use crate::wire::ipv4::{self, Packet};
-use crate::wire::{checksum, udp};
+use crate::wire::{checksum, l4csum, udp};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// What became of a local datagram.
@@ -83,19 +83,17 @@ fn raw_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> us
         dst
     };
     let datagram = &frame[14..14 + pkt.total_len() as usize];
+    let at = Arrival {
+        src: SocketAddrV4::new(src, 0),
+        dst: SocketAddrV4::new(dst, 0),
+        ttl: pkt.ttl(),
+        tos: pkt.tos(),
+        ifindex: port.ifindex,
+        spec_dst,
+    };
     list.iter()
         .filter(|e| (e.laddr == 0 || e.laddr == d) && (e.peer == 0 || e.peer == s))
-        .filter(|e| {
-            e.sock.deliver(
-                datagram,
-                SocketAddrV4::new(src, 0),
-                SocketAddrV4::new(dst, 0),
-                pkt.ttl(),
-                pkt.tos(),
-                port.ifindex,
-                spec_dst,
-            )
-        })
+        .filter(|e| e.sock.deliver(datagram, &at))
         .count()
 }
 
@@ -108,7 +106,13 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
         return Local::Drop(DropReason::UdpBadLength);
     };
     if !d.verify_checksum(src, dst) {
-        return Local::Drop(DropReason::UdpBadChecksum);
+        // A local stack's partial checksum is accepted as the kernel
+        // accepts CHECKSUM_PARTIAL; anything else wrong is dropped.
+        let dgram = &frame[14 + hl..14 + hl + d.len() as usize];
+        if !(snap.ports[ingress].partial_csum && l4csum::udp_is_partial(src, dst, dgram)) {
+            return Local::Drop(DropReason::UdpBadChecksum);
+        }
+        crate::stats::tally(crate::stats::Checksum::PartialAccepted);
     }
     let (sport, dport) = (d.src_port(), d.dst_port());
     let from = SocketAddrV4::new(src, sport);
@@ -122,12 +126,19 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
     } else {
         dst
     };
-    let (ttl, tos) = (pkt.ttl(), pkt.tos());
+    let at = Arrival {
+        src: from,
+        dst: to,
+        ttl: pkt.ttl(),
+        tos: pkt.tos(),
+        ifindex: port.ifindex,
+        spec_dst,
+    };
     if dst.is_multicast() {
         let mut n = 0;
         let mut full = 0;
         for s in demux.multicast(dst, dport, src, sport, port.ifindex) {
-            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+            if s.deliver(d.payload(), &at) {
                 n += 1;
             } else {
                 full += 1;
@@ -144,7 +155,7 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
         let mut n = 0;
         let mut full = 0;
         for s in demux.broadcast(dst, dport, src, sport) {
-            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+            if s.deliver(d.payload(), &at) {
                 n += 1;
             } else {
                 full += 1;
@@ -158,7 +169,7 @@ fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Lo
     }
     match demux.lookup(dst, dport, src, sport) {
         Some(s) => {
-            if s.deliver(d.payload(), from, to, ttl, tos, port.ifindex, spec_dst) {
+            if s.deliver(d.payload(), &at) {
                 Local::Delivered(1)
             } else {
                 Local::Drop(DropReason::UdpSocketFull)
@@ -269,8 +280,10 @@ const UNREACH: [(i32, bool); 16] = [
 ];
 
 /// Rewrites an echo request into its reply in place (`icmp_echo()` and
-/// `icmp_reply()`): addresses swapped, the pinged address as source, a
-/// fresh header with `ip_default_ttl`, the request's TOS, no DF.
+/// `icmp_reply()`): addresses swapped, the pinged address as source (for a
+/// broadcast, the ingress address that suits the sender), a fresh header
+/// with `ip_default_ttl`, the request's TOS, no DF. `icmp_echo_ignore_all`
+/// and `icmp_echo_ignore_broadcasts` silence it as they silence Linux.
 fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> Local {
     let pkt = Packet::new_unchecked(&frame[14..]);
     let (src, dst) = (pkt.src(), pkt.dst());
@@ -286,12 +299,29 @@ fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> L
     if msg.msg_type() != msg_type::ECHO_REQUEST {
         return Local::Drop(DropReason::LocalUnclaimed);
     }
-    // icmp_echo_ignore_broadcasts (on by default): a broadcast ping gets
-    // no answer. The XDP program only steers option-less packets here.
-    if snap.is_broadcast(dst) || hl != ipv4::MIN_HEADER_LEN {
+    // In icmp_rcv()'s order: the broadcast check, then icmp_echo()'s.
+    let broadcast = snap.is_broadcast(dst);
+    if broadcast && snap.sysctl.icmp_echo_ignore_broadcasts {
+        return Local::Drop(DropReason::IcmpEchoIgnoreBroadcasts);
+    }
+    if snap.sysctl.icmp_echo_ignore_all {
+        return Local::Drop(DropReason::IcmpEchoIgnoreAll);
+    }
+    // The XDP program only steers option-less packets here.
+    if hl != ipv4::MIN_HEADER_LEN {
         return Local::Drop(DropReason::LocalUnclaimed);
     }
-    let Ok(path) = super::path::output(snap, src, Some(dst)) else {
+    // fib_compute_spec_dst(): the pinged address, or for a broadcast the
+    // address of the ingress port that suits the sender.
+    let from = if broadcast {
+        match snap.ports[ingress].select_addr(src) {
+            Some(a) => a,
+            None => return Local::Drop(DropReason::LocalUnclaimed),
+        }
+    } else {
+        dst
+    };
+    let Ok(path) = super::path::output(snap, src, Some(from)) else {
         return Local::Drop(DropReason::OutputNoRoute);
     };
     // The kernel learnt the sender from its ARP request a moment ago, but
@@ -322,7 +352,7 @@ fn echo(frame: &mut [u8], ingress: usize, snap: &Snapshot, ident: &mut u16) -> L
     frame[icmp_at + 2..icmp_at + 4].copy_from_slice(&c.to_be_bytes());
     *ident = ident.wrapping_add(1);
     let repr = ipv4::Repr {
-        src: dst,
+        src: from,
         dst: src,
         protocol: ipv4::protocol::ICMP,
         ttl: snap.sysctl.ip_default_ttl,

@@ -28,6 +28,7 @@
 //! ```
 
 pub(crate) mod demux;
+mod doorbell;
 pub(crate) mod input;
 mod multicast;
 pub(crate) mod output;
@@ -253,6 +254,23 @@ pub(crate) struct TxDatagram {
     pub queued_ms: u64,
 }
 
+/// How a datagram arrived: what a receiving socket's ancillary data tells.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    /// Sender.
+    pub src: SocketAddrV4,
+    /// Destination.
+    pub dst: SocketAddrV4,
+    /// `IP_RECVTTL`.
+    pub ttl: u8,
+    /// `IP_RECVTOS`.
+    pub tos: u8,
+    /// Interface it arrived on (`IP_PKTINFO`).
+    pub ifindex: u32,
+    /// The address a reply comes from (`ipi_spec_dst`).
+    pub spec_dst: Ipv4Addr,
+}
+
 /// The part of a socket that workers touch.
 #[derive(Debug)]
 pub(crate) struct SockCore {
@@ -328,17 +346,15 @@ impl SockCore {
 
     /// A worker queues a received payload. False when the socket is full
     /// (the caller counts `UdpRcvbufErrors`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn deliver(
-        &self,
-        payload: &[u8],
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        ttl: u8,
-        tos: u8,
-        ifindex: u32,
-        spec_dst: Ipv4Addr,
-    ) -> bool {
+    pub fn deliver(&self, payload: &[u8], at: &Arrival) -> bool {
+        let Arrival {
+            src,
+            dst,
+            ttl,
+            tos,
+            ifindex,
+            spec_dst,
+        } = *at;
         let Some(mut buf) = self.rx_free.pop() else {
             self.rcvbuf_errors.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -556,6 +572,43 @@ impl SockCore {
     }
 }
 
+/// A send buffer of a socket ([`UdpSocket::send_buf`]): a `Vec<u8>` to
+/// write a payload into, sent without a copy by
+/// [`UdpSocket::send_buf_to`], back in the socket's pool when dropped.
+pub struct SendBuf {
+    buf: Vec<u8>,
+    core: Arc<SockCore>,
+}
+
+impl std::fmt::Debug for SendBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBuf")
+            .field("len", &self.buf.len())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for SendBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for SendBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
+
+impl Drop for SendBuf {
+    fn drop(&mut self) {
+        if self.buf.capacity() > 0 {
+            self.core.recycle_tx(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 /// UDP counters that are not a worker's (sent from application threads).
 #[derive(Debug, Default)]
 pub struct SendCounters {
@@ -578,6 +631,8 @@ pub(crate) struct SocketShared {
     cell: Arc<SnapshotCell>,
     /// Per worker, the datagrams to send.
     pub tx: Vec<ArrayQueue<TxDatagram>>,
+    /// Per worker, what wakes it when a datagram is queued while it sleeps.
+    bells: Vec<doorbell::Doorbell>,
     pub counters: SendCounters,
     allow_privileged: bool,
     started: Instant,
@@ -657,10 +712,29 @@ impl SocketShared {
             tx: (0..workers.max(1))
                 .map(|_| ArrayQueue::new(SEND_QUEUE))
                 .collect(),
+            bells: (0..workers.max(1))
+                .map(|_| doorbell::Doorbell::new())
+                .collect::<io::Result<_>>()?,
             counters: SendCounters::default(),
             allow_privileged,
             started: Instant::now(),
         })
+    }
+
+    /// Worker `w`'s doorbell descriptor, for its poll(2).
+    pub(crate) fn doorbell_fd(&self, w: usize) -> RawFd {
+        self.bells[w].fd()
+    }
+
+    /// Worker `w` is about to sleep: true when it may (its send queue is
+    /// empty, and a datagram queued from now on wakes it).
+    pub(crate) fn may_sleep(&self, w: usize) -> bool {
+        self.bells[w].arm(|| self.tx[w].is_empty())
+    }
+
+    /// Worker `w` is awake again.
+    pub(crate) fn woke(&self, w: usize) {
+        self.bells[w].disarm();
     }
 
     /// The MTU a datagram to `dst` on `p` is held to: the learnt path MTU,
@@ -689,7 +763,10 @@ impl SocketShared {
         let start = Instant::now();
         loop {
             match q.push(d) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.bells[w].ring();
+                    return Ok(());
+                }
                 Err(back) => d = back,
             }
             if nonblocking {
@@ -1089,7 +1166,51 @@ impl UdpSocket {
     /// [`connect`](Self::connect); `ENOBUFS` when the worker's send queue is
     /// full (non-blocking), `EAGAIN` on a send timeout.
     pub fn send_to(&self, buf: &[u8], dst: SocketAddrV4) -> io::Result<usize> {
-        let d = self.prepare(buf, dst)?;
+        self.send_prepared(buf.len(), dst, || {
+            let mut data = self.core.tx_free.pop().unwrap_or_default();
+            data.extend_from_slice(buf);
+            data
+        })
+    }
+
+    /// A buffer from the socket's pool of send buffers, empty, to write a
+    /// datagram's payload into and send with
+    /// [`send_buf_to`](Self::send_buf_to): the payload is then not copied
+    /// on its way to the worker, as it is by [`send_to`](Self::send_to).
+    /// Dropped unsent, it goes back to the pool.
+    ///
+    /// ```no_run
+    /// # let engine = xdpip::Engine::builder().interface("eth0").start()?;
+    /// let sock = engine.udp_socket()?;
+    /// let mut b = sock.send_buf();
+    /// b.extend_from_slice(b"built in place");
+    /// sock.send_buf_to(b, "10.1.0.1:9".parse().unwrap())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_buf(&self) -> SendBuf {
+        SendBuf {
+            buf: self.core.tx_free.pop().unwrap_or_default(),
+            core: self.core.clone(),
+        }
+    }
+
+    /// Sends `buf` to `dst` as [`send_to`](Self::send_to) sends
+    /// `&buf[..]`, with the same checks and errors, handing the buffer
+    /// itself to the worker. On an error the buffer goes back to the pool.
+    pub fn send_buf_to(&self, mut buf: SendBuf, dst: SocketAddrV4) -> io::Result<usize> {
+        let len = buf.len();
+        self.send_prepared(len, dst, || std::mem::take(&mut buf.buf))
+    }
+
+    /// Checks a datagram of `len` bytes to `dst`, then queues the payload
+    /// `data` gives.
+    fn send_prepared(
+        &self,
+        len: usize,
+        dst: SocketAddrV4,
+        data: impl FnOnce() -> Vec<u8>,
+    ) -> io::Result<usize> {
+        let d = self.prepare(len, dst, data)?;
         // The pending error comes after the route and size checks, where
         // sock_alloc_send_pskb() looks at it.
         if let Some(e) = self.core.take_error() {
@@ -1097,14 +1218,19 @@ impl UdpSocket {
             return Err(e);
         }
         self.enqueue(d)?;
-        Ok(buf.len())
+        Ok(len)
     }
 
-    fn prepare(&self, buf: &[u8], dst: SocketAddrV4) -> io::Result<TxDatagram> {
+    fn prepare(
+        &self,
+        len: usize,
+        dst: SocketAddrV4,
+        data: impl FnOnce() -> Vec<u8>,
+    ) -> io::Result<TxDatagram> {
         if dst.port() == 0 {
             return Err(errno(libc::EINVAL));
         }
-        if buf.len() > MAX_PAYLOAD {
+        if len > MAX_PAYLOAD {
             return Err(errno(libc::EMSGSIZE));
         }
         let mut st = self.state();
@@ -1122,7 +1248,7 @@ impl UdpSocket {
         if p.broadcast && !self.core.has(flag::BROADCAST) {
             return Err(errno(libc::EACCES));
         }
-        let total = buf.len() + 28;
+        let total = len + 28;
         let mtu = self.shared.effective_mtu(&p, *dst.ip(), st.pmtudisc);
         if matches!(st.pmtudisc, PmtuDisc::Do | PmtuDisc::Probe) && total > mtu as usize {
             return Err(self.core.too_big(dst, mtu));
@@ -1142,11 +1268,9 @@ impl UdpSocket {
         }
         let local = st.local.expect("bound above");
         let src = bound_ip.unwrap_or(p.src);
-        let mut data = self.core.tx_free.pop().unwrap_or_default();
-        data.extend_from_slice(buf);
         Ok(TxDatagram {
             sock: self.core.clone(),
-            buf: data,
+            buf: data(),
             src: SocketAddrV4::new(src, local.port()),
             dst,
             ttl,

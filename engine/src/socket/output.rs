@@ -63,7 +63,14 @@ pub(crate) fn build(
     let src = *d.src.ip();
     let src = if src.is_unspecified() { p.src } else { src };
     if let Some((_, true)) = d.raw {
-        return hdrincl(d, mac, &port.mac.0, p.port, mtu, src, ident, out);
+        let egress = Egress {
+            port: p.port,
+            dst_mac: mac,
+            src_mac: port.mac.0,
+            mtu,
+            src,
+        };
+        return hdrincl(d, &egress, ident, out);
     }
     let (l4_len, proto) = match d.raw {
         Some((proto, _)) => (d.buf.len(), proto),
@@ -122,20 +129,28 @@ pub(crate) fn build(
     }
 }
 
+/// Where a datagram leaves: port, MACs, MTU and source address.
+#[derive(Clone, Copy)]
+struct Egress {
+    port: usize,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    mtu: usize,
+    src: Ipv4Addr,
+}
+
 /// An `IP_HDRINCL` datagram (`raw_send_hdrinc()`): the caller's header
 /// with the total length and checksum always filled in, and the ID and
 /// source address when zero; never fragmented.
-#[allow(clippy::too_many_arguments)]
-fn hdrincl(
-    d: &TxDatagram,
-    mac: [u8; 6],
-    port_mac: &[u8; 6],
-    port: usize,
-    mtu: usize,
-    src: std::net::Ipv4Addr,
-    ident: &mut u16,
-    out: &mut [u8],
-) -> Built {
+fn hdrincl(d: &TxDatagram, e: &Egress, ident: &mut u16, out: &mut [u8]) -> Built {
+    let Egress {
+        port,
+        dst_mac: mac,
+        src_mac,
+        mtu,
+        src,
+    } = *e;
+    let port_mac = &src_mac;
     let len = d.buf.len();
     let ihl = (d.buf[0] & 0x0f) as usize * 4;
     if len > mtu {

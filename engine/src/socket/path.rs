@@ -32,15 +32,21 @@ pub(crate) fn output(snap: &Snapshot, dst: Ipv4Addr, bound: Option<Ipv4Addr>) ->
     if dst.is_unspecified() {
         return Err(e(libc::EINVAL));
     }
-    let route = snap.fib.lookup(dst).ok_or_else(|| e(libc::ENETUNREACH))?;
-    match route.kind {
-        RouteKind::Unicast => {}
+    let leaf = snap.fib.leaf(dst);
+    let nh = match leaf.kind().ok_or_else(|| e(libc::ENETUNREACH))? {
+        RouteKind::Unicast => snap.fib.nexthops(leaf).first().copied(),
+        // A subnet broadcast goes out of the device of its local-table
+        // route (rare: the control plane's lookup finds it).
+        RouteKind::Broadcast => snap.fib.lookup(dst).and_then(|r| r.nexthop(0).copied()),
+        // To this host: the kernel loops it back; the engine has no
+        // loopback device.
+        RouteKind::Local => None,
         // fib_props[]: the error each route type gives on output.
         RouteKind::Unreachable => return Err(e(libc::EHOSTUNREACH)),
         RouteKind::Prohibit => return Err(e(libc::EACCES)),
         RouteKind::Blackhole => return Err(e(libc::EINVAL)),
-    }
-    let nh = route.nexthop(0).ok_or_else(|| e(libc::ENETUNREACH))?;
+    };
+    let nh = nh.ok_or_else(|| e(libc::ENETUNREACH))?;
     // A route through an interface the engine does not serve: the kernel
     // would send it, the engine cannot.
     let port = snap

@@ -21,6 +21,8 @@ pub const LSRR: u8 = 131;
 pub const SSRR: u8 = 137;
 /// Router alert.
 pub const RA: u8 = 148;
+/// Commercial IP security option (CIPSO, FIPS 188 draft).
+pub const CIPSO: u8 = 134;
 
 const TS_TSONLY: u8 = 0;
 const TS_TSANDADDR: u8 = 1;
@@ -50,6 +52,45 @@ pub struct Options {
     pub ts_needtime: bool,
     /// A router alert option with value 0.
     pub router_alert: Option<usize>,
+    /// The CIPSO option (echoed in an ICMP error).
+    pub cipso: Option<usize>,
+}
+
+/// Options that `compile` refuses: where, and what was compiled up to
+/// there (Linux echoes that much in its parameter problem).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed {
+    /// Offset in the header of the offending byte: the pointer of the
+    /// ICMP parameter problem.
+    pub pointer: u8,
+    /// The options compiled before the fault, including the faulty one
+    /// where Linux records it first (CIPSO).
+    pub options: Options,
+}
+
+/// True when `inet_addr_type()` would not call `a` unicast: the router's
+/// own and broadcast addresses (`is_local`, the local table), its loopback
+/// network, 0.0.0.0 (not the rest of 0/8 since the unicast extensions),
+/// multicast and the limited broadcast. A pre-specified timestamp slot
+/// naming such an address gets this router's time.
+fn not_unicast(a: Ipv4Addr, is_local: &impl Fn(Ipv4Addr) -> bool) -> bool {
+    a.is_unspecified()
+        || a.octets()[0] == 127
+        || a.is_multicast()
+        || a.is_broadcast()
+        || is_local(a)
+}
+
+/// `cipso_v4_validate()` with no CIPSO domain of interpretation (DOI)
+/// configured, which is how Linux starts: the engine does not mirror
+/// NetLabel's DOI table, so every DOI is unknown. The offset of the
+/// offending byte within the option.
+fn cipso_fault(opt: &[u8]) -> usize {
+    if opt[1] < 8 {
+        1 // too short for the DOI and a tag
+    } else {
+        2 // the DOI
+    }
 }
 
 /// Parses and updates the options of a received header (`header` is the
@@ -61,7 +102,9 @@ pub struct Options {
 /// written at input (Linux overwrites it on output).
 ///
 /// Returns the offset in the header of the offending byte when the options
-/// are malformed: the pointer of an ICMP parameter problem.
+/// are malformed (the pointer of an ICMP parameter problem), with what was
+/// compiled up to there. A CIPSO option is refused as Linux refuses it
+/// without a configured DOI.
 ///
 /// ```
 /// use xdpip::wire::ipopt::{compile, RR};
@@ -80,8 +123,24 @@ pub fn compile(
     spec_dst: Ipv4Addr,
     now_ms: u32,
     is_local: impl Fn(Ipv4Addr) -> bool,
-) -> Result<Options, u8> {
+) -> Result<Options, Malformed> {
     let mut o = Options::default();
+    match compile_into(&mut o, header, spec_dst, now_ms, is_local) {
+        Ok(()) => Ok(o),
+        Err(pointer) => Err(Malformed {
+            pointer: pointer as u8,
+            options: o,
+        }),
+    }
+}
+
+fn compile_into(
+    o: &mut Options,
+    header: &mut [u8],
+    spec_dst: Ipv4Addr,
+    now_ms: u32,
+    is_local: impl Fn(Ipv4Addr) -> bool,
+) -> Result<(), usize> {
     let end = header.len();
     let mut i = 20;
     while i < end {
@@ -101,40 +160,40 @@ pub fn compile(
         }
         let left = end - i;
         if left < 2 {
-            return Err(i as u8);
+            return Err(i);
         }
         let optlen = header[i + 1] as usize;
         if optlen < 2 || optlen > left {
-            return Err(i as u8);
+            return Err(i);
         }
         let opt = &mut header[i..i + optlen];
         match opt[0] {
             LSRR | SSRR => {
                 if optlen < 3 {
-                    return Err((i + 1) as u8);
+                    return Err(i + 1);
                 }
                 if opt[2] < 4 {
-                    return Err((i + 2) as u8);
+                    return Err(i + 2);
                 }
                 if o.srr.is_some() {
-                    return Err(i as u8);
+                    return Err(i);
                 }
                 o.srr = Some((i, opt[0] == SSRR));
             }
             RR => {
                 if o.rr.is_some() {
-                    return Err(i as u8);
+                    return Err(i);
                 }
                 if optlen < 3 {
-                    return Err((i + 1) as u8);
+                    return Err(i + 1);
                 }
                 if opt[2] < 4 {
-                    return Err((i + 2) as u8);
+                    return Err(i + 2);
                 }
                 let ptr = opt[2] as usize;
                 if ptr <= optlen {
                     if ptr + 3 > optlen {
-                        return Err((i + 2) as u8);
+                        return Err(i + 2);
                     }
                     opt[ptr - 1..ptr + 3].copy_from_slice(&spec_dst.octets());
                     opt[2] += 4;
@@ -144,18 +203,18 @@ pub fn compile(
             }
             TS => {
                 if o.ts.is_some() {
-                    return Err(i as u8);
+                    return Err(i);
                 }
                 if optlen < 4 {
-                    return Err((i + 1) as u8);
+                    return Err(i + 1);
                 }
                 if opt[2] < 5 {
-                    return Err((i + 2) as u8);
+                    return Err(i + 2);
                 }
                 let ptr = opt[2] as usize;
                 if ptr <= optlen {
                     if ptr + 3 > optlen {
-                        return Err((i + 2) as u8);
+                        return Err(i + 2);
                     }
                     let mut time_at = None;
                     match opt[3] & 0x0f {
@@ -166,7 +225,7 @@ pub fn compile(
                         }
                         TS_TSANDADDR => {
                             if ptr + 7 > optlen {
-                                return Err((i + 2) as u8);
+                                return Err(i + 2);
                             }
                             opt[ptr - 1..ptr + 3].copy_from_slice(&spec_dst.octets());
                             time_at = Some(ptr + 3);
@@ -176,11 +235,11 @@ pub fn compile(
                         }
                         TS_PRESPEC => {
                             if ptr + 7 > optlen {
-                                return Err((i + 2) as u8);
+                                return Err(i + 2);
                             }
                             let a =
                                 Ipv4Addr::new(opt[ptr - 1], opt[ptr], opt[ptr + 1], opt[ptr + 2]);
-                            if is_local(a) {
+                            if not_unicast(a, &is_local) {
                                 time_at = Some(ptr + 3);
                                 o.ts_needtime = true;
                                 opt[2] += 8;
@@ -195,7 +254,7 @@ pub fn compile(
                 } else if opt[3] & 0x0f != TS_PRESPEC {
                     let overflow = opt[3] >> 4;
                     if overflow == 15 {
-                        return Err((i + 3) as u8);
+                        return Err(i + 3);
                     }
                     opt[3] = (opt[3] & 0x0f) | ((overflow + 1) << 4);
                 }
@@ -203,19 +262,27 @@ pub fn compile(
             }
             RA => {
                 if optlen < 4 {
-                    return Err((i + 1) as u8);
+                    return Err(i + 1);
                 }
                 if opt[2] == 0 && opt[3] == 0 {
                     o.router_alert = Some(i);
                 }
             }
-            // Security, stream id, CIPSO and unknown options are carried as
-            // they are on input.
+            CIPSO => {
+                if o.cipso.is_some() {
+                    return Err(i);
+                }
+                // Recorded before it is validated: the error echoes it.
+                o.cipso = Some(i);
+                return Err(i + cipso_fault(opt));
+            }
+            // Security, stream id and unknown options are carried as they
+            // are on input.
             _ => {}
         }
         i += optlen;
     }
-    Ok(o)
+    Ok(())
 }
 
 /// Writes the egress address into a record route option, as
@@ -233,7 +300,7 @@ pub fn forward(header: &mut [u8], o: &Options, egress_src: Ipv4Addr) {
 /// `__ip_options_echo()` builds them from the received (compiled) options
 /// and `ip_options_build()` completes them: record route and timestamp are
 /// echoed, with the error's own address and time added where they have
-/// room. Other options are not echoed.
+/// room, then CIPSO as it came. Other options are not echoed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Echo {
     bytes: [u8; 40],
@@ -299,7 +366,7 @@ impl Echo {
                             e.bytes[p + 2],
                             e.bytes[p + 3],
                         );
-                        if !is_local(a) {
+                        if not_unicast(a, &is_local) {
                             e.ts_needtime = true;
                             soffset += 8;
                         }
@@ -308,6 +375,13 @@ impl Echo {
                 e.bytes[at + 2] = soffset as u8;
                 e.ts = Some(at);
             }
+            e.len += optlen;
+        }
+        // (A source route is never echoed: packets carrying one are
+        // dropped before an error is sent.)
+        if let Some(c) = o.cipso {
+            let optlen = header[c + 1] as usize;
+            e.bytes[e.len..e.len + optlen].copy_from_slice(&header[c..c + optlen]);
             e.len += optlen;
         }
         e.len = (e.len + 3) & !3;
@@ -391,6 +465,10 @@ mod tests {
     const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const OUT: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 
+    fn pointer(r: Result<Options, Malformed>) -> Result<Options, u8> {
+        r.map_err(|e| e.pointer)
+    }
+
     fn hdr(opts: &[u8]) -> Vec<u8> {
         let mut h = vec![0u8; 20];
         h.extend_from_slice(opts);
@@ -418,7 +496,7 @@ mod tests {
         compile(&mut h, ME, 7, |_| false).unwrap();
         assert_eq!(h[23], 0x10);
         h[23] = 0xf0;
-        assert_eq!(compile(&mut h, ME, 7, |_| false), Err(23));
+        assert_eq!(pointer(compile(&mut h, ME, 7, |_| false)), Err(23));
 
         let mut h = hdr(&[TS, 12, 5, TS_TSANDADDR, 0, 0, 0, 0, 0, 0, 0, 0]);
         let o = compile(&mut h, ME, 0x0a0b0c0d, |_| false).unwrap();
@@ -449,10 +527,88 @@ mod tests {
             (vec![NOP, NOP, NOP, 0x44], 23),     // a lone kind byte at the end
         ] {
             let mut h = hdr(&opts);
-            assert_eq!(compile(&mut h, ME, 0, |_| false), Err(ptr), "{opts:?}");
+            assert_eq!(
+                pointer(compile(&mut h, ME, 0, |_| false)),
+                Err(ptr),
+                "{opts:?}"
+            );
         }
         let mut h = hdr(&[RR, 3, 4, RR, 3, 4, NOP, NOP]);
-        assert_eq!(compile(&mut h, ME, 0, |_| false), Err(23), "two RR");
+        assert_eq!(
+            pointer(compile(&mut h, ME, 0, |_| false)),
+            Err(23),
+            "two RR"
+        );
+    }
+
+    #[test]
+    fn prespecified_timestamps_for_addresses_that_are_not_unicast() {
+        // inet_addr_type() is not RTN_UNICAST for these: the time is
+        // written and the pointer moves past the slot.
+        for a in [
+            [0, 0, 0, 0],
+            [255; 4],
+            [224, 0, 0, 1],
+            [127, 0, 0, 5],
+            [10, 0, 0, 1],
+        ] {
+            let mut h = hdr(&[TS, 12, 5, TS_PRESPEC, a[0], a[1], a[2], a[3], 0, 0, 0, 0]);
+            let o = compile(&mut h, ME, 0x0a0b0c0d, |x| x == ME).unwrap();
+            assert!(o.ts_needtime, "{a:?}");
+            assert_eq!(h[22], 13, "{a:?}");
+            assert_eq!(&h[28..32], &[10, 11, 12, 13], "{a:?}");
+        }
+        // Unicast, not ours: untouched (0.9.9.9 too, since the unicast
+        // extensions).
+        for a in [[0, 9, 9, 9], [10, 0, 0, 2]] {
+            let mut h = hdr(&[TS, 12, 5, TS_PRESPEC, a[0], a[1], a[2], a[3], 0, 0, 0, 0]);
+            let o = compile(&mut h, ME, 0x0a0b0c0d, |x| x == ME).unwrap();
+            assert!(!o.ts_needtime, "{a:?}");
+            assert_eq!(h[22], 5, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn cipso_without_a_configured_doi_is_refused_and_echoed() {
+        // Below 8 bytes: the length byte; otherwise the DOI.
+        let mut h = hdr(&[CIPSO, 6, 0, 0, 0, 1, NOP, EOL]);
+        let e = compile(&mut h, ME, 0, |_| false).unwrap_err();
+        assert_eq!((e.pointer, e.options.cipso), (21, Some(20)));
+        let mut h = hdr(&[NOP, NOP, NOP, NOP, CIPSO, 8, 0, 0, 0, 5, 1, 2]);
+        let e = compile(&mut h, ME, 0, |_| false).unwrap_err();
+        assert_eq!(e.pointer, 26);
+        // The parameter problem echoes the option, padded with EOL.
+        let mut h = hdr(&[RR, 7, 4, 0, 0, 0, 0, NOP, CIPSO, 6, 0, 0, 0, 1, NOP, EOL]);
+        let e = compile(&mut h, ME, 0, |_| false).unwrap_err();
+        assert_eq!(e.pointer, 29);
+        let echo = Echo::new(&h, &e.options, |_| false).unwrap();
+        let mut out = [0u8; 16];
+        echo.write(&mut out, OUT, 0);
+        assert_eq!(echo.len(), 16);
+        assert_eq!(
+            out,
+            [RR, 7, 8, 10, 0, 0, 1, CIPSO, 6, 0, 0, 0, 1, EOL, EOL, EOL]
+        );
+    }
+
+    #[test]
+    fn echo_of_a_prespecified_timestamp_adds_the_time_for_our_address_only() {
+        // The first slot is ours (time written on input); the echo adds a
+        // time to the second slot only when that address is not unicast.
+        let ts = |second: [u8; 4]| {
+            let mut h = hdr(&[
+                TS, 20, 5, TS_PRESPEC, 10, 0, 0, 1, 0, 0, 0, 0, second[0], second[1], second[2],
+                second[3], 0, 0, 0, 0,
+            ]);
+            let o = compile(&mut h, ME, 1, |x| x == ME).unwrap();
+            let e = Echo::new(&h, &o, |x| x == ME).unwrap();
+            let mut out = [0u8; 20];
+            e.write(&mut out, OUT, 7);
+            (out[2], out[16..20].to_vec())
+        };
+        assert_eq!(ts([10, 0, 0, 1]), (21, vec![0, 0, 0, 7]));
+        assert_eq!(ts([224, 0, 0, 1]), (21, vec![0, 0, 0, 7]));
+        assert_eq!(ts([10, 9, 9, 9]), (13, vec![0, 0, 0, 0]));
     }
 
     #[test]

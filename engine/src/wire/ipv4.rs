@@ -343,12 +343,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// (RFC 1624), as a router does. The caller has checked TTL > 1.
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_mut();
-        let old = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);
         b[field::TTL] = b[field::TTL].wrapping_sub(1);
-        let new = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);
         let c = u16::from_be_bytes([b[field::CHECKSUM.start], b[field::CHECKSUM.start + 1]]);
-        let c = checksum::update(c, old, new);
-        b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+        b[field::CHECKSUM].copy_from_slice(&ttl_decremented_checksum(c).to_be_bytes());
     }
 
     /// The payload, mutable, up to the total length.
@@ -432,6 +429,26 @@ impl Repr {
         p.set_dst(self.dst);
         p.fill_checksum();
     }
+}
+
+/// The header checksum after the TTL is decremented by one, as the
+/// kernel's `ip_decrease_ttl()` updates it: the TTL is the high byte of its
+/// 16-bit word, so the sum gains 0x0100, with the end-around carry. The
+/// same as RFC 1624 eqn. 3 for every checksum (a unit test checks all).
+///
+/// ```
+/// use xdpip::wire::{checksum, ipv4};
+/// let mut hdr = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11,
+///                0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+/// hdr[8] -= 1;
+/// let c = ipv4::ttl_decremented_checksum(u16::from_be_bytes([hdr[10], hdr[11]]));
+/// hdr[10..12].copy_from_slice(&c.to_be_bytes());
+/// assert_eq!(checksum::checksum(&hdr), 0);
+/// ```
+#[inline(always)]
+pub fn ttl_decremented_checksum(check: u16) -> u16 {
+    let c = check as u32 + 0x0100;
+    (c + (c >= 0xffff) as u32) as u16
 }
 
 #[cfg(test)]
@@ -532,6 +549,21 @@ mod tests {
             let buf = s.bytes(len);
             if let Ok(p) = Packet::new_checked(&buf[..]) {
                 let _ = (p.payload(), p.options(), p.src(), p.verify_checksum());
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_checksum_update_is_rfc_1624_for_every_checksum() {
+        for check in 0..=u16::MAX {
+            for (ttl, proto) in [(2u8, 17u8), (64, 6), (255, 1), (1, 0)] {
+                let old = u16::from_be_bytes([ttl, proto]);
+                let new = u16::from_be_bytes([ttl - 1, proto]);
+                assert_eq!(
+                    ttl_decremented_checksum(check),
+                    checksum::update(check, old, new),
+                    "check {check:#06x} ttl {ttl}"
+                );
             }
         }
     }

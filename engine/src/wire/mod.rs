@@ -10,6 +10,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipopt;
 pub mod ipv4;
+pub mod l4csum;
 pub mod udp;
 
 pub use ethernet::MacAddr;

@@ -10,8 +10,10 @@
 //! (a worker died in free() at exit). Only the engine's XDP program is
 //! used; nothing here loads one.
 
+pub mod frame;
 pub mod ring;
 
+pub use frame::{Frame, Pool};
 use ring::{ConsRing, Desc, MmapOffsets, ProdRing};
 use std::fmt;
 use std::io;
@@ -128,7 +130,16 @@ impl fmt::Display for XskError {
 
 impl std::error::Error for XskError {}
 
+/// What [`XskError::what`] says of a failed bind.
+const BINDING: &str = "binding the AF_XDP socket";
+
 impl XskError {
+    /// True when another AF_XDP socket is bound to the queue (`EBUSY` at
+    /// bind, after the retries).
+    pub fn is_queue_busy(&self) -> bool {
+        self.what == BINDING && self.error.raw_os_error() == Some(libc::EBUSY)
+    }
+
     /// True when the error is the driver refusing zero-copy.
     pub fn is_zero_copy_refused(&self) -> bool {
         self.mode == BindMode::ZeroCopy
@@ -175,6 +186,12 @@ impl Umem {
         })
     }
 
+    /// Size of its frames.
+    #[inline]
+    pub fn frame_size(&self) -> u32 {
+        self.frame_size as u32
+    }
+
     /// The start of the frame holding `addr`.
     #[inline]
     pub fn frame_of(&self, addr: u64) -> u64 {
@@ -212,6 +229,45 @@ impl Umem {
         let (off, n) = self.clamp(addr, len);
         // SAFETY: in bounds (clamp); exclusive by the caller's guarantee.
         unsafe { std::slice::from_raw_parts_mut(self.base.add(off), n) }
+    }
+
+    /// The packet a frame holds.
+    ///
+    /// # Safety
+    /// `f` came from this UMEM's rings or pool (a [`Frame`] is the proof
+    /// that nobody else holds it).
+    #[inline]
+    pub unsafe fn bytes<'a>(&'a self, f: &'a Frame) -> &'a [u8] {
+        // SAFETY: the frame is the caller's, from this UMEM.
+        unsafe { self.slice(f.addr(), f.len()) }
+    }
+
+    /// The packet a frame holds, to rewrite.
+    ///
+    /// # Safety
+    /// As for [`Umem::bytes`].
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn bytes_mut<'a>(&'a self, f: &'a mut Frame) -> &'a mut [u8] {
+        // SAFETY: the frame is the caller's alone (it holds the token
+        // mutably), from this UMEM.
+        unsafe { self.slice_mut(f.addr(), f.len()) }
+    }
+
+    /// `bytes` copied into frame `f` (taken from the pool), which then
+    /// holds them; false when they do not fit after the headroom.
+    ///
+    /// # Safety
+    /// As for [`Umem::bytes`].
+    #[inline]
+    pub unsafe fn write(&self, f: &mut Frame, bytes: &[u8]) -> bool {
+        if bytes.len() > self.room(f.addr()) {
+            return false;
+        }
+        f.set_len(bytes.len());
+        // SAFETY: as above; the length fits the frame (checked).
+        unsafe { self.bytes_mut(f) }.copy_from_slice(bytes);
+        true
     }
 
     #[inline]
@@ -279,6 +335,64 @@ impl QueueSocket {
         }
     }
 
+    /// Takes up to `max` received frames into `out`; returns how many.
+    /// `scratch` holds the descriptors on the way (at least `max` long).
+    #[inline]
+    pub fn receive(&mut self, out: &mut Vec<Frame>, scratch: &mut [Desc], max: usize) -> usize {
+        let max = max.min(scratch.len());
+        let n = self.rx.consume(&mut scratch[..max]);
+        out.extend(scratch[..n].iter().map(|d| Frame::new(d.addr, d.len)));
+        n
+    }
+
+    /// Moves as many of `frames` to the tx ring as there is room for,
+    /// from the front; what did not fit stays in `frames`. Returns the
+    /// number moved and their bytes.
+    #[inline]
+    pub fn transmit(&mut self, frames: &mut Vec<Frame>, scratch: &mut [Desc]) -> (usize, u64) {
+        let want = frames.len().min(scratch.len());
+        let mut bytes = 0;
+        for (d, f) in scratch.iter_mut().zip(&frames[..want]) {
+            *d = Desc {
+                addr: f.addr(),
+                len: f.len() as u32,
+                options: 0,
+            };
+            bytes += f.len() as u64;
+        }
+        let n = self.tx.produce(&scratch[..want]);
+        if n < want {
+            bytes = scratch[..n].iter().map(|d| d.len as u64).sum();
+        }
+        for f in frames.drain(..n) {
+            // The ring holds it now; the completion ring gives it back.
+            let _ = f.into_raw();
+        }
+        (n, bytes)
+    }
+
+    /// Moves up to `n` free frames from `pool` to the fill ring; returns
+    /// how many.
+    #[inline]
+    pub fn fill(&mut self, pool: &mut Pool, n: usize) -> usize {
+        let free = pool.peek(n);
+        let peeked = free.len();
+        let done = self.fq.produce(free);
+        pool.taken(peeked, done);
+        done
+    }
+
+    /// Takes the frames the kernel finished transmitting back into
+    /// `pool`; returns how many. `scratch` bounds one call.
+    #[inline]
+    pub fn complete(&mut self, pool: &mut Pool, scratch: &mut [u64]) -> usize {
+        let n = self.cq.consume(scratch);
+        for a in &scratch[..n] {
+            pool.put_addr(*a);
+        }
+        n
+    }
+
     /// Wakes the driver to take frames from the fill ring.
     pub fn kick_rx(&self) {
         // SAFETY: a zero-length receive on our socket, no buffers involved.
@@ -292,6 +406,90 @@ impl QueueSocket {
                 std::ptr::null_mut(),
             )
         };
+    }
+}
+
+/// Busy-polling options of an AF_XDP socket (`SO_BUSY_POLL`,
+/// `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL_BUDGET`): the socket's
+/// `recvfrom`/`sendto` then run its queue's NAPI in the caller's context,
+/// and with `prefer` the device's interrupt stays masked while the caller
+/// keeps polling (the device's `napi_defer_hard_irqs` and
+/// `gro_flush_timeout` must be set for that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_BUSY_POLL` in µs; for non-blocking calls only its being
+    /// non-zero matters (one NAPI poll per call).
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: frames one NAPI poll may process.
+    pub budget: u16,
+    /// `SO_PREFER_BUSY_POLL`.
+    pub prefer: bool,
+}
+
+// asm-generic values (x86, arm, riscv); the libc crate lacks some.
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_INCOMING_NAPI_ID: libc::c_int = 56;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+fn set_sol_socket(fd: RawFd, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: v outlives the call; the kernel reads an int.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl QueueSocket {
+    /// Sets the busy-polling options (CAP_NET_ADMIN). The error names the
+    /// option the kernel refused.
+    pub fn set_busy_poll(&self, b: &BusyPoll) -> io::Result<()> {
+        for (name, what, v) in [
+            (
+                SO_PREFER_BUSY_POLL,
+                "SO_PREFER_BUSY_POLL",
+                b.prefer as libc::c_int,
+            ),
+            (SO_BUSY_POLL, "SO_BUSY_POLL", b.usecs as libc::c_int),
+            (
+                SO_BUSY_POLL_BUDGET,
+                "SO_BUSY_POLL_BUDGET",
+                b.budget as libc::c_int,
+            ),
+        ] {
+            set_sol_socket(self.fd(), name, v)
+                .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The NAPI instance the kernel polls for this socket
+    /// (`SO_INCOMING_NAPI_ID`); `None` when it knows none, and then busy
+    /// polling cannot run (the driver does not link its queues to NAPI
+    /// instances, as veth does not).
+    pub fn napi_id(&self) -> Option<u32> {
+        let mut v: libc::c_uint = 0;
+        let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+        // SAFETY: v is writable for len bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                SO_INCOMING_NAPI_ID,
+                (&mut v as *mut libc::c_uint).cast(),
+                &mut len,
+            )
+        };
+        (r == 0 && v != 0).then_some(v)
     }
 }
 
@@ -501,7 +699,7 @@ pub fn open(
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            return Err(err(Some(name), "binding the AF_XDP socket", e));
+            return Err(err(Some(name), BINDING, e));
         }
         let tx_budget = if mode == BindMode::Copy {
             raise_tx_budget(fd.as_raw_fd(), ring)
