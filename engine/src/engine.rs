@@ -423,6 +423,10 @@ impl EngineBuilder {
             .map_err(Error::Xsk)?;
             sockets.push(ws);
         }
+        // Receive buffers before the programs switch drivers to zero-copy.
+        for ws in &mut sockets {
+            ws.fill_rings();
+        }
 
         let mut ports = Vec::new();
         for i in &ifaces {
