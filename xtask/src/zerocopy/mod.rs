@@ -137,7 +137,9 @@ fn stage(o: &Options) -> Result<bool, Fail> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
         // What `demo` and `compare` build, and the example: one release
-        // build serves all three stages.
+        // build serves all three stages. `--example` alone would select
+        // only the example, leaving stale binaries in place: hence
+        // `--lib --bins`.
         c.args([
             "build",
             "--release",
@@ -145,6 +147,8 @@ fn stage(o: &Options) -> Result<bool, Fail> {
             "xdpip",
             "-p",
             "xdpip-bench",
+            "--lib",
+            "--bins",
             "--example",
             "udp_echo",
         ]);
