@@ -9,6 +9,8 @@
 //! the worker (no atomics). The only system calls are wake-ups the kernel
 //! asks for and poll(2) when there is nothing to do.
 
+use crate::filter::path::{Egress, Refusal};
+use crate::filter::{self, Hook};
 use crate::forward::{forward, fragment, icmp, Verdict};
 use crate::reasm::{self, handoff::Handoff, Outcome, Reassembler};
 use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
@@ -231,6 +233,7 @@ impl Worker {
         ));
         table.set_evict(true);
         let kernel = ToKernel::open();
+        let filter = crate::filter::path::Local::new(id);
         let mut icmp_state =
             icmp::IcmpState::new(workers, (id as u16).wrapping_mul(0x9e37) ^ seed());
         let started = Instant::now();
@@ -259,6 +262,7 @@ impl Worker {
                     state: &mut state,
                     port_socket: &port_socket,
                     counters: &counters,
+                    filter: &filter,
                 };
                 work += handoff.receive(id, 4 * batch, |frame, ingress| {
                     reassemble(
@@ -329,6 +333,36 @@ impl Worker {
                 let ingress = s.port;
                 for d in rx[..n].iter_mut() {
                     bytes += d.len as u64;
+                    // SAFETY: the frame was just received and is the
+                    // worker's until it is put on a ring.
+                    let data = unsafe { umem.slice_mut(d.addr, d.len as usize) };
+                    let pre = filter.received(&snap, Hook::Prerouting, data, (ingress, None));
+                    if pre != filter::Verdict::Accept {
+                        let r = Refusal {
+                            hook: Hook::Prerouting,
+                            verdict: pre,
+                            ingress,
+                        };
+                        let a = filter::path::answer(
+                            r,
+                            data,
+                            &snap,
+                            &mut icmp_state,
+                            clock.pair(),
+                            &mut scratch,
+                        );
+                        Out {
+                            umem,
+                            pool: &mut pool,
+                            state: &mut state,
+                            port_socket: &port_socket,
+                            counters: &counters,
+                            filter: &filter,
+                        }
+                        .refused(r, a, &snap, &scratch);
+                        pool.push(umem.frame_of(d.addr));
+                        continue;
+                    }
                     let verdict = {
                         // SAFETY: the frame was just received and is the
                         // worker's until it is put on a ring.
@@ -345,7 +379,37 @@ impl Worker {
                         state: &mut state,
                         port_socket: &port_socket,
                         counters: &counters,
+                        filter: &filter,
                     };
+                    if let Verdict::Transmit { port, .. } | Verdict::Fragment { port, .. } = verdict
+                    {
+                        // SAFETY: the frame is still owned by the worker.
+                        let data = unsafe { umem.slice_mut(d.addr, d.len as usize) };
+                        if let (
+                            hook,
+                            v @ (filter::Verdict::Drop
+                            | filter::Verdict::Reject(_)
+                            | filter::Verdict::Kernel),
+                        ) = filter.forwarded(&snap, data, ingress, port)
+                        {
+                            let r = Refusal {
+                                hook,
+                                verdict: v,
+                                ingress,
+                            };
+                            let a = filter::path::answer(
+                                r,
+                                data,
+                                &snap,
+                                &mut icmp_state,
+                                clock.pair(),
+                                &mut scratch,
+                            );
+                            out.refused(r, a, &snap, &scratch);
+                            pool.push(umem.frame_of(d.addr));
+                            continue;
+                        }
+                    }
                     match verdict {
                         Verdict::Transmit { port, .. } => {
                             counters.mib(Mib::ForwDatagrams, 1);
@@ -390,6 +454,25 @@ impl Worker {
                                 pool.push(umem.frame_of(d.addr));
                                 continue;
                             }
+                            let v = filter.received(&snap, Hook::Input, data, (ingress, None));
+                            if v != filter::Verdict::Accept {
+                                let r = Refusal {
+                                    hook: Hook::Input,
+                                    verdict: v,
+                                    ingress,
+                                };
+                                let a = filter::path::answer(
+                                    r,
+                                    data,
+                                    &snap,
+                                    &mut icmp_state,
+                                    clock.pair(),
+                                    &mut scratch,
+                                );
+                                out.refused(r, a, &snap, &scratch);
+                                pool.push(umem.frame_of(d.addr));
+                                continue;
+                            }
                             match input::deliver(data, ingress, &snap, &demux, &local, &mut ident) {
                                 Local::Delivered(k) => {
                                     counters.mib(Mib::InDelivers, 1);
@@ -398,7 +481,9 @@ impl Worker {
                                 Local::EchoReply { port, len } => {
                                     count_echo(&counters);
                                     let mtu = snap.ports[port].mtu as usize;
-                                    if len - 14 <= mtu {
+                                    // SAFETY: the frame is still owned by the worker.
+                                    if !out.allow(&snap, unsafe { umem.slice(d.addr, len) }, port) {
+                                    } else if len - 14 <= mtu {
                                         d.len = len as u32;
                                         out.send(port, *d);
                                         continue;
@@ -508,6 +593,7 @@ impl Worker {
                     state: &mut state,
                     port_socket: &port_socket,
                     counters: &counters,
+                    filter: &filter,
                 };
                 send_datagram(
                     dg,
@@ -653,6 +739,11 @@ struct Clock {
 }
 
 impl Clock {
+    /// (monotonic ms, ms since midnight UTC), as the ICMP builders take it.
+    fn pair(self) -> (u64, u32) {
+        (self.now_ms, self.timestamp)
+    }
+
     fn tick(&mut self, started: Instant) {
         self.now_ms = started.elapsed().as_millis() as u64 + 60_000;
         self.timestamp = ipopt::timestamp_now();
@@ -717,7 +808,7 @@ fn answer(
         scratch,
     ) {
         Ok((port, len)) => {
-            if out.emit(port, &scratch[..len]) {
+            if out.originate(snap, port, &scratch[..len]) {
                 count_icmp(out.counters, error);
             }
         }
@@ -745,7 +836,7 @@ fn send_datagram(
     let c = out.counters;
     match output::build(&dg, snap, shared, ident, scratch) {
         Built::Frame { port, len } => {
-            if out.emit(port, &scratch[..len]) {
+            if out.originate(snap, port, &scratch[..len]) {
                 c.mib(Mib::OutRequests, 1);
                 if dg.raw.is_none() {
                     c.mib(Mib::UdpOutDatagrams, 1);
@@ -762,6 +853,7 @@ fn send_datagram(
                 }
             }
         }
+        Built::Fragment { port, len, .. } if !out.allow(snap, &scratch[..len], port) => {}
         Built::Fragment { port, len, mtu } => {
             match fragment::split(&scratch[..len], mtu, scratch2, |f| {
                 out.emit(port, f);
@@ -839,6 +931,20 @@ fn reassemble(
         }
     };
     let whole = &mut scratch[..len];
+    // Input sees the reassembled datagram. (A reject of it is not
+    // answered here: dropped and counted.)
+    if let v @ (filter::Verdict::Drop | filter::Verdict::Reject(_) | filter::Verdict::Kernel) = out
+        .filter
+        .received(snap, Hook::Input, whole, (ingress, None))
+    {
+        let r = Refusal {
+            hook: Hook::Input,
+            verdict: v,
+            ingress,
+        };
+        out.refused(r, filter::path::Answer::Nothing, snap, &[]);
+        return;
+    }
     match input::deliver(whole, ingress, snap, demux, shared, ident) {
         Local::Delivered(k) => {
             c.mib(Mib::InDelivers, 1);
@@ -849,7 +955,8 @@ fn reassemble(
         Local::EchoReply { port, len } => {
             count_echo(c);
             let mtu = snap.ports[port].mtu as usize;
-            if len - 14 <= mtu {
+            if !out.allow(snap, &whole[..len], port) {
+            } else if len - 14 <= mtu {
                 out.emit(port, &whole[..len]);
             } else {
                 emit_fragmented(out, port, &whole[..len], mtu, scratch2);
@@ -949,9 +1056,69 @@ struct Out<'a> {
     state: &'a mut [SocketState],
     port_socket: &'a [usize; MAX_PORTS],
     counters: &'a WorkerCounters,
+    filter: &'a filter::path::Local,
 }
 
 impl Out<'_> {
+    /// Whether a frame the engine originates may leave through `port`
+    /// (output and postrouting); counts it when not. False too when it
+    /// was handed to the kernel, which sends it.
+    fn allow(&mut self, snap: &Snapshot, frame: &[u8], port: usize) -> bool {
+        match self.filter.originated(snap, frame, port) {
+            Egress::Send => true,
+            Egress::Drop => {
+                self.counters.count_drop(DropReason::FilterDrop);
+                false
+            }
+            Egress::Kernel => {
+                self.counters.to_kernel.add(1);
+                false
+            }
+        }
+    }
+
+    /// Copies a frame the engine originates into a free frame and queues
+    /// it on `port`, after output and postrouting. True when it went (or
+    /// the kernel took it).
+    fn originate(&mut self, snap: &Snapshot, port: usize, bytes: &[u8]) -> bool {
+        match self.filter.originated(snap, bytes, port) {
+            Egress::Send => self.emit(port, bytes),
+            Egress::Drop => {
+                self.counters.count_drop(DropReason::FilterDrop);
+                false
+            }
+            Egress::Kernel => {
+                self.counters.to_kernel.add(1);
+                true
+            }
+        }
+    }
+
+    /// Counts a packet the filter refused and sends its answer, built in
+    /// `built` by [`filter::path::answer`].
+    fn refused(&mut self, r: Refusal, a: filter::path::Answer, snap: &Snapshot, built: &[u8]) {
+        self.counters.count_drop(match r.verdict {
+            filter::Verdict::Reject(_) => DropReason::FilterReject,
+            filter::Verdict::Kernel => DropReason::FilterKernel,
+            _ => DropReason::FilterDrop,
+        });
+        match a {
+            filter::path::Answer::Built { port, len, icmp } => {
+                let sent = self.originate(snap, port, &built[..len]);
+                if let (true, Some(e)) = (sent, icmp) {
+                    count_icmp(self.counters, e);
+                }
+            }
+            filter::path::Answer::Suppressed(icmp::Suppressed::RateLimitHost) => {
+                self.counters.mib(Mib::IcmpOutRateLimitHost, 1)
+            }
+            filter::path::Answer::Suppressed(icmp::Suppressed::RateLimitGlobal) => {
+                self.counters.mib(Mib::IcmpOutRateLimitGlobal, 1)
+            }
+            _ => {}
+        }
+    }
+
     /// Queues a frame (already in UMEM) for transmission on `port`.
     fn send(&mut self, port: usize, d: Desc) {
         match self.port_socket.get(port) {
