@@ -341,6 +341,24 @@ impl EngineBuilder {
         }
         maps.set_local_addrs(&opened.mirror.local_addrs())?;
 
+        // The host's filter holds from the first packet: read and compiled,
+        // and its kernel-only hooks passed to the kernel, before the XDP
+        // program is attached.
+        let filter = {
+            let names: Vec<crate::filter::compile::Iface> = ifaces
+                .iter()
+                .map(|i| crate::filter::compile::Iface {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                })
+                .collect();
+            let r = crate::filter::watch::read(&names)
+                .unwrap_or_else(|e| crate::filter::watch::unreadable(&e));
+            maps.set_filter_hooks(r.kernel_hooks)?;
+            let workers = ifaces.iter().map(|i| i.queues).max().unwrap_or(1) as usize;
+            Arc::new(crate::filter::watch::Shared::new(r, workers))
+        };
+
         let mut ports = Vec::new();
         for i in &ifaces {
             let mode = steer.attach(i, self.xdp_mode, self.replace, self.xsk.frame_size)?;
@@ -413,12 +431,10 @@ impl EngineBuilder {
         let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
         let ifindexes: Vec<u32> = ifaces.iter().map(|i| i.ifindex).collect();
         let mut opened = opened;
-        let cell = Arc::new(SnapshotCell::new(Control::snapshot(
-            &mut opened.mirror,
-            &ifindexes,
-            &overrides,
-            0,
-        )));
+        let cell = Arc::new(SnapshotCell::new(crate::snapshot::Snapshot {
+            filter: filter.current(),
+            ..Control::snapshot(&mut opened.mirror, &ifindexes, &overrides, 0)
+        }));
         let overrides = Arc::new(SharedOverrides::new(overrides));
         let stop = Arc::new(AtomicBool::new(false));
         let maps = Arc::new(Mutex::new(maps));
@@ -526,6 +542,7 @@ impl EngineBuilder {
                 counters: control_counters.clone(),
                 resolve,
                 overrides: overrides.clone(),
+                filter: filter.clone(),
             },
         );
         let cstop = stop.clone();
@@ -533,12 +550,22 @@ impl EngineBuilder {
             .name("xdpip-control".into())
             .spawn(move || control.run(cstop))
             .map_err(Error::Thread)?;
+        let watch = crate::filter::watch::Watch {
+            shared: filter.clone(),
+            cell: cell.clone(),
+            maps: maps.clone(),
+        };
+        let wstop = stop.clone();
+        let filter_thread = std::thread::Builder::new()
+            .name("xdpip-filter".into())
+            .spawn(move || watch.run(wstop))
+            .map_err(Error::Thread)?;
 
         Ok(Engine {
             steer: Some(steer),
             threads,
             control: Some(control),
-            services: Vec::new(),
+            services: vec![filter_thread],
             stop,
             shared: Arc::new(Shared {
                 maps,
@@ -555,6 +582,7 @@ impl EngineBuilder {
                 overrides,
                 started: Instant::now(),
                 sockets: local,
+                filter,
             }),
         })
     }
@@ -655,7 +683,7 @@ impl Shared {
                 ws.iter().map(|w| w.drops[*d as usize].get()).sum(),
             );
         }
-        let verdicts = self.maps.lock().map(|m| m.verdicts()).unwrap_or([0; 16]);
+        let verdicts = self.maps.lock().map(|m| m.verdicts()).unwrap_or([0; 17]);
         let xdp = Verdict::ALL
             .iter()
             .zip(verdicts)
@@ -700,6 +728,7 @@ impl Shared {
             })
             .collect();
         let snap = self.cell.load();
+        let filter = FilterReport::of(&self.filter.current());
         Report {
             uptime: self.started.elapsed().as_secs_f64(),
             mode: ModeReport {
@@ -721,6 +750,7 @@ impl Shared {
                 resyncs: self.control_counters.resyncs.get(),
                 resolve_requests: self.control_counters.resolve_requests.get(),
             },
+            filter,
         }
     }
 }
@@ -734,6 +764,7 @@ pub(crate) struct Shared {
     overrides: Arc<SharedOverrides>,
     started: Instant,
     sockets: Arc<SocketShared>,
+    filter: Arc<crate::filter::watch::Shared>,
 }
 
 impl fmt::Debug for Engine {
@@ -809,6 +840,59 @@ pub struct Report {
     pub workers: Vec<WorkerReport>,
     /// Control thread.
     pub control: ControlReport,
+    /// The packet filter.
+    #[serde(default)]
+    pub filter: FilterReport,
+}
+
+/// The packet filter in a [`Report`]: the rules the engine compiled with
+/// what they matched, and the hooks left to the kernel with why.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FilterReport {
+    /// The nf_tables generation compiled.
+    pub generation: u32,
+    /// Hooks whose traffic goes to the kernel.
+    pub kernel_hooks: Vec<String>,
+    /// Why, one line per rule or table.
+    pub kernel_reasons: Vec<String>,
+    /// Every rule, with the packets and bytes it matched on the fast path.
+    pub rules: Vec<FilterRuleReport>,
+}
+
+/// One rule in a [`FilterReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilterRuleReport {
+    /// Where it is and what it does.
+    #[serde(flatten)]
+    pub rule: crate::filter::RuleInfo,
+    /// Packets it matched (on the engine's fast path only).
+    pub packets: u64,
+    /// Their bytes (IP total length).
+    pub bytes: u64,
+}
+
+impl FilterReport {
+    fn of(r: &crate::filter::Ruleset) -> Self {
+        FilterReport {
+            generation: r.generation,
+            kernel_hooks: crate::filter::Hook::ALL
+                .iter()
+                .filter(|h| r.kernel(**h))
+                .map(|h| h.name().to_string())
+                .collect(),
+            kernel_reasons: r.kernel_reasons.clone(),
+            rules: r
+                .rules
+                .iter()
+                .zip(r.totals())
+                .map(|(i, (packets, bytes))| FilterRuleReport {
+                    rule: i.clone(),
+                    packets,
+                    bytes,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Datapath modes in a [`Report`].
@@ -870,6 +954,11 @@ impl Engine {
     /// How the engine runs.
     pub fn info(&self) -> &EngineInfo {
         &self.shared.info
+    }
+
+    /// The packet filter in force ([`crate::filter`]).
+    pub fn filter(&self) -> Arc<crate::filter::Ruleset> {
+        self.shared.filter.current()
     }
 
     /// The tunables in force.

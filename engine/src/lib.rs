@@ -24,6 +24,7 @@ pub mod control;
 pub mod ebpf;
 mod engine;
 pub mod fib;
+pub mod filter;
 pub mod forward;
 pub mod iface;
 pub mod neigh;
@@ -38,6 +39,6 @@ pub mod worker;
 pub mod xsk;
 
 pub use engine::{
-    ControlReport, Engine, EngineBuilder, EngineInfo, Error, ModeReport, PortInfo, Report,
-    SocketReport, WorkerInfo, WorkerReport,
+    ControlReport, Engine, EngineBuilder, EngineInfo, Error, FilterReport, FilterRuleReport,
+    ModeReport, PortInfo, Report, SocketReport, WorkerInfo, WorkerReport,
 };

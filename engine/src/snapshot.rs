@@ -158,6 +158,8 @@ pub struct Snapshot {
     pub sysctl: Sysctl,
     /// Incremented at every publication.
     pub generation: u64,
+    /// The host's packet filter, compiled ([`crate::filter`]).
+    pub filter: Arc<crate::filter::Ruleset>,
 }
 
 impl Snapshot {
@@ -219,5 +221,12 @@ impl SnapshotCell {
     /// Replaces the current snapshot; readers see the old or the new one.
     pub fn publish(&self, s: Snapshot) {
         self.current.store(Arc::new(s));
+    }
+
+    /// Replaces the current snapshot with `f(current)`, calling `f` again
+    /// if another thread published meanwhile (two threads publish: the
+    /// control thread and the filter thread).
+    pub fn update(&self, mut f: impl FnMut(&Snapshot) -> Snapshot) {
+        self.current.rcu(|cur| f(cur));
     }
 }

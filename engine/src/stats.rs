@@ -232,6 +232,13 @@ named_enum! {
         HandoffFull = "handoff_full",
         /// A reassembled datagram for the kernel could not be handed back.
         KernelHandbackFailed = "kernel_handback_failed",
+        /// Dropped by an nftables rule (`drop`, or a base chain's policy).
+        FilterDrop = "filter_drop",
+        /// Rejected by an nftables rule (`reject`), and answered.
+        FilterReject = "filter_reject",
+        /// Reached a rule only the kernel evaluates while the XDP program
+        /// was not yet passing its hook to the kernel (during a change).
+        FilterKernel = "filter_kernel",
     }
 }
 
@@ -275,6 +282,8 @@ impl DropReason {
             ReasmOverlap | ReasmInvalid | ReasmDuplicate | ReasmNoMemory => &[],
             HandoffFull => &[Mib::ReasmFails],
             KernelHandbackFailed => &[],
+            // Linux counts no IP-MIB drop for netfilter verdicts.
+            FilterDrop | FilterReject | FilterKernel => &[],
         }
     }
 }

@@ -517,6 +517,7 @@ pub struct Control {
     resolve: Arc<crate::worker::ResolveQueue>,
     overrides: Arc<SharedOverrides>,
     seen_overrides: u64,
+    filter: Arc<crate::filter::watch::Shared>,
 }
 
 /// Tunables the operator set, shared by the control thread and whoever
@@ -577,6 +578,8 @@ pub struct ControlLinks {
     pub resolve: Arc<crate::worker::ResolveQueue>,
     /// Tunables set by the operator.
     pub overrides: Arc<SharedOverrides>,
+    /// The compiled packet filter in force.
+    pub filter: Arc<crate::filter::watch::Shared>,
 }
 
 /// The mirror, dumped, with its sockets, before the engine has anything to
@@ -618,6 +621,7 @@ impl Control {
             resolve: with.resolve,
             seen_overrides: with.overrides.generation(),
             overrides: with.overrides,
+            filter: with.filter,
         }
     }
 
@@ -636,6 +640,7 @@ impl Control {
             locals: Arc::new(mirror.local_set()),
             sysctl: sys,
             generation,
+            filter: Default::default(),
         }
     }
 
@@ -643,12 +648,8 @@ impl Control {
     pub fn publish(&mut self) {
         self.generation += 1;
         let overrides = self.overrides.current();
-        self.cell.publish(Control::snapshot(
-            &mut self.mirror,
-            &self.ports,
-            &overrides,
-            self.generation,
-        ));
+        let snap = Control::snapshot(&mut self.mirror, &self.ports, &overrides, self.generation);
+        crate::filter::watch::publish(&self.cell, &self.filter, snap);
         let locals = self.mirror.local_addrs();
         if let Ok(mut maps) = self.maps.lock() {
             if let Err(e) = maps.set_local_addrs(&locals) {
