@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use testbed::frame::checksum;
 use testbed::{in_ns, mac_of, require_root, Child, PacketSocket, Topology};
+use xdpip::filter::Hook;
 use xdpip::Engine;
 
 const XDPIP: &str = env!("CARGO_BIN_EXE_xdpip");
@@ -538,4 +539,84 @@ fn legacy_iptables_rules_leave_their_hook_to_the_kernel() {
     );
     engine.signal(libc::SIGTERM);
     assert!(engine.wait(Duration::from_secs(20)).unwrap().success());
+}
+
+/// Rules change under traffic: a drop added while a stream flows holds
+/// for every packet sent from 100 ms after `nft` returned; deleted, the
+/// stream flows again; a `ct` rule added turns the hook over to the
+/// kernel, which goes on forwarding.
+#[test]
+fn changes_under_traffic_apply_within_100_ms() {
+    require_root();
+    let t = Topology::gen_dut_sink(1).expect("topology");
+    assert!(t.warm_up());
+    let nft = |args: &[&str]| {
+        let mut v = vec!["nft"];
+        v.extend_from_slice(args);
+        t.dut.exec(&v).unwrap();
+    };
+    nft(&["add", "table", "ip", "f"]);
+    nft(&[
+        "add",
+        "chain",
+        "ip",
+        "f",
+        "fw",
+        "{ type filter hook forward priority 0; policy accept; }",
+    ]);
+    let gen_mac = mac_of(&t.gen, "eth0").unwrap();
+    let dut_mac = mac_of(&t.dut, "eth0").unwrap();
+    let tx = PacketSocket::open(&t.gen, "eth0").unwrap();
+    let at_sink = PacketSocket::open(&t.sink, "eth0").unwrap();
+    // Numbered datagrams to port 9: the sequence number is the source port.
+    let send = |from: u16, n: u16| {
+        for i in from..from + n {
+            tx.send(&udp_to(SINK, i, 9, 10).frame(dut_mac, gen_mac))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let seen = || -> Vec<u16> {
+        at_sink
+            .collect(usize::MAX, Duration::from_millis(300), |f| {
+                is_ipv4(f) && f[23] == 17
+            })
+            .unwrap()
+            .iter()
+            .map(|f| u16::from_be_bytes([f[34], f[35]]))
+            .collect()
+    };
+    in_ns(t.dut.name(), || {
+        let e = Engine::builder()
+            .interface("eth0")
+            .interface("eth1")
+            .start()
+            .expect("engine start");
+        send(1000, 20);
+        assert_eq!(seen().len(), 20, "before any rule");
+
+        nft(&["add", "rule", "ip", "f", "fw", "udp", "dport", "9", "drop"]);
+        std::thread::sleep(Duration::from_millis(100));
+        send(2000, 20);
+        assert_eq!(seen(), Vec::<u16>::new(), "100 ms after the drop was added");
+
+        nft(&["flush", "chain", "ip", "f", "fw"]);
+        std::thread::sleep(Duration::from_millis(100));
+        send(3000, 20);
+        assert_eq!(seen().len(), 20, "100 ms after the drop was deleted");
+
+        let before = t.dut.snmp().unwrap();
+        nft(&[
+            "add", "rule", "ip", "f", "fw", "ct", "state", "new", "accept",
+        ]);
+        std::thread::sleep(Duration::from_millis(100));
+        send(4000, 20);
+        assert_eq!(seen().len(), 20, "forwarded by the kernel");
+        let after = t.dut.snmp().unwrap();
+        assert!(after["IpForwDatagrams"] >= before["IpForwDatagrams"] + 20);
+        assert!(e.filter().kernel(Hook::Forward));
+        let r = e.stop();
+        assert!(r.xdp["pass_filter"] >= 20, "{:?}", r.xdp);
+        assert!(r.drops["filter_drop"] >= 20, "{:?}", r.drops);
+    });
 }

@@ -10,7 +10,8 @@ use std::process::{exit, Command};
 /// make, libelf and zlib for libxdp/libbpf), and the test hosts (iproute2,
 /// ping, ethtool, setpriv from util-linux, and the tools the engine is
 /// compared with the kernel through: traceroute, tracepath; a routing
-/// daemon, BIRD; systemd-analyze for the unit in deploy/).
+/// daemon, BIRD; systemd-analyze for the unit in deploy/; nft and iptables
+/// (legacy and nft) for the packet filter's tests).
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -31,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "socat",
     "iperf3",
     "systemd",
+    "nftables",
+    "iptables",
 ];
 
 fn run(cmd: &mut Command) {

@@ -840,6 +840,13 @@ pub fn compile(rs: &nft::Ruleset, ports: &[Iface]) -> Ruleset {
         } else {
             Verdict::Accept
         };
+        let mut base_mask = vec![0u64; words];
+        for &(c, _) in &policy_drop {
+            let (a, b) = chains[c as usize];
+            for r in a..b {
+                base_mask[r as usize / 64] |= 1 << (r % 64);
+            }
+        }
         out.programs[hook as usize] = Some(Program {
             words,
             tables,
@@ -847,6 +854,7 @@ pub fn compile(rs: &nft::Ruleset, ports: &[Iface]) -> Ruleset {
             chains,
             bases: policy_drop,
             nothing,
+            base_mask,
         });
     }
     out
@@ -870,11 +878,7 @@ fn table(f: Field, preds: &[&[(Field, Intervals)]], words: usize) -> Table {
                 }
             }
         }
-        return Table {
-            field: f,
-            starts: Vec::new(),
-            masks,
-        };
+        return Table::direct(f, masks);
     }
     let mut starts = vec![0u32];
     for r in 0..preds.len() {
@@ -919,9 +923,5 @@ fn table(f: Field, preds: &[&[(Field, Intervals)]], words: usize) -> Table {
         s2.push(s);
         m2.extend_from_slice(row);
     }
-    Table {
-        field: f,
-        starts: s2,
-        masks: m2,
-    }
+    Table::intervals(f, s2, m2)
 }

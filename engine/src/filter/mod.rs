@@ -372,6 +372,10 @@ pub(crate) struct Program {
     bases: Vec<(u16, bool)>,
     /// The verdict when no rule matches.
     nothing: Verdict,
+    /// The rules of the base chains (the others run only when a rule of
+    /// a base chain jumps to them): once none of these is left, no rule
+    /// matches.
+    base_mask: Vec<u64>,
 }
 
 /// The masks of one field: a direct table for small domains, intervals
@@ -379,19 +383,58 @@ pub(crate) struct Program {
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
     field: Field,
-    /// Interval starts (empty for a direct table).
+    /// Interval starts (empty for a direct table); the first is 0.
     starts: Vec<u32>,
+    /// For interval tables: `index[b]` is the first interval starting at
+    /// or after `b << shift`, so a lookup searches one bucket of `starts`.
+    index: Vec<u32>,
+    shift: u32,
     /// `words` masks per interval (or per value of a direct table).
     masks: Vec<u64>,
 }
 
 impl Table {
+    /// A direct table: `masks` holds one row per value.
+    pub(crate) fn direct(field: Field, masks: Vec<u64>) -> Table {
+        Table {
+            field,
+            starts: Vec::new(),
+            index: Vec::new(),
+            shift: 0,
+            masks,
+        }
+    }
+
+    /// An interval table over sorted `starts` (the first 0), with a
+    /// bucket index on the top 8 bits of the field.
+    pub(crate) fn intervals(field: Field, starts: Vec<u32>, masks: Vec<u64>) -> Table {
+        let shift = field.bits() - 8;
+        let buckets = (field.max() >> shift) as usize + 1;
+        let index = (0..=buckets)
+            .map(|b| {
+                let from = (b as u64) << shift;
+                starts.partition_point(|&s| (s as u64) < from) as u32
+            })
+            .collect();
+        Table {
+            field,
+            starts,
+            index,
+            shift,
+            masks,
+        }
+    }
+
     #[inline(always)]
     fn row(&self, v: u32, words: usize) -> &[u64] {
         let i = if self.starts.is_empty() {
             v as usize
         } else {
-            self.starts.partition_point(|&s| s <= v) - 1
+            let b = (v >> self.shift) as usize;
+            let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+            // The last start at or below v: in this bucket, or the one
+            // before it (starts[0] is 0, so there is one).
+            lo + self.starts[lo..hi].partition_point(|&s| s <= v) - 1
         };
         &self.masks[i * words..i * words + words]
     }
@@ -494,6 +537,18 @@ impl Program {
     #[inline]
     fn run(&self, m: &Meta, counters: Option<&RuleCounters>) -> Verdict {
         let w = self.words;
+        if w == 1 {
+            // Up to 64 rules: one word, the common case.
+            let base = self.base_mask[0];
+            let mut mask = u64::MAX;
+            for t in &self.tables {
+                mask &= t.row(t.field.value(m), 1)[0];
+                if mask & base == 0 {
+                    return self.nothing;
+                }
+            }
+            return self.walk(&[mask], m.len, counters);
+        }
         let mut mask = [0u64; MAX_RULES_PER_HOOK / 64];
         let mut first = true;
         for t in &self.tables {
@@ -501,7 +556,7 @@ impl Program {
             let mut any = 0;
             for i in 0..w {
                 mask[i] = if first { row[i] } else { mask[i] & row[i] };
-                any |= mask[i];
+                any |= mask[i] & self.base_mask[i];
             }
             first = false;
             if any == 0 {

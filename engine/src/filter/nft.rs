@@ -596,3 +596,188 @@ fn put_str(m: &mut Vec<u8>, kind: u16, s: &str) {
         m.push(0);
     }
 }
+
+/// Rules in the kernel's encoding, written by hand: for tests and
+/// benchmarks that compile rulesets without a kernel.
+///
+/// ```
+/// use xdpip::filter::nft::build::*;
+/// use xdpip::filter::nft::{family, Ruleset};
+/// // ip filter forward: udp dport 5555 drop
+/// let mut rs = Ruleset::default();
+/// rs.chains.push(base_chain(family::IPV4, "filter", "forward", 2, 0, true));
+/// rs.rules.push(rule(family::IPV4, "filter", "forward", 1, vec![
+///     meta(16), cmp(0, &[17]), payload(2, 2, 2), cmp(0, &5555u16.to_be_bytes()), verdict(0, None),
+/// ]));
+/// let r = xdpip::filter::compile::compile(&rs, &[]);
+/// assert!(r.active(xdpip::filter::Hook::Forward));
+/// ```
+pub mod build {
+    use super::{Attr, Chain, Expr, Rule, Set};
+
+    fn be(v: u32) -> Vec<u8> {
+        v.to_be_bytes().to_vec()
+    }
+
+    fn nest(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(data);
+        while !m.len().is_multiple_of(4) {
+            m.push(0);
+        }
+        m
+    }
+
+    fn expr(name: &str, attrs: Vec<(u16, Vec<u8>)>) -> Expr {
+        Expr {
+            name: name.into(),
+            attrs: attrs
+                .into_iter()
+                .map(|(kind, data)| Attr { kind, data })
+                .collect(),
+        }
+    }
+
+    /// `payload load len bytes @ base + offset => reg 1` (base 1 network,
+    /// 2 transport).
+    pub fn payload(base: u32, offset: u32, len: u32) -> Expr {
+        expr(
+            "payload",
+            vec![(1, be(1)), (2, be(base)), (3, be(offset)), (4, be(len))],
+        )
+    }
+
+    /// `meta load key => reg 1` (`NFT_META_*`: 4 iif, 6 iifname, 16 l4proto).
+    pub fn meta(key: u32) -> Expr {
+        expr("meta", vec![(1, be(1)), (2, be(key))])
+    }
+
+    /// `cmp op reg 1 data` (0 eq, 1 neq, 2 lt, 3 lte, 4 gt, 5 gte).
+    pub fn cmp(op: u32, data: &[u8]) -> Expr {
+        expr("cmp", vec![(1, be(1)), (2, be(op)), (3, nest(1, data))])
+    }
+
+    /// `range op reg 1 from to` (0 eq, 1 neq).
+    pub fn range(op: u32, from: &[u8], to: &[u8]) -> Expr {
+        expr(
+            "range",
+            vec![
+                (1, be(1)),
+                (2, be(op)),
+                (3, nest(1, from)),
+                (4, nest(1, to)),
+            ],
+        )
+    }
+
+    /// `bitwise reg 1 = reg 1 & mask`
+    pub fn bitwise(mask: &[u8]) -> Expr {
+        expr(
+            "bitwise",
+            vec![
+                (1, be(1)),
+                (2, be(1)),
+                (3, be(mask.len() as u32)),
+                (4, nest(1, mask)),
+                (5, nest(1, &vec![0; mask.len()])),
+            ],
+        )
+    }
+
+    /// `lookup reg 1 set name` (inverted: `!= @name`).
+    pub fn lookup(set: &str, invert: bool) -> Expr {
+        let mut name = set.as_bytes().to_vec();
+        name.push(0);
+        expr(
+            "lookup",
+            vec![(1, name), (2, be(1)), (5, be(invert as u32))],
+        )
+    }
+
+    /// A verdict: 0 drop, 1 accept, -3 jump, -4 goto, -5 return.
+    pub fn verdict(code: i32, chain: Option<&str>) -> Expr {
+        let mut v = nest(1, &code.to_be_bytes());
+        if let Some(c) = chain {
+            let mut n = c.as_bytes().to_vec();
+            n.push(0);
+            v.extend(nest(2, &n));
+        }
+        expr("immediate", vec![(1, be(0)), (2, nest(2, &v))])
+    }
+
+    /// `reject` of type 0 (ICMP, with its code), 1 (TCP reset), 2 (icmpx).
+    pub fn reject(kind: u32, code: u8) -> Expr {
+        expr("reject", vec![(1, be(kind)), (2, vec![code])])
+    }
+
+    /// `counter`
+    pub fn counter() -> Expr {
+        expr("counter", vec![])
+    }
+
+    /// A base chain of type filter at `hook` (`NF_INET_*`).
+    pub fn base_chain(
+        family: u8,
+        table: &str,
+        name: &str,
+        hook: u32,
+        prio: i32,
+        accept: bool,
+    ) -> Chain {
+        Chain {
+            family,
+            table: table.into(),
+            name: name.into(),
+            handle: 0,
+            hook: Some((hook, prio)),
+            policy: accept as u32,
+            kind: "filter".into(),
+        }
+    }
+
+    /// A regular chain.
+    pub fn chain(family: u8, table: &str, name: &str) -> Chain {
+        Chain {
+            family,
+            table: table.into(),
+            name: name.into(),
+            handle: 0,
+            hook: None,
+            policy: 1,
+            kind: String::new(),
+        }
+    }
+
+    /// A rule.
+    pub fn rule(family: u8, table: &str, chain: &str, handle: u64, exprs: Vec<Expr>) -> Rule {
+        Rule {
+            family,
+            table: table.into(),
+            chain: chain.into(),
+            handle,
+            exprs,
+        }
+    }
+
+    /// A set of 4-byte (addresses) or 2-byte (ports) keys, each one value.
+    pub fn set(family: u8, table: &str, name: &str, keys: Vec<Vec<u8>>) -> Set {
+        Set {
+            family,
+            table: table.into(),
+            name: name.into(),
+            flags: 0,
+            key_len: keys.first().map_or(4, |k| k.len() as u32),
+            elems: keys
+                .into_iter()
+                .map(|key| super::Elem {
+                    key,
+                    interval_end: false,
+                    key_end: None,
+                    expires: false,
+                })
+                .collect(),
+        }
+    }
+}

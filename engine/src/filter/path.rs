@@ -72,6 +72,11 @@ impl Local {
             return Verdict::Accept;
         }
         let oif = ports.1.map_or(NO_IFACE, |p| p as u8);
+        // Prerouting sees only what ip_rcv_core() let through; a bad
+        // header is the forward path's to drop and count.
+        if hook == Hook::Prerouting && !valid_header(frame) {
+            return Verdict::Accept;
+        }
         match frame
             .get(14..)
             .and_then(|ip| Meta::parse(ip, ports.0 as u8, oif))
@@ -90,8 +95,19 @@ impl Local {
         ingress: usize,
         egress: usize,
     ) -> (Hook, Verdict) {
+        let f = &snap.filter;
+        if !(f.active(Hook::Forward) || f.active(Hook::Postrouting)) {
+            return (Hook::Forward, Verdict::Accept);
+        }
+        // One parse for both hooks.
+        let Some(m) = frame
+            .get(14..)
+            .and_then(|ip| Meta::parse(ip, ingress as u8, egress as u8))
+        else {
+            return (Hook::Forward, Verdict::Accept);
+        };
         for hook in [Hook::Forward, Hook::Postrouting] {
-            let v = self.received(snap, hook, frame, (ingress, Some(egress)));
+            let v = f.judge(hook, &m, self.worker);
             if v != Verdict::Accept {
                 return (hook, v);
             }
@@ -161,6 +177,23 @@ impl Local {
         };
         r == len as isize
     }
+}
+
+/// Version 4, a header length of at least 5 words that the frame holds,
+/// a total length the frame holds, a header checksum that verifies.
+fn valid_header(frame: &[u8]) -> bool {
+    let Some(ip) = frame.get(14..) else {
+        return false;
+    };
+    let Some(&b0) = ip.first() else {
+        return false;
+    };
+    let hl = ((b0 & 0x0f) as usize) * 4;
+    if b0 >> 4 != 4 || hl < 20 || ip.len() < hl {
+        return false;
+    }
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    total >= hl && total <= ip.len() && crate::wire::checksum::checksum(&ip[..hl]) == 0
 }
 
 /// A packet the filter did not accept.
