@@ -813,7 +813,8 @@ pub struct WorkerReport {
     pub reasm_memory_peak: u64,
     /// Datagrams being reassembled.
     pub reasm_queues: u64,
-    /// Reassembled datagrams handed back to the kernel.
+    /// Datagrams handed to the kernel (reassembled ones no engine socket
+    /// wanted; ones the engine sent through a filter hook of the kernel's).
     pub to_kernel: u64,
     /// Fragments passed to the worker that owns their datagram.
     pub handed_off: u64,

@@ -359,8 +359,9 @@ pub struct WorkerCounters {
     pub reasm_memory_peak: Counter,
     /// Datagrams being reassembled (gauge).
     pub reasm_queues: Counter,
-    /// Reassembled datagrams handed back to the kernel (no engine socket
-    /// wanted them).
+    /// Datagrams handed to the kernel through a raw socket: reassembled
+    /// ones no engine socket wanted, and ones the engine sent while the
+    /// output or postrouting hook of the filter is the kernel's.
     pub to_kernel: Counter,
     /// Fragments passed to the worker that owns their datagram.
     pub handed_off: Counter,

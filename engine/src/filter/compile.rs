@@ -925,3 +925,118 @@ fn table(f: Field, preds: &[&[(Field, Intervals)]], words: usize) -> Table {
     }
     Table::intervals(f, s2, m2)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::nft::build::*;
+    use crate::filter::nft::Ruleset as Nft;
+    use crate::filter::Meta;
+
+    fn udp(dport: u16) -> Meta {
+        Meta {
+            iif: 0,
+            oif: 1,
+            src: 0x0a01_0001,
+            dst: 0x0a02_0002,
+            proto: 17,
+            l4: Some(40000 << 16 | dport as u32),
+            ..Meta::default()
+        }
+    }
+
+    fn dport(p: u16) -> Vec<Expr> {
+        vec![
+            meta(16),
+            cmp(0, &[17]),
+            payload(2, 2, 2),
+            cmp(0, &p.to_be_bytes()),
+        ]
+    }
+
+    #[test]
+    fn more_than_64_rules_and_base_chains_in_priority_order() {
+        let mut rs = Nft::default();
+        // Priority 10 runs after priority -5, whatever the dump order.
+        rs.chains
+            .push(base_chain(family::IPV4, "t", "late", 2, 10, true));
+        rs.chains
+            .push(base_chain(family::INET, "u", "early", 2, -5, true));
+        rs.chains.push(chain(family::IPV4, "t", "sub"));
+        for i in 0..100u16 {
+            let v = if i % 2 == 0 {
+                verdict(0, None)
+            } else {
+                reject(0, 10)
+            };
+            rs.rules.push(rule(
+                family::IPV4,
+                "t",
+                "late",
+                i as u64 + 1,
+                [dport(1000 + i), vec![counter(), v]].concat(),
+            ));
+        }
+        rs.rules.push(rule(
+            family::IPV4,
+            "t",
+            "late",
+            200,
+            [dport(7), vec![verdict(-3, Some("sub"))]].concat(),
+        ));
+        rs.rules
+            .push(rule(family::IPV4, "t", "sub", 201, vec![reject(1, 0)]));
+        // The early chain accepts 1098: accept ends a base chain only,
+        // and the late chain still drops it.
+        rs.rules.push(rule(
+            family::INET,
+            "u",
+            "early",
+            1,
+            [dport(1098), vec![verdict(1, None)]].concat(),
+        ));
+        // The early chain drops 1001 before the late one would reject it.
+        rs.rules.push(rule(
+            family::INET,
+            "u",
+            "early",
+            2,
+            [dport(1001), vec![verdict(0, None)]].concat(),
+        ));
+        let r = compile(&rs, &[]).with_counters(1, &[]);
+        let j = |p| r.judge(Hook::Forward, &udp(p), 0);
+        assert_eq!(j(1098), Verdict::Drop);
+        assert_eq!(j(1099), Verdict::Reject(Reject::Icmp(10)));
+        assert_eq!(j(1001), Verdict::Drop);
+        assert_eq!(j(1064), Verdict::Drop);
+        assert_eq!(j(1065), Verdict::Reject(Reject::Icmp(10)));
+        assert_eq!(j(7), Verdict::Reject(Reject::TcpReset));
+        assert_eq!(j(2000), Verdict::Accept);
+        let totals = r.totals();
+        let at = |h: u64, c: &str| {
+            r.rules
+                .iter()
+                .position(|i| i.handle == h && i.chain == c)
+                .unwrap()
+        };
+        assert_eq!(totals[at(100, "late")], (1, 20));
+        assert_eq!(totals[at(201, "sub")], (1, 20));
+        assert_eq!(totals[at(1, "early")], (1, 20));
+    }
+
+    #[test]
+    fn a_policy_drop_with_no_rules_and_an_empty_hook() {
+        let mut rs = Nft::default();
+        rs.chains
+            .push(base_chain(family::IPV4, "t", "in", 1, 0, false));
+        rs.chains
+            .push(base_chain(family::IPV4, "t", "fw", 2, 0, true));
+        let r = compile(&rs, &[]);
+        assert_eq!(r.judge(Hook::Input, &udp(9), 0), Verdict::Drop);
+        assert!(
+            !r.active(Hook::Forward),
+            "an empty accepting chain costs nothing"
+        );
+        assert_eq!(r.judge(Hook::Forward, &udp(9), 0), Verdict::Accept);
+    }
+}
