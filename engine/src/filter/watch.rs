@@ -203,6 +203,9 @@ impl Watch {
                 None
             }
         };
+        // A change between the read at start and the subscription above
+        // sent its notification to nobody: read once more now.
+        let mut pending = true;
         let mut last = Instant::now();
         let mut seen = (self.shared.current().generation, legacy::hooks(), {
             ifaces(&self.cell.load())
@@ -221,7 +224,7 @@ impl Watch {
             };
             // Legacy iptables sends no notification, and interface names
             // change without one here: look every second.
-            let mut due = changed;
+            let mut due = changed || std::mem::take(&mut pending);
             if last.elapsed() >= Duration::from_secs(1) {
                 last = Instant::now();
                 let now = (legacy::hooks(), ifaces(&self.cell.load()));
