@@ -48,6 +48,7 @@ enum verdict {
 	V_REDIRECT_FORWARD,	/* to the engine, to be forwarded */
 	V_REDIRECT_LOCAL,	/* to the engine, claimed local traffic */
 	V_PASS_NO_SOCKET,	/* no AF_XDP socket on this queue: kernel */
+	V_PASS_FILTER,		/* a filter hook it passes is the kernel's */
 	V_MAX,
 };
 
@@ -140,6 +141,35 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Hooks of the host's packet filter whose traffic the kernel must judge
+ * (rules the engine cannot compile, legacy iptables): bit 1 << NF_INET_*.
+ * Written by the engine's filter thread (engine/src/filter/watch.rs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} filter_hooks SEC(".maps");
+
+#define HOOK_PRE (1 << 0)
+#define HOOK_IN (1 << 1)
+#define HOOK_FWD (1 << 2)
+#define HOOK_POST (1 << 4)
+
+/* True when a hook the packet passes is the kernel's: prerouting and
+ * input for local delivery; prerouting, forward and postrouting for
+ * forwarding. (What the engine sends passes output and postrouting; it
+ * hands those packets to the kernel itself.) */
+static __always_inline int filter_to_kernel(int local)
+{
+	__u32 zero = 0;
+	__u32 *hooks = bpf_map_lookup_elem(&filter_hooks, &zero);
+
+	if (!hooks || !*hooks)
+		return 0;
+	return *hooks & (local ? HOOK_PRE | HOOK_IN : HOOK_PRE | HOOK_FWD | HOOK_POST);
+}
+
 static __always_inline int count(__u32 v, int action)
 {
 	__u64 *c = bpf_map_lookup_elem(&counters, &v);
@@ -155,6 +185,8 @@ static __always_inline int to_engine(struct xdp_md *ctx, __u32 v)
 	__u32 *port = bpf_map_lookup_elem(&ports, &ifindex);
 	int action;
 
+	if (filter_to_kernel(v == V_REDIRECT_LOCAL))
+		return count(V_PASS_FILTER, XDP_PASS);
 	if (!port || ctx->rx_queue_index >= MAX_QUEUES)
 		return count(V_PASS_NO_SOCKET, XDP_PASS);
 	action = bpf_redirect_map(&xsks, *port * MAX_QUEUES + ctx->rx_queue_index, XDP_PASS);

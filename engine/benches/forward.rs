@@ -158,7 +158,7 @@ fn forwarding(c: &mut Criterion, means: &Means) {
         let mac = snap.ports[0].mac;
         // Every frame is to be transmitted, through the whole path.
         fill(&mut buf, mac, &pool[..BATCH]);
-        let sent = forward_batch(&mut Slots(&mut buf), 0, &snap, &mut steps);
+        let sent = forward_batch(&mut Slots(&mut buf), 0, &snap, &mut (), &mut steps);
         assert_eq!(sent, BATCH, "every frame forwarded by the vector path");
         assert!(steps.iter().all(|s| *s
             == Step::Tx {
@@ -175,7 +175,13 @@ fn forwarding(c: &mut Criterion, means: &Means) {
                     fill(&mut buf, mac, &pool[at..at + BATCH]);
                     at = (at + BATCH) % POOL;
                     let t = Instant::now();
-                    black_box(forward_batch(&mut Slots(&mut buf), 0, &snap, &mut steps));
+                    black_box(forward_batch(
+                        &mut Slots(&mut buf),
+                        0,
+                        &snap,
+                        &mut (),
+                        &mut steps,
+                    ));
                     total += t.elapsed();
                 }
                 record(means, &id, total, iters);

@@ -65,11 +65,14 @@ pub enum Verdict {
     RedirectLocal,
     /// No AF_XDP socket on the queue: kernel.
     PassNoSocket,
+    /// A hook of the packet filter the packet passes has rules only the
+    /// kernel evaluates: kernel.
+    PassFilter,
 }
 
 impl Verdict {
     /// Every verdict, in map order.
-    pub const ALL: [Verdict; 16] = [
+    pub const ALL: [Verdict; 17] = [
         Verdict::PassNotIpv4,
         Verdict::PassVlan,
         Verdict::PassMalformed,
@@ -86,6 +89,7 @@ impl Verdict {
         Verdict::RedirectForward,
         Verdict::RedirectLocal,
         Verdict::PassNoSocket,
+        Verdict::PassFilter,
     ];
 
     /// The counter's name in stats.
@@ -107,6 +111,7 @@ impl Verdict {
             Verdict::RedirectForward => "redirect_forward",
             Verdict::RedirectLocal => "redirect_local",
             Verdict::PassNoSocket => "pass_no_socket",
+            Verdict::PassFilter => "pass_filter",
         }
     }
 }
@@ -561,6 +566,7 @@ pub struct SteerMaps {
     mtus: Vec<u32>,
     config: Array<MapData, SteerConfig>,
     counters: PerCpuArray<MapData, u64>,
+    filter_hooks: Array<MapData, u32>,
     /// Local addresses currently in the map (network order keys).
     locals: Vec<u32>,
 }
@@ -610,7 +616,7 @@ impl SteerMaps {
     /// that differs from this one to the kernel, so an MTU change loses no
     /// packet while the workers catch up. Call it after publishing.
     pub fn set_port_mtus(&mut self, mtus: &[u32]) -> Result<(), SteerError> {
-        for (port, &mtu) in mtus.iter().enumerate().take(crate::snapshot::MAX_PORTS) {
+        for (port, &mtu) in mtus.iter().enumerate().take(crate::iface::MAX_PORTS) {
             if self.mtus.get(port) == Some(&mtu) {
                 continue;
             }
@@ -699,14 +705,22 @@ impl SteerMaps {
         )
     }
 
+    /// Sets the hooks of the packet filter whose traffic the kernel must
+    /// judge ([`crate::filter::Hook::bit`]): the XDP program passes it.
+    pub fn set_filter_hooks(&mut self, bits: u32) -> Result<(), SteerError> {
+        self.filter_hooks
+            .set(0, bits, 0)
+            .map_err(|e| SteerError::Map("filter_hooks", Box::new(e)))
+    }
+
     /// Releases a claim.
     pub fn release(&mut self, protocol: u8, port: u16) {
         let _ = self.claimed.remove(&ClaimKey::new(protocol, port));
     }
 
     /// The verdict counters summed over CPUs, in [`Verdict::ALL`] order.
-    pub fn verdicts(&self) -> [u64; 16] {
-        let mut out = [0u64; 16];
+    pub fn verdicts(&self) -> [u64; 17] {
+        let mut out = [0u64; 17];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(v) = self.counters.get(&(i as u32), 0) {
                 *slot = v.iter().sum();
@@ -768,6 +782,7 @@ impl Steer {
             mtus: Vec::new(),
             config: take!(bpf, "config"),
             counters: take!(bpf, "counters"),
+            filter_hooks: take!(bpf, "filter_hooks"),
             locals: Vec::new(),
         };
         Ok((

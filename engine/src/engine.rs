@@ -1,23 +1,25 @@
 //! The engine: interfaces, the XDP program, AF_XDP sockets, workers and the
 //! control thread, started together and stopped together.
 
-use crate::busypoll::{self, BusyPollConfig, BusyPollReport, DeviceSettings};
+use crate::busypoll::{self, BusyPollConfig, DeviceSettings};
 use crate::capability::{self, Capability};
 use crate::control::sysctl::{self, Overrides};
-use crate::control::{Control, ControlCounters, ControlLinks, Opened, SharedOverrides};
+use crate::control::{Control, ControlCounters, ControlLinks, Opened, SharedOverrides, View};
 use crate::ebpf::{
-    self, GateMode, Steer, SteerConfig, SteerError, SteerMaps, Verdict, XdpMode, XdpModeRequest,
+    self, GateMode, Steer, SteerConfig, SteerError, SteerMaps, Verdict, XdpModeRequest,
 };
 use crate::iface::{Interface, LookupError};
 use crate::placement::{self, Placement};
+use crate::report::{
+    ControlReport, FilterReport, ModeReport, PortInfo, Report, SocketReport, WorkerReport,
+};
 use crate::snapshot::Sysctl;
 use crate::snapshot::{SnapshotCell, MAX_PORTS};
 use crate::socket::{RawSocket, SocketShared, UdpSocket};
-use crate::stats::{self, Checksum, DropReason, Mib, PortTotals, WorkerCounters};
+use crate::stats::{self, Checksum, DropReason, Mib, WorkerCounters};
 use crate::worker::idle::{IdleConfig, Policy};
 use crate::worker::Worker;
 use crate::xsk::{self, BindMode, XskConfig, XskError, ZeroCopy};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -367,6 +369,24 @@ impl EngineBuilder {
         }
         maps.set_local_addrs(&opened.mirror.local_addrs())?;
 
+        // The host's filter holds from the first packet: read and compiled,
+        // and its kernel-only hooks passed to the kernel, before the XDP
+        // program is attached.
+        let filter = {
+            let names: Vec<crate::filter::compile::Iface> = ifaces
+                .iter()
+                .map(|i| crate::filter::compile::Iface {
+                    name: i.name.clone(),
+                    ifindex: i.ifindex,
+                })
+                .collect();
+            let r = crate::control::filter::read(&names)
+                .unwrap_or_else(|e| crate::control::filter::unreadable(&e));
+            maps.set_filter_hooks(r.kernel_hooks)?;
+            let workers = ifaces.iter().map(|i| i.queues).max().unwrap_or(1) as usize;
+            Arc::new(crate::control::filter::Shared::new(r, workers))
+        };
+
         // A takeover is all or nothing: every check that can refuse it
         // comes before the first program is detached. What is attached
         // where, and the MTUs, first; then the queues, which another
@@ -503,12 +523,10 @@ impl EngineBuilder {
         let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
         let ifindexes: Vec<u32> = ifaces.iter().map(|i| i.ifindex).collect();
         let mut opened = opened;
-        let cell = Arc::new(SnapshotCell::new(Control::snapshot(
-            &mut opened.mirror,
-            &ifindexes,
-            &overrides,
-            0,
-        )));
+        let cell = Arc::new(SnapshotCell::new(crate::snapshot::Snapshot {
+            filter: filter.current(),
+            ..Control::snapshot(&mut opened.mirror, &ifindexes, &overrides, 0)
+        }));
         let overrides = Arc::new(SharedOverrides::new(overrides));
         let stop = Arc::new(AtomicBool::new(false));
         let maps = Arc::new(Mutex::new(maps));
@@ -643,12 +661,23 @@ impl EngineBuilder {
                 counters: control_counters.clone(),
                 resolve,
                 overrides: overrides.clone(),
+                filter: filter.clone(),
             },
         );
         let cstop = stop.clone();
         let control = std::thread::Builder::new()
             .name("xdpip-control".into())
             .spawn(move || control.run(cstop))
+            .map_err(Error::Thread)?;
+        let filter_watch = crate::control::filter::Watch {
+            shared: filter.clone(),
+            cell: cell.clone(),
+            maps: maps.clone(),
+        };
+        let wstop = stop.clone();
+        let filter_thread = std::thread::Builder::new()
+            .name("xdpip-filter".into())
+            .spawn(move || filter_watch.run(wstop))
             .map_err(Error::Thread)?;
 
         let mut services = Vec::new();
@@ -679,6 +708,7 @@ impl EngineBuilder {
             started: Instant::now(),
             sockets: local,
             busy_poll,
+            filter,
         });
         let watch = {
             let (steer, shared, stop) = (steer.clone(), shared.clone(), stop.clone());
@@ -693,6 +723,7 @@ impl EngineBuilder {
             control: Some(control),
             services: {
                 services.push(watch);
+                services.push(filter_thread);
                 services
             },
             devices,
@@ -844,21 +875,6 @@ fn raise_memlock() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) };
 }
 
-/// A served interface.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PortInfo {
-    /// Name.
-    pub name: String,
-    /// Index.
-    pub ifindex: u32,
-    /// Driver.
-    pub driver: String,
-    /// Queues with a socket.
-    pub queues: u32,
-    /// XDP attach mode.
-    pub xdp_mode: XdpMode,
-}
-
 /// A worker.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
@@ -907,15 +923,18 @@ pub struct Engine {
     shared: Arc<Shared>,
 }
 
-impl Shared {
-    pub(crate) fn set_sysctl(&self, name: &str, value: &str) -> Result<(), sysctl::SysctlError> {
+impl crate::control::View for Shared {
+    fn set_sysctl(&self, name: &str, value: &str) -> Result<(), sysctl::SysctlError> {
         let t = sysctl::lookup(name)?;
         self.overrides.set(t.name, t.parse(value)?);
         Ok(())
     }
 
-    /// The counters now.
-    pub(crate) fn report(&self) -> Report {
+    fn snapshot(&self) -> Arc<crate::snapshot::Snapshot> {
+        Arc::clone(&self.cell.load())
+    }
+
+    fn report(&self) -> Report {
         let ws: Vec<&WorkerCounters> = self.info.workers.iter().map(|w| &*w.counters).collect();
         let mut mib = BTreeMap::new();
         for m in Mib::ALL {
@@ -945,7 +964,7 @@ impl Shared {
                 (c.name().to_string(), n)
             })
             .collect();
-        let verdicts = self.maps.lock().map(|m| m.verdicts()).unwrap_or([0; 16]);
+        let verdicts = self.maps.lock().map(|m| m.verdicts()).unwrap_or([0; 17]);
         let xdp = Verdict::ALL
             .iter()
             .zip(verdicts)
@@ -996,6 +1015,7 @@ impl Shared {
             })
             .collect();
         let snap = self.cell.load();
+        let filter = FilterReport::of(&self.filter.current());
         Report {
             uptime: self.started.elapsed().as_secs_f64(),
             mode: ModeReport {
@@ -1022,6 +1042,7 @@ impl Shared {
                 .busy_poll
                 .as_ref()
                 .map(|m| m.lock().expect("not poisoned").report()),
+            filter,
         }
     }
 }
@@ -1038,6 +1059,7 @@ pub(crate) struct Shared {
     started: Instant,
     sockets: Arc<SocketShared>,
     busy_poll: Option<Arc<Mutex<busypoll::Monitor>>>,
+    filter: Arc<crate::control::filter::Shared>,
 }
 
 impl fmt::Debug for Engine {
@@ -1046,131 +1068,6 @@ impl fmt::Debug for Engine {
             .field("info", &self.shared.info)
             .finish()
     }
-}
-
-/// Counters of one socket in a [`Report`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SocketReport {
-    /// Interface.
-    pub iface: String,
-    /// Queue.
-    pub queue: u32,
-    /// `XDP_STATISTICS`.
-    pub xdp_statistics: xsk::XdpStatistics,
-    /// Frames in the fill ring (or held by the kernel for it).
-    pub fill_level: u64,
-    /// Frames transmitted and not yet completed.
-    pub tx_in_flight: u64,
-}
-
-/// Counters of one worker in a [`Report`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerReport {
-    /// Number.
-    pub id: usize,
-    /// Queue.
-    pub queue: u32,
-    /// Core it is pinned to, when it is pinned to one.
-    pub core: Option<usize>,
-    /// Cores it may run on; `null`: unpinned.
-    #[serde(default)]
-    pub cores: Option<Vec<usize>>,
-    /// Why it runs there.
-    #[serde(default)]
-    pub placement: String,
-    /// Batches with work.
-    pub batches: u64,
-    /// Sleeps in poll(2).
-    pub sleeps: u64,
-    /// Wake-up system calls.
-    pub wakeups: u64,
-    /// Free frames in its pool.
-    pub free_frames: u64,
-    /// Reassembly memory now and at its highest, in bytes.
-    pub reasm_memory: u64,
-    /// Highest reassembly memory seen.
-    pub reasm_memory_peak: u64,
-    /// Datagrams being reassembled.
-    pub reasm_queues: u64,
-    /// Reassembled datagrams handed back to the kernel.
-    pub to_kernel: u64,
-    /// Fragments passed to the worker that owns their datagram.
-    pub handed_off: u64,
-    /// Frames forwarded by the vector path.
-    #[serde(default)]
-    pub vector_forwarded: u64,
-    /// Frames the vector path left to the slow path (options, errors,
-    /// local delivery, unresolved next hops...).
-    #[serde(default)]
-    pub slow_path: u64,
-    /// Forwarded frames held while the kernel resolved their next hop.
-    #[serde(default)]
-    pub neighbour_held: u64,
-    /// UMEM frames lost to a bug: 0.
-    #[serde(default)]
-    pub frames_leaked: u64,
-    /// Its sockets.
-    pub sockets: Vec<SocketReport>,
-}
-
-/// Everything the engine counts, at one moment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    /// Seconds since start.
-    pub uptime: f64,
-    /// "native"/"skb" per port, and the bind mode.
-    pub mode: ModeReport,
-    /// Per port totals.
-    pub ports: Vec<PortTotals>,
-    /// IP-MIB counters, summed over workers.
-    pub mib: BTreeMap<String, u64>,
-    /// Drops by reason, summed over workers.
-    pub drops: BTreeMap<String, u64>,
-    /// Partial checksums of local stacks completed or accepted
-    /// (`csum_partial_completed`, `csum_partial_accepted`), summed over
-    /// workers.
-    #[serde(default)]
-    pub checksums: BTreeMap<String, u64>,
-    /// The XDP program's verdicts, summed over CPUs.
-    pub xdp: BTreeMap<String, u64>,
-    /// Per worker.
-    pub workers: Vec<WorkerReport>,
-    /// Control thread.
-    pub control: ControlReport,
-    /// Busy polling (`--busy-poll`): per socket whether it engaged, and
-    /// what was set on the devices; `null` when not asked for.
-    #[serde(default)]
-    pub busy_poll: Option<BusyPollReport>,
-}
-
-/// Datapath modes in a [`Report`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModeReport {
-    /// Per port.
-    pub ports: Vec<PortInfo>,
-    /// "zero-copy" or "copy".
-    pub afxdp: String,
-    /// Why zero-copy was refused, if it was.
-    pub zero_copy_refused: Option<String>,
-    /// FIB gate in the XDP program: off, neigh or full.
-    pub fib_gate: String,
-}
-
-/// Control thread counters in a [`Report`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ControlReport {
-    /// Snapshot generation.
-    pub generation: u64,
-    /// Routes in the FIB.
-    pub routes: usize,
-    /// Neighbour entries.
-    pub neighbours: usize,
-    /// Netlink messages applied.
-    pub messages: u64,
-    /// Resyncs after lost notifications.
-    pub resyncs: u64,
-    /// Next hops the kernel was asked to resolve.
-    pub resolve_requests: u64,
 }
 
 impl Engine {
@@ -1202,6 +1099,11 @@ impl Engine {
     /// How the engine runs.
     pub fn info(&self) -> &EngineInfo {
         &self.shared.info
+    }
+
+    /// The packet filter in force ([`crate::filter`]).
+    pub fn filter(&self) -> Arc<crate::filter::Ruleset> {
+        self.shared.filter.current()
     }
 
     /// The tunables in force.

@@ -25,12 +25,14 @@ pub mod control;
 pub mod ebpf;
 mod engine;
 pub mod fib;
+pub mod filter;
 pub mod forward;
 pub mod iface;
 pub mod neigh;
 pub mod netdev;
 pub mod placement;
 pub mod reasm;
+mod report;
 pub mod snapshot;
 pub mod socket;
 pub mod stats;
@@ -41,7 +43,8 @@ pub mod wire;
 pub mod worker;
 pub mod xsk;
 
-pub use engine::{
-    ControlReport, Engine, EngineBuilder, EngineInfo, Error, ModeReport, PortInfo, Report,
-    SocketReport, WorkerInfo, WorkerReport,
+pub use engine::{Engine, EngineBuilder, EngineInfo, Error, WorkerInfo};
+pub use report::{
+    ControlReport, FilterReport, FilterRuleReport, ModeReport, PortInfo, Report, SocketReport,
+    WorkerReport,
 };

@@ -514,6 +514,7 @@ fn run(args: RunArgs) -> ExitCode {
                 "placement": w.placement,
             })).collect::<Vec<_>>(),
             "busy_poll": engine.report().busy_poll,
+            "filter": xdpip::control::filter::describe(&engine.filter()),
         });
         let _ = writeln!(out.lock(), "{started}");
     } else {
@@ -566,6 +567,9 @@ fn run(args: RunArgs) -> ExitCode {
             for s in &bp.sockets {
                 let _ = writeln!(out.lock(), "{}", s.reason);
             }
+        }
+        for l in xdpip::control::filter::describe(&engine.filter()) {
+            let _ = writeln!(out.lock(), "{l}");
         }
     }
 
@@ -678,6 +682,7 @@ fn print_stats(r: &Report) {
         r.uptime, r.mode.afxdp, r.mode.fib_gate, r.control.routes, r.control.neighbours
     );
     print_counters(r);
+    print_filter(r);
     for w in &r.workers {
         println!(
             "worker {} queue {}: on {}: {}",
@@ -706,6 +711,41 @@ fn print_stats(r: &Report) {
                 x.tx_invalid_descs, x.tx_ring_empty_descs, s.fill_level, s.tx_in_flight
             );
         }
+    }
+}
+
+/// The packet filter: hooks left to the kernel and why, and what each
+/// rule matched on the fast path.
+fn print_filter(r: &Report) {
+    let f = &r.filter;
+    println!(
+        "filter: nf_tables generation {}, {} rules; hooks to the kernel: {}",
+        f.generation,
+        f.rules.len(),
+        if f.kernel_hooks.is_empty() {
+            "none".to_string()
+        } else {
+            f.kernel_hooks.join(", ")
+        }
+    );
+    for why in &f.kernel_reasons {
+        println!("filter:   to the kernel: {why}");
+    }
+    for x in &f.rules {
+        let i = &x.rule;
+        println!(
+            "filter:   {} {} {} handle {}: {} -- {} packets {} bytes{}",
+            i.family,
+            i.table,
+            i.chain,
+            i.handle,
+            i.action,
+            x.packets,
+            x.bytes,
+            i.kernel
+                .as_ref()
+                .map_or(String::new(), |k| format!(" (kernel: {k})"))
+        );
     }
 }
 

@@ -11,10 +11,7 @@ use arc_swap::ArcSwap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-pub use crate::iface::Port;
-
-/// Most interfaces one engine serves.
-pub const MAX_PORTS: usize = 32;
+pub use crate::iface::{Port, MAX_PORTS};
 
 /// The IPv4 tunables of ip(7), with the kernel's defaults; see
 /// [`crate::control::sysctl`] for where their values come from.
@@ -148,6 +145,8 @@ pub struct Snapshot {
     pub sysctl: Sysctl,
     /// Incremented at every publication.
     pub generation: u64,
+    /// The host's packet filter, compiled ([`crate::filter`]).
+    pub filter: Arc<crate::filter::Ruleset>,
 }
 
 impl Snapshot {
@@ -162,6 +161,7 @@ impl Snapshot {
             fib,
             neigh,
             ports,
+            filter: Arc::default(),
             sysctl,
             generation: 0,
         }
@@ -239,5 +239,12 @@ impl SnapshotCell {
     /// Replaces the current snapshot; readers see the old or the new one.
     pub fn publish(&self, s: Snapshot) {
         self.current.store(Arc::new(s));
+    }
+
+    /// Replaces the current snapshot with `f(current)`, calling `f` again
+    /// if another thread published meanwhile (two threads publish: the
+    /// control thread and the filter thread).
+    pub fn update(&self, mut f: impl FnMut(&Snapshot) -> Snapshot) {
+        self.current.rcu(|cur| f(cur));
     }
 }

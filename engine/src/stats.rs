@@ -238,6 +238,13 @@ named_enum! {
         HandoffFull = "handoff_full",
         /// A reassembled datagram for the kernel could not be handed back.
         KernelHandbackFailed = "kernel_handback_failed",
+        /// Dropped by an nftables rule (`drop`, or a base chain's policy).
+        FilterDrop = "filter_drop",
+        /// Rejected by an nftables rule (`reject`), and answered.
+        FilterReject = "filter_reject",
+        /// Reached a rule only the kernel evaluates while the XDP program
+        /// was not yet passing its hook to the kernel (during a change).
+        FilterKernel = "filter_kernel",
     }
 }
 
@@ -326,6 +333,8 @@ impl DropReason {
             ReasmOverlap | ReasmInvalid | ReasmDuplicate | ReasmNoMemory => &[],
             HandoffFull => &[Mib::ReasmFails],
             KernelHandbackFailed => &[],
+            // Linux counts no IP-MIB drop for netfilter verdicts.
+            FilterDrop | FilterReject | FilterKernel => &[],
         }
     }
 }
@@ -401,8 +410,9 @@ pub struct WorkerCounters {
     pub reasm_memory_peak: Counter,
     /// Datagrams being reassembled (gauge).
     pub reasm_queues: Counter,
-    /// Reassembled datagrams handed back to the kernel (no engine socket
-    /// wanted them).
+    /// Datagrams handed to the kernel through a raw socket: reassembled
+    /// ones no engine socket wanted, and ones the engine sent while the
+    /// output or postrouting hook of the filter is the kernel's.
     pub to_kernel: Counter,
     /// Fragments passed to the worker that owns their datagram.
     pub handed_off: Counter,

@@ -167,7 +167,12 @@ fn tcp_through_the_engine_iperf3_and_every_byte_checked() {
     let _ = server.wait(Duration::from_secs(10));
 
     let r: Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
-    assert_eq!(n(&r["end"]["sum_sent"]["bytes"]), 16 << 20, "{}", r["end"]);
+    // iperf3 -n counts whole blocks (128 KiB), so it may send one more.
+    assert!(
+        n(&r["end"]["sum_sent"]["bytes"]) >= 16 << 20,
+        "{}",
+        r["end"]
+    );
     assert!(n(&r["end"]["sum_received"]["bytes"]) > 0, "{}", r["end"]);
     assert!(exact, "16 MiB over TCP did not arrive intact: {report}");
     assert_eq!(

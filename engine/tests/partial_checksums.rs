@@ -135,14 +135,23 @@ fn the_vector_path_completes_them_too() {
     let mut a = offloaded(17, udp(b"a query of a few bytes"));
     let mut b = offloaded(6, tcp(&[0x5a; 1000]));
     let mut out = [Step::Slow; 2];
-    let n = forward_batch(&mut [&mut a[..], &mut b[..]][..], 0, &snap, &mut out);
+    let n = forward_batch(
+        &mut [&mut a[..], &mut b[..]][..],
+        0,
+        &snap,
+        &mut (),
+        &mut out,
+    );
     assert_eq!(n, 2, "{out:?}");
     assert!(l4_ok(&a) && l4_ok(&b), "not completed");
     assert_eq!(completed(), 2);
     // From a physical port the vector path leaves them as they are.
     let snap = snapshot(false, 1500);
     let mut c = offloaded(17, udp(b"from a wire"));
-    assert_eq!(forward_batch(&mut [&mut c[..]][..], 0, &snap, &mut out), 1);
+    assert_eq!(
+        forward_batch(&mut [&mut c[..]][..], 0, &snap, &mut (), &mut out),
+        1
+    );
     assert!(!l4_ok(&c));
     assert_eq!(completed(), 0);
 }

@@ -14,7 +14,8 @@ mod zerocopy;
 /// ping, ethtool, setpriv from util-linux, and the tools the engine is
 /// compared with the kernel through: traceroute, tracepath; a routing
 /// daemon, BIRD; systemd-analyze for the unit in deploy/; Knot DNS, kdig,
-/// kxdpgun and dnsperf for the DNS responder's test and benchmark).
+/// kxdpgun and dnsperf for the DNS responder's test and benchmark; nft and
+/// iptables (legacy and nft) for the packet filter's tests).
 const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -38,6 +39,8 @@ const PACKAGES: &[&str] = &[
     "knot",
     "knot-dnsutils",
     "dnsperf",
+    "nftables",
+    "iptables",
 ];
 
 fn run(cmd: &mut Command) {

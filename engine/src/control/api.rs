@@ -5,7 +5,7 @@
 //! `{"cmd":"stats"}` → `{"ok":true,"result":{...}}` or
 //! `{"ok":false,"error":"..."}`.
 
-use crate::engine::Shared;
+use super::View;
 use crate::fib::RouteKind;
 use crate::neigh::nud;
 use serde::{Deserialize, Serialize};
@@ -157,13 +157,13 @@ pub fn request(path: &Path, req: &Request) -> io::Result<Value> {
 pub(crate) fn serve(
     listener: UnixListener,
     path: PathBuf,
-    shared: Arc<Shared>,
+    shared: Arc<dyn View>,
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(e) = answer(stream, &shared) {
+                if let Err(e) = answer(stream, &*shared) {
                     log::debug!("control socket: {e}");
                 }
             }
@@ -179,7 +179,7 @@ pub(crate) fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
-fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+fn answer(stream: UnixStream, shared: &dyn View) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
@@ -214,11 +214,11 @@ fn dev(ifindex: u32) -> String {
     crate::iface::name_of(ifindex).unwrap_or_else(|| format!("if{ifindex}"))
 }
 
-fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
+fn handle(req: Request, shared: &dyn View) -> Result<Value, String> {
     match req {
         Request::Stats => serde_json::to_value(shared.report()).map_err(|e| e.to_string()),
         Request::Routes => {
-            let snap = shared.cell.load();
+            let snap = shared.snapshot();
             let mut routes: Vec<Value> = Vec::new();
             // The main table, as `ip route` lists it (the local table's
             // routes share the FIB but are the kernel's own).
@@ -245,7 +245,7 @@ fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
             Ok(Value::from(routes))
         }
         Request::Neigh => {
-            let snap = shared.cell.load();
+            let snap = shared.snapshot();
             let mut v: Vec<Value> = snap
                 .neigh
                 .iter()
@@ -273,7 +273,7 @@ fn handle(req: Request, shared: &Shared) -> Result<Value, String> {
                 // what is in force once it has.
                 std::thread::sleep(Duration::from_millis(200));
             }
-            let s = shared.cell.load().sysctl;
+            let s = shared.snapshot().sysctl;
             let mut m = serde_json::Map::new();
             for t in super::sysctl::TUNABLES {
                 if let Some(v) = super::sysctl::get(&s, t.name) {

@@ -1,8 +1,8 @@
 //! Prometheus metrics: the engine's counters in the text exposition format
 //! on `GET /metrics`, with the names of `xdpip stats` as label values.
 
-use crate::engine::Shared;
-use crate::Report;
+use super::View;
+use crate::report::Report;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -102,7 +102,7 @@ pub fn render(r: &Report) -> String {
                 .collect(),
         );
     }
-    let socket_rows = |pick: fn(&crate::SocketReport) -> u64| {
+    let socket_rows = |pick: fn(&crate::report::SocketReport) -> u64| {
         r.workers
             .iter()
             .flat_map(|w| {
@@ -184,7 +184,7 @@ type Conns = Arc<Mutex<Vec<Conn>>>;
 /// Answers `GET /metrics` until `stop` is set: one thread per connection,
 /// at most [`MAX_CONNECTIONS`], each with [`REQUEST_TIMEOUT`] to send its
 /// request.
-pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+pub(crate) fn serve(listener: TcpListener, shared: Arc<dyn View>, stop: Arc<AtomicBool>) {
     if let Err(e) = listener.set_nonblocking(true) {
         log::error!("metrics: {e}");
         return;
@@ -217,7 +217,7 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Atomic
 }
 
 /// Registers a new connection, making room if needed, and starts its thread.
-fn admit(s: TcpStream, id: u64, conns: &Conns, shared: &Arc<Shared>) -> io::Result<()> {
+fn admit(s: TcpStream, id: u64, conns: &Conns, shared: &Arc<dyn View>) -> io::Result<()> {
     s.set_nonblocking(false)?;
     let reading = Arc::new(AtomicBool::new(true));
     {
@@ -255,7 +255,7 @@ fn admit(s: TcpStream, id: u64, conns: &Conns, shared: &Arc<Shared>) -> io::Resu
         .name("xdpip-metrics-conn".into())
         .stack_size(256 << 10)
         .spawn(move || {
-            if let Err(e) = answer(&s, &shared, &reading) {
+            if let Err(e) = answer(&s, &*shared, &reading) {
                 log::debug!("metrics: {e}");
             }
             if let Ok(mut c) = registry.lock() {
@@ -273,7 +273,7 @@ fn admit(s: TcpStream, id: u64, conns: &Conns, shared: &Arc<Shared>) -> io::Resu
 }
 
 /// Reads one request head within [`REQUEST_TIMEOUT`] and answers it.
-fn answer(s: &TcpStream, shared: &Shared, reading: &AtomicBool) -> io::Result<()> {
+fn answer(s: &TcpStream, shared: &dyn View, reading: &AtomicBool) -> io::Result<()> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut reader = BufReader::new(s.take(MAX_REQUEST));
     let mut next_line = |buf: &mut String| -> io::Result<usize> {

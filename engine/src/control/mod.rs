@@ -8,6 +8,7 @@
 //! triggers a full resync.
 
 pub mod api;
+pub mod filter;
 pub mod metrics;
 pub mod netlink;
 pub mod sysctl;
@@ -30,6 +31,18 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What the control socket ([`api`]) and the metrics endpoint ([`metrics`])
+/// read from and set in a running engine; the engine implements it, so that
+/// `control` does not depend on `engine`.
+pub(crate) trait View: Send + Sync {
+    /// The counters now.
+    fn report(&self) -> crate::report::Report;
+    /// The snapshot the workers use now.
+    fn snapshot(&self) -> Arc<Snapshot>;
+    /// Sets a tunable of ip(7) for the engine (not for the kernel).
+    fn set_sysctl(&self, name: &str, value: &str) -> Result<(), sysctl::SysctlError>;
+}
 
 const RT_TABLE_MAIN: u32 = 254;
 const RT_TABLE_LOCAL: u32 = 255;
@@ -530,6 +543,7 @@ pub struct Control {
     resolve: Arc<crate::worker::ResolveQueue>,
     overrides: Arc<SharedOverrides>,
     seen_overrides: u64,
+    filter: Arc<filter::Shared>,
 }
 
 /// Tunables the operator set, shared by the control thread and whoever
@@ -590,6 +604,8 @@ pub struct ControlLinks {
     pub resolve: Arc<crate::worker::ResolveQueue>,
     /// Tunables set by the operator.
     pub overrides: Arc<SharedOverrides>,
+    /// The compiled packet filter in force.
+    pub filter: Arc<filter::Shared>,
 }
 
 /// The mirror, dumped, with its sockets, before the engine has anything to
@@ -631,6 +647,7 @@ impl Control {
             resolve: with.resolve,
             seen_overrides: with.overrides.generation(),
             overrides: with.overrides,
+            filter: with.filter,
         }
     }
 
@@ -657,12 +674,8 @@ impl Control {
     pub fn publish(&mut self) {
         self.generation += 1;
         let overrides = self.overrides.current();
-        self.cell.publish(Control::snapshot(
-            &mut self.mirror,
-            &self.ports,
-            &overrides,
-            self.generation,
-        ));
+        let snap = Control::snapshot(&mut self.mirror, &self.ports, &overrides, self.generation);
+        filter::publish(&self.cell, &self.filter, snap);
         let locals = self.mirror.local_addrs();
         if let Ok(mut maps) = self.maps.lock() {
             if let Err(e) = maps.set_local_addrs(&locals) {

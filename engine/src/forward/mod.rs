@@ -19,6 +19,7 @@
 
 pub mod fragment;
 pub mod icmp;
+pub mod reject;
 
 use crate::fib::{Leaf, RouteKind};
 use crate::neigh::{AdjState, Adjacency};
@@ -413,6 +414,44 @@ pub enum Step {
     },
     /// Left untouched: [`forward`] decides (a rare case or a fault).
     Slow,
+    /// Refused by the packet filter ([`Judge`]), which knows at which hook
+    /// and why. Refused at prerouting, the frame is as received; at forward
+    /// or postrouting, it is rewritten (TTL − 1), as those hooks see it.
+    Refused,
+}
+
+/// The packet filter's say on the packets the vector path forwards: the
+/// worker's view of the host's ruleset ([`crate::filter`]), asked only
+/// where a hook has rules. `()` is no filter.
+pub trait Judge {
+    /// True when prerouting has rules to ask.
+    fn prerouting(&self) -> bool;
+    /// True when forward or postrouting has rules to ask.
+    fn forwarding(&self) -> bool;
+    /// Whether frame `i`'s packet `ip` (from its IPv4 header on), received
+    /// on port `iif`, passes prerouting.
+    fn pass_prerouting(&mut self, i: usize, ip: &[u8], iif: usize) -> bool;
+    /// Whether it passes forward and postrouting towards port `oif`, as
+    /// rewritten (its TTL decremented, as the kernel's forward hook sees
+    /// it).
+    fn pass_forwarding(&mut self, i: usize, ip: &[u8], iif: usize, oif: usize) -> bool;
+}
+
+impl Judge for () {
+    #[inline(always)]
+    fn prerouting(&self) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn forwarding(&self) -> bool {
+        false
+    }
+    fn pass_prerouting(&mut self, _: usize, _: &[u8], _: usize) -> bool {
+        true
+    }
+    fn pass_forwarding(&mut self, _: usize, _: &[u8], _: usize, _: usize) -> bool {
+        true
+    }
 }
 
 /// Frames the vector path takes through each stage at once.
@@ -479,17 +518,18 @@ impl Frames for [&mut [u8]] {
 /// expired[14 + 8] = 1; // TTL 1: the slow path answers it
 ///
 /// let mut out = [Step::Slow; 2];
-/// let n = forward_batch(&mut [&mut frame[..], &mut expired[..]][..], 0, &snap, &mut out);
+/// let n = forward_batch(&mut [&mut frame[..], &mut expired[..]][..], 0, &snap, &mut (), &mut out);
 /// assert_eq!((n, out), (1, [Step::Tx { port: 1, len: 42 }, Step::Slow]));
 /// assert_eq!(frame[..6], [2, 0, 0, 0, 9, 1]);
 /// assert_eq!(frame[14 + 8], 63);
 /// assert!(ipv4::Packet::new_checked(&frame[14..]).unwrap().verify_checksum());
 /// ```
 #[inline]
-pub fn forward_batch<F: Frames + ?Sized>(
+pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     frames: &mut F,
     ingress: usize,
     snap: &Snapshot,
+    judge: &mut J,
     out: &mut [Step],
 ) -> usize {
     let n = frames.count().min(out.len());
@@ -503,6 +543,7 @@ pub fn forward_batch<F: Frames + ?Sized>(
     let mac = port.mac.0;
     let check_own = !port.accept_local;
     let partial = port.partial_csum;
+    let (pre, fwd) = (judge.prerouting(), judge.forwarding());
     let mut completed = 0;
     let mut forwarded = 0;
     let mut base = 0;
@@ -524,23 +565,34 @@ pub fn forward_batch<F: Frames + ?Sized>(
         // Stage 2: their leaves, the cache misses overlapped.
         let mut leaves = [Leaf::NONE; VECTOR];
         snap.fib.lookup_batch(&dsts[..m], &mut leaves[..m]);
-        // Stage 3: adjacency, TTL, MTU, rewrite.
+        // Stage 3: adjacency, TTL, MTU; the filter's hooks where they
+        // have rules; rewrite.
         for j in 0..m {
             let i = lanes[j] as usize;
             let frame = frames.frame(i);
-            if let Some(step) = rewrite(frame, leaves[j], dsts[j], snap) {
-                // A local stack's partial UDP/TCP checksum is finished
-                // before the packet leaves, as its device would have.
-                if partial {
-                    let Step::Tx { len, .. } = step else {
-                        unreachable!("rewrite gives Tx")
-                    };
-                    let ip = &mut frame[ethernet::HEADER_LEN..len as usize];
-                    completed += crate::wire::l4csum::complete(ip) as u64;
-                }
-                out[i] = step;
-                forwarded += 1;
+            let Some(next) = plan(frame, leaves[j], dsts[j], snap) else {
+                continue;
+            };
+            if pre && !judge.pass_prerouting(i, &frame[ethernet::HEADER_LEN..], ingress) {
+                out[i] = Step::Refused;
+                continue;
             }
+            let len = next.rewrite(frame);
+            let ip = &mut frame[ethernet::HEADER_LEN..len];
+            if fwd && !judge.pass_forwarding(i, ip, ingress, next.port as usize) {
+                out[i] = Step::Refused;
+                continue;
+            }
+            // A local stack's partial UDP/TCP checksum is finished before
+            // the packet leaves, as its device would have.
+            if partial {
+                completed += crate::wire::l4csum::complete(ip) as u64;
+            }
+            out[i] = Step::Tx {
+                port: next.port,
+                len: len as u16,
+            };
+            forwarded += 1;
         }
         base = end;
     }
@@ -598,10 +650,33 @@ fn candidate(frame: &[u8], mac: &[u8; 6], snap: &Snapshot, check_own: bool) -> O
     Some(dst)
 }
 
-/// Stage 3 for one frame: its adjacency, TTL and MTU; the rewrite when it
-/// is plain forwarding.
+/// Where a frame the vector path forwards goes, and its new Ethernet
+/// addresses.
+struct Next {
+    port: u8,
+    /// Frame length to transmit (Ethernet padding trimmed).
+    len: u16,
+    macs: [u8; 12],
+}
+
+impl Next {
+    /// Rewrites the frame for transmission: MACs, TTL − 1 and the checksum
+    /// as `ip_decrease_ttl()` updates it. Returns the frame's length.
+    #[inline(always)]
+    fn rewrite(&self, frame: &mut [u8]) -> usize {
+        frame[..12].copy_from_slice(&self.macs);
+        let ttl = frame[22];
+        frame[22] = ttl - 1;
+        let check = ipv4::ttl_decremented_checksum(u16::from_be_bytes([frame[24], frame[25]]));
+        frame[24..26].copy_from_slice(&check.to_be_bytes());
+        self.len as usize
+    }
+}
+
+/// Stage 3 for one frame, without touching it: its adjacency, TTL and
+/// MTU; where it goes when it is plain forwarding.
 #[inline(always)]
-fn rewrite(frame: &mut [u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Option<Step> {
+fn plan(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Option<Next> {
     if !leaf.is_unicast() {
         return None;
     }
@@ -620,22 +695,20 @@ fn rewrite(frame: &mut [u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Opti
     if ttl <= 1 || total > adj.mtu {
         return None;
     }
+    let mut macs = [0u8; 12];
     match adj.state {
-        AdjState::Ready => frame[..12].copy_from_slice(&adj.rewrite[..12]),
+        AdjState::Ready => macs.copy_from_slice(&adj.rewrite[..12]),
         AdjState::Glean => {
             let mac = snap.neigh.resolve(adj.ifindex, dst)?;
-            frame[..6].copy_from_slice(&mac.0);
-            frame[6..12].copy_from_slice(&adj.rewrite[6..12]);
+            macs[..6].copy_from_slice(&mac.0);
+            macs[6..].copy_from_slice(&adj.rewrite[6..12]);
         }
         _ => return None,
     }
-    // TTL − 1, and the checksum as ip_decrease_ttl() updates it.
-    frame[22] = ttl - 1;
-    let check = ipv4::ttl_decremented_checksum(u16::from_be_bytes([frame[24], frame[25]]));
-    frame[24..26].copy_from_slice(&check.to_be_bytes());
-    Some(Step::Tx {
+    Some(Next {
         port: adj.port,
         len: ethernet::HEADER_LEN as u16 + total,
+        macs,
     })
 }
 
@@ -1053,7 +1126,7 @@ mod tests {
             let mut slow = batch.clone();
             let mut out = [Step::Slow; 64];
             let mut refs: Vec<&mut [u8]> = batch.iter_mut().map(|f| &mut f[..]).collect();
-            let n = forward_batch(&mut refs[..], 0, &s, &mut out);
+            let n = forward_batch(&mut refs[..], 0, &s, &mut (), &mut out);
             assert_eq!(n, out.iter().filter(|o| **o != Step::Slow).count());
             forwarded += n;
             for i in 0..64 {
@@ -1067,6 +1140,7 @@ mod tests {
                         assert_eq!(v, want, "frame {i}: {:?}", received[i]);
                         assert_eq!(batch[i], slow[i], "same bytes");
                     }
+                    Step::Refused => unreachable!("no filter"),
                     Step::Slow => {
                         assert_eq!(batch[i], received[i], "left untouched");
                         // A plain packet to a resolved next hop is never
@@ -1108,7 +1182,10 @@ mod tests {
         let s = rebuilt(s);
         let mut f = frame([10, 1, 0, 254], [10, 2, 0, 2], 64, 8);
         let mut out = [Step::Slow];
-        assert_eq!(forward_batch(&mut [&mut f[..]][..], 0, &s, &mut out), 0);
+        assert_eq!(
+            forward_batch(&mut [&mut f[..]][..], 0, &s, &mut (), &mut out),
+            0
+        );
         assert_eq!(
             forward(&mut f, 0, &s, 0),
             Verdict::Drop(DropReason::MartianSource)

@@ -159,6 +159,12 @@ pub enum RouterError {
     SourceRouteFailed,
     /// Destination unreachable, port: a local UDP datagram no socket takes.
     PortUnreachable,
+    /// Destination unreachable with another code (a packet filter's
+    /// `reject with icmp type host-prohibited` is 10).
+    DestUnreachable {
+        /// The code.
+        code: u8,
+    },
     /// Time exceeded in transit (TTL).
     TimeExceeded,
     /// Time exceeded, fragment reassembly time exceeded (`ipfrag_time`).
@@ -178,6 +184,7 @@ impl RouterError {
             RouterError::HostUnreachable => (msg_type::DEST_UNREACH, 1),
             RouterError::FragNeeded { .. } => (msg_type::DEST_UNREACH, 4),
             RouterError::PortUnreachable => (msg_type::DEST_UNREACH, 3),
+            RouterError::DestUnreachable { code } => (msg_type::DEST_UNREACH, code),
             RouterError::SourceRouteFailed => (msg_type::DEST_UNREACH, 5),
             RouterError::AdminProhibited => (msg_type::DEST_UNREACH, 13),
             RouterError::TimeExceeded => (msg_type::TIME_EXCEEDED, 0),

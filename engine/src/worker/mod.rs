@@ -21,7 +21,9 @@
 //! how a worker waits, and whether it busy-polls, is [`idle`]'s.
 
 pub mod idle;
+mod judge;
 
+use crate::filter::{self, Hook, Meta};
 use crate::forward::{self, forward, fragment, icmp, Frames, Step, Verdict};
 use crate::reasm::{self, handoff::Handoff, Outcome, Reassembler};
 use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
@@ -35,6 +37,7 @@ use crate::wire::ipopt;
 use crate::wire::ipv4::{self, Packet};
 use crate::xsk::ring::Desc;
 use crate::xsk::{self, BindMode, Frame, Pool, QueueSocket, Umem, WorkerSockets};
+use judge::{Egress, Refusal};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -301,6 +304,86 @@ impl Io {
     }
 }
 
+/// Whether a frame the engine originates may leave through `port`: the
+/// filter's output and postrouting hooks (counted when not). False too
+/// when the kernel took it, which sends it itself.
+fn allow(io: &Io, f: &judge::Local, snap: &Snapshot, frame: &[u8], port: usize) -> bool {
+    match f.originated(snap, frame, port) {
+        Egress::Send => true,
+        Egress::Drop => {
+            io.counters.count_drop(DropReason::FilterDrop);
+            false
+        }
+        Egress::Kernel => {
+            io.counters.to_kernel.add(1);
+            false
+        }
+    }
+}
+
+/// Copies a frame the engine originates into a free frame and queues it on
+/// `port`, if output and postrouting let it. True when it went, or the
+/// kernel took it.
+fn originate(io: &mut Io, f: &judge::Local, snap: &Snapshot, port: usize, bytes: &[u8]) -> bool {
+    match f.originated(snap, bytes, port) {
+        Egress::Send => io.emit(port, bytes),
+        Egress::Drop => {
+            io.counters.count_drop(DropReason::FilterDrop);
+            false
+        }
+        Egress::Kernel => {
+            io.counters.to_kernel.add(1);
+            true
+        }
+    }
+}
+
+/// The host's ruleset as the vector path asks it ([`forward::Judge`]),
+/// remembering why it refused each frame it refused.
+struct Hooks<'a> {
+    rules: &'a filter::Ruleset,
+    worker: usize,
+    refused: &'a mut [Option<(Hook, filter::Verdict)>],
+}
+
+impl Hooks<'_> {
+    #[inline]
+    fn pass(&mut self, i: usize, hook: Hook, m: &Meta) -> bool {
+        match self.rules.judge(hook, m, self.worker) {
+            filter::Verdict::Accept => true,
+            v => {
+                if let Some(r) = self.refused.get_mut(i) {
+                    *r = Some((hook, v));
+                }
+                false
+            }
+        }
+    }
+}
+
+impl forward::Judge for Hooks<'_> {
+    #[inline(always)]
+    fn prerouting(&self) -> bool {
+        self.rules.active(Hook::Prerouting)
+    }
+    #[inline(always)]
+    fn forwarding(&self) -> bool {
+        self.rules.active(Hook::Forward) || self.rules.active(Hook::Postrouting)
+    }
+    fn pass_prerouting(&mut self, i: usize, ip: &[u8], iif: usize) -> bool {
+        match Meta::parse(ip, iif as u8, filter::NO_IFACE) {
+            Some(m) => self.pass(i, Hook::Prerouting, &m),
+            None => true,
+        }
+    }
+    fn pass_forwarding(&mut self, i: usize, ip: &[u8], iif: usize, oif: usize) -> bool {
+        match Meta::parse(ip, iif as u8, oif as u8) {
+            Some(m) => self.pass(i, Hook::Forward, &m) && self.pass(i, Hook::Postrouting, &m),
+            None => true,
+        }
+    }
+}
+
 /// Kicks the kernel to transmit while frames sit on the tx ring, not only
 /// after new ones were put there: a kick may stop early (copy mode sends a
 /// budget per sendto(2), and a busy kernel answers EAGAIN), and frames left
@@ -389,6 +472,9 @@ enum Whole {
 
 /// What the rare cases need: buffers, the reassembly table, ICMP state.
 struct Slow {
+    /// The packet filter's worker-side state (its counters' row, its way
+    /// to the kernel).
+    filter: judge::Local,
     scratch: Vec<u8>,
     scratch2: Vec<u8>,
     table: Reassembler,
@@ -482,6 +568,9 @@ struct Running {
     /// The batch being processed, and the vector path's verdicts on it.
     rx: Vec<Frame>,
     steps: Vec<Step>,
+    /// Why the filter refused each frame of the batch the vector path
+    /// marked [`Step::Refused`].
+    refused: Vec<Option<(Hook, filter::Verdict)>>,
     pollfds: Vec<libc::pollfd>,
     started: Instant,
     idle: idle::Idle,
@@ -591,6 +680,7 @@ impl Running {
                 comp: vec![0; ring_size as usize],
             },
             slow: Slow {
+                filter: judge::Local::new(id),
                 scratch: vec![0; 14 + 65535],
                 scratch2: vec![0; 14 + 65535],
                 table,
@@ -614,6 +704,7 @@ impl Running {
             fresh: Vec::with_capacity(batch),
             rx: Vec::with_capacity(batch),
             steps: vec![Step::Slow; batch],
+            refused: vec![None; batch],
             pollfds,
             started: Instant::now(),
             idle: idle::Idle::new(idle, id),
@@ -724,9 +815,45 @@ impl Running {
         };
         let mut out = std::mem::take(&mut self.slow.scratch2);
         if let Some((port, len)) = self.slow.icmp_error(&o, snap, &self.counters, &mut out) {
-            if self.io.emit(port, &out[..len]) {
+            if originate(&mut self.io, &self.slow.filter, snap, port, &out[..len]) {
                 count_icmp(&self.counters, a.error);
             }
+        }
+        self.slow.scratch2 = out;
+    }
+
+    /// A frame the packet filter refused at `r.hook`: counted under why,
+    /// answered as the rule says (an ICMP error, a TCP reset), and back to
+    /// the pool.
+    fn refuse(&mut self, mut f: Frame, r: Refusal, snap: &Snapshot) {
+        let mut out = std::mem::take(&mut self.slow.scratch2);
+        let a = {
+            // SAFETY: a frame of this worker, from its UMEM.
+            let data = unsafe { self.io.xsk.umem.bytes_mut(&mut f) };
+            let clock = (self.slow.clock.now_ms, self.slow.clock.timestamp);
+            judge::answer(r, data, snap, &mut self.slow.icmp, clock, &mut out)
+        };
+        self.io.pool.put(f);
+        let c = &*self.counters;
+        c.count_drop(match r.verdict {
+            filter::Verdict::Reject(_) => DropReason::FilterReject,
+            filter::Verdict::Kernel => DropReason::FilterKernel,
+            _ => DropReason::FilterDrop,
+        });
+        match a {
+            judge::Answer::Built { port, len, icmp } => {
+                let sent = originate(&mut self.io, &self.slow.filter, snap, port, &out[..len]);
+                if let (true, Some(e)) = (sent, icmp) {
+                    count_icmp(&self.counters, e);
+                }
+            }
+            judge::Answer::Suppressed(icmp::Suppressed::RateLimitHost) => {
+                c.mib(Mib::IcmpOutRateLimitHost, 1)
+            }
+            judge::Answer::Suppressed(icmp::Suppressed::RateLimitGlobal) => {
+                c.mib(Mib::IcmpOutRateLimitGlobal, 1)
+            }
+            _ => {}
         }
         self.slow.scratch2 = out;
     }
@@ -788,6 +915,11 @@ impl Running {
             },
             ingress,
             snap,
+            &mut Hooks {
+                rules: &snap.filter,
+                worker: self.id,
+                refused: &mut self.refused,
+            },
             &mut self.steps,
         );
         let c = &*self.counters;
@@ -806,6 +938,17 @@ impl Running {
                     self.io.send(port as usize, f);
                 }
                 Step::Slow => self.slow(f, ingress, snap, demux),
+                Step::Refused => {
+                    let (hook, verdict) = self.refused[i]
+                        .take()
+                        .unwrap_or((Hook::Prerouting, filter::Verdict::Drop));
+                    let r = Refusal {
+                        hook,
+                        verdict,
+                        ingress,
+                    };
+                    self.refuse(f, r, snap);
+                }
             }
         }
         self.rx = rx;
@@ -817,11 +960,40 @@ impl Running {
     /// the pool.
     fn slow(&mut self, mut f: Frame, ingress: usize, snap: &Snapshot, demux: &Demux) {
         self.counters.slow_path.add(1);
+        let pre = {
+            // SAFETY: a frame of this worker, from its UMEM.
+            let data = unsafe { self.io.xsk.umem.bytes(&f) };
+            let ports = (ingress, None);
+            self.slow
+                .filter
+                .received(snap, Hook::Prerouting, data, ports)
+        };
+        if pre != filter::Verdict::Accept {
+            let r = Refusal {
+                hook: Hook::Prerouting,
+                verdict: pre,
+                ingress,
+            };
+            return self.refuse(f, r, snap);
+        }
         let verdict = {
             // SAFETY: a frame of this worker, from its UMEM.
             let data = unsafe { self.io.xsk.umem.bytes_mut(&mut f) };
             forward(data, ingress, snap, self.slow.clock.timestamp)
         };
+        if let Verdict::Transmit { port, .. } | Verdict::Fragment { port, .. } = verdict {
+            // SAFETY: as above.
+            let data = unsafe { self.io.xsk.umem.bytes(&f) };
+            let (hook, v) = self.slow.filter.forwarded(snap, data, ingress, port);
+            if v != filter::Verdict::Accept {
+                let r = Refusal {
+                    hook,
+                    verdict: v,
+                    ingress,
+                };
+                return self.refuse(f, r, snap);
+            }
+        }
         let c = &*self.counters;
         match verdict {
             Verdict::Transmit { port, len } => {
@@ -973,6 +1145,32 @@ impl Running {
     /// the kernel (its fragments were steered blind: fragments carry no
     /// port).
     fn deliver(&mut self, mut whole: Whole, ingress: usize, snap: &Snapshot, demux: &Demux) {
+        // The input hook sees the whole datagram. (A reject of a
+        // reassembled one is not answered: dropped and counted.)
+        let input = {
+            let data: &[u8] = match &whole {
+                // SAFETY: a frame of this worker, from its UMEM.
+                Whole::Frame(f) => unsafe { self.io.xsk.umem.bytes(f) },
+                Whole::Reassembled(n) => &self.slow.scratch[..*n],
+            };
+            let ports = (ingress, None);
+            self.slow.filter.received(snap, Hook::Input, data, ports)
+        };
+        if input != filter::Verdict::Accept {
+            let r = Refusal {
+                hook: Hook::Input,
+                verdict: input,
+                ingress,
+            };
+            return match whole {
+                Whole::Frame(f) => self.refuse(f, r, snap),
+                Whole::Reassembled(_) => self.counters.count_drop(match input {
+                    filter::Verdict::Kernel => DropReason::FilterKernel,
+                    filter::Verdict::Reject(_) => DropReason::FilterReject,
+                    _ => DropReason::FilterDrop,
+                }),
+            };
+        }
         let c = &*self.counters;
         let blind = matches!(whole, Whole::Reassembled(_));
         let (result, udp, multicast) = {
@@ -1004,9 +1202,16 @@ impl Running {
                 }
             }
             Local::EchoReply { port, len } => {
-                count_echo(&c);
+                count_echo(c);
                 let mtu = snap.ports[port].mtu as usize;
+                let reply: &[u8] = match &whole {
+                    // SAFETY: a frame of this worker, from its UMEM.
+                    Whole::Frame(f) => unsafe { &self.io.xsk.umem.bytes(f)[..len.min(f.len())] },
+                    Whole::Reassembled(_) => &self.slow.scratch[..len],
+                };
+                let allowed = allow(&self.io, &self.slow.filter, snap, reply, port);
                 match whole {
+                    _ if !allowed => {}
                     Whole::Frame(mut f) if len - 14 <= mtu => {
                         f.set_len(len);
                         self.io.send(port, f);
@@ -1104,6 +1309,7 @@ impl Running {
     fn send_datagram(&mut self, dg: TxDatagram, snap: &Snapshot, demux: &Demux) {
         let c = &*self.counters;
         let Slow {
+            filter,
             scratch,
             scratch2,
             ident,
@@ -1114,7 +1320,7 @@ impl Running {
         } = &mut self.slow;
         match output::build(&dg, snap, &self.local, ident, scratch) {
             Built::Frame { port, len } => {
-                if self.io.emit(port, &scratch[..len]) {
+                if originate(&mut self.io, filter, snap, port, &scratch[..len]) {
                     c.mib(Mib::OutRequests, 1);
                     if dg.raw.is_none() {
                         c.mib(Mib::UdpOutDatagrams, 1);
@@ -1131,6 +1337,8 @@ impl Running {
                     }
                 }
             }
+            Built::Fragment { port, len, .. }
+                if !allow(&self.io, filter, snap, &scratch[..len], port) => {}
             Built::Fragment { port, len, mtu } => {
                 let io = &mut self.io;
                 match fragment::split(&scratch[..len], mtu, scratch2, |f| {

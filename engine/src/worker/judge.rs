@@ -1,0 +1,298 @@
+//! The filter in the worker: where packets meet the hooks, and what a
+//! refused packet gets back.
+//!
+//! A received packet passes prerouting (before the route lookup), then
+//! input (delivered locally, after reassembly) or forward and postrouting
+//! (forwarded, after the TTL and MTU checks, with the TTL already
+//! decremented, as in `ip_forward()`). A packet the engine originates
+//! (socket datagrams, echo replies, ICMP errors, resets) passes output and
+//! postrouting; when either is the kernel's, the engine hands the packet to
+//! the kernel through a raw socket, so the kernel's filter judges it there.
+
+use crate::filter::{Hook, Meta, Reject, Verdict, NO_IFACE};
+use crate::forward::icmp::{self, IcmpState, Origin};
+use crate::forward::reject;
+use crate::snapshot::Snapshot;
+use crate::wire::icmp::RouterError;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// One worker's side of the filter: its counter row, and a raw socket to
+/// hand originated packets to the kernel.
+#[derive(Debug)]
+pub struct Local {
+    worker: usize,
+    kernel: Option<OwnedFd>,
+}
+
+/// What becomes of a packet the engine originates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// Transmit it.
+    Send,
+    /// Dropped by a rule (or refused by the kernel's raw socket).
+    Drop,
+    /// Handed to the kernel, which filters and sends it.
+    Kernel,
+}
+
+impl Local {
+    /// The filter side of worker `worker`.
+    pub fn new(worker: usize) -> Self {
+        // SAFETY: plain socket(2); the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_RAW,
+            )
+        };
+        Local {
+            worker,
+            // SAFETY: a new descriptor nothing else owns.
+            kernel: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+        }
+    }
+
+    /// Judges a received frame (Ethernet header included, IPv4 header
+    /// valid) at `hook`. `Accept` at once when the hook has no rules.
+    #[inline]
+    pub fn received(
+        &self,
+        snap: &Snapshot,
+        hook: Hook,
+        frame: &[u8],
+        ports: (usize, Option<usize>),
+    ) -> Verdict {
+        let f = &snap.filter;
+        if !f.active(hook) {
+            return Verdict::Accept;
+        }
+        let oif = ports.1.map_or(NO_IFACE, |p| p as u8);
+        // Prerouting sees only what ip_rcv_core() let through; a bad
+        // header is the forward path's to drop and count.
+        if hook == Hook::Prerouting && !valid_header(frame) {
+            return Verdict::Accept;
+        }
+        match frame
+            .get(14..)
+            .and_then(|ip| Meta::parse(ip, ports.0 as u8, oif))
+        {
+            Some(m) => f.judge(hook, &m, self.worker),
+            None => Verdict::Accept,
+        }
+    }
+
+    /// Judges a forwarded frame at forward, then postrouting.
+    #[inline]
+    pub fn forwarded(
+        &self,
+        snap: &Snapshot,
+        frame: &[u8],
+        ingress: usize,
+        egress: usize,
+    ) -> (Hook, Verdict) {
+        let f = &snap.filter;
+        if !(f.active(Hook::Forward) || f.active(Hook::Postrouting)) {
+            return (Hook::Forward, Verdict::Accept);
+        }
+        // One parse for both hooks.
+        let Some(m) = frame
+            .get(14..)
+            .and_then(|ip| Meta::parse(ip, ingress as u8, egress as u8))
+        else {
+            return (Hook::Forward, Verdict::Accept);
+        };
+        for hook in [Hook::Forward, Hook::Postrouting] {
+            let v = f.judge(hook, &m, self.worker);
+            if v != Verdict::Accept {
+                return (hook, v);
+            }
+        }
+        (Hook::Postrouting, Verdict::Accept)
+    }
+
+    /// Judges a frame the engine originates, leaving through `port`, at
+    /// output and postrouting; hands it to the kernel when either is the
+    /// kernel's.
+    pub fn originated(&self, snap: &Snapshot, frame: &[u8], port: usize) -> Egress {
+        let f = &snap.filter;
+        if !(f.active(Hook::Output)
+            || f.active(Hook::Postrouting)
+            || f.kernel_hooks & crate::filter::ORIGINATED != 0)
+        {
+            return Egress::Send;
+        }
+        let Some(ip) = frame.get(14..) else {
+            return Egress::Send;
+        };
+        if f.kernel(Hook::Output) || f.kernel(Hook::Postrouting) {
+            return if self.to_kernel(ip) {
+                Egress::Kernel
+            } else {
+                Egress::Drop
+            };
+        }
+        let Some(m) = Meta::parse(ip, NO_IFACE, port as u8) else {
+            return Egress::Send;
+        };
+        for hook in [Hook::Output, Hook::Postrouting] {
+            match f.judge(hook, &m, self.worker) {
+                Verdict::Accept => {}
+                // A reject of a locally generated packet answers the
+                // engine itself; it is a drop here.
+                _ => return Egress::Drop,
+            }
+        }
+        Egress::Send
+    }
+
+    fn to_kernel(&self, ip: &[u8]) -> bool {
+        let Some(fd) = &self.kernel else { return false };
+        if ip.len() < 20 {
+            return false;
+        }
+        let len = (u16::from_be_bytes([ip[2], ip[3]]) as usize).min(ip.len());
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: a valid buffer and address of the stated lengths.
+        let r = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                ip.as_ptr().cast(),
+                len,
+                libc::MSG_DONTWAIT,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        r == len as isize
+    }
+}
+
+/// Version 4, a header length of at least 5 words that the frame holds,
+/// a total length the frame holds, a header checksum that verifies.
+fn valid_header(frame: &[u8]) -> bool {
+    let Some(ip) = frame.get(14..) else {
+        return false;
+    };
+    let Some(&b0) = ip.first() else {
+        return false;
+    };
+    let hl = ((b0 & 0x0f) as usize) * 4;
+    if b0 >> 4 != 4 || hl < 20 || ip.len() < hl {
+        return false;
+    }
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    total >= hl && total <= ip.len() && crate::wire::checksum::checksum(&ip[..hl]) == 0
+}
+
+/// A packet the filter did not accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The hook that refused it.
+    pub hook: Hook,
+    /// Its verdict (not `Accept`).
+    pub verdict: Verdict,
+    /// The port it came in on.
+    pub ingress: usize,
+}
+
+/// What to send back for a refused packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing: a drop, or a reject Linux would not answer.
+    Nothing,
+    /// An answer was built into the scratch buffer: transmit its `len`
+    /// bytes on `port` (as an originated packet); `icmp` is the ICMP
+    /// error it is, for the counters.
+    Built {
+        /// Egress port.
+        port: usize,
+        /// Frame length.
+        len: usize,
+        /// The ICMP error, or `None` for a TCP reset.
+        icmp: Option<RouterError>,
+    },
+    /// An ICMP error was not sent (rate limits, ...).
+    Suppressed(icmp::Suppressed),
+}
+
+/// The ICMP error for a reject code.
+fn error_of(code: u8) -> RouterError {
+    match code {
+        0 => RouterError::NetUnreachable,
+        1 => RouterError::HostUnreachable,
+        3 => RouterError::PortUnreachable,
+        13 => RouterError::AdminProhibited,
+        c => RouterError::DestUnreachable { code: c },
+    }
+}
+
+/// Builds into `out` the answer to a refused frame, as Linux's `reject`
+/// answers (`nf_send_unreach()`, `nf_send_reset()`): `frame` is the packet
+/// as the hook saw it (after forward, the TTL is already decremented);
+/// its destination MAC is set back to the ingress port's for the ICMP
+/// error builder. `clock` is (monotonic ms, ms since midnight UTC).
+pub fn answer(
+    r: Refusal,
+    frame: &mut [u8],
+    snap: &Snapshot,
+    state: &mut IcmpState,
+    clock: (u64, u32),
+    out: &mut [u8],
+) -> Answer {
+    let Verdict::Reject(kind) = r.verdict else {
+        return Answer::Nothing;
+    };
+    let Some(ip) = frame.get(14..) else {
+        return Answer::Nothing;
+    };
+    match kind {
+        Reject::TcpReset => match reject::tcp_reset(ip, snap, out) {
+            Some((port, len)) => Answer::Built {
+                port,
+                len,
+                icmp: None,
+            },
+            None => Answer::Nothing,
+        },
+        Reject::Icmp(code) => {
+            if reject::bad_transport_checksum(ip) {
+                return Answer::Nothing;
+            }
+            let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            if let Some(p) = snap.ports.get(r.ingress) {
+                frame[..6].copy_from_slice(&p.mac.0);
+            }
+            let e = error_of(code);
+            let o = icmp::Offending {
+                frame,
+                ingress: r.ingress,
+                error: e,
+                origin: Origin::Other,
+                options: None,
+            };
+            match icmp::build_error(&o, snap, state, clock, out) {
+                Ok((port, len)) => {
+                    // An error about a packet to a local address comes
+                    // from that address (RTCF_LOCAL in __icmp_send()).
+                    if r.hook == Hook::Input && !snap.is_broadcast(dst) {
+                        reject::set_source(&mut out[..len], dst);
+                    }
+                    Answer::Built {
+                        port,
+                        len,
+                        icmp: Some(e),
+                    }
+                }
+                Err(s) => Answer::Suppressed(s),
+            }
+        }
+    }
+}
