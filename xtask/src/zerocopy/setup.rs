@@ -23,8 +23,11 @@ pub const KERNEL_VERSION: &str = "7.3.4-1~bpo13+1";
 const KERNEL_SUITE: &str = "trixie-backports";
 const QEMU_SUITE: &str = "bookworm-backports";
 
-/// The NIC drivers and what they need, in load order, and the AF_XDP
-/// socket diagnostics `ss --xdp` reads.
+/// The NIC drivers and what they need, in load order, the AF_XDP socket
+/// diagnostics `ss --xdp` reads, and nf_tables (nfnetlink is built in):
+/// the engine reads the host's ruleset (an empty one here) and hands
+/// everything to the kernel when it cannot, and the guest has no modprobe
+/// to load it on demand.
 pub const MODULES: &[&str] = &[
     "failover",
     "net_failover",
@@ -33,6 +36,7 @@ pub const MODULES: &[&str] = &[
     "i2c-algo-bit",
     "igb",
     "xsk_diag",
+    "nf_tables",
 ];
 
 /// Host packages from the machine's own sources: busybox for the guest,
