@@ -41,7 +41,7 @@ sleep 5
 rss=$(awk '/VmRSS/ {print $2}' /proc/$ENGINE/status)
 hwm=$(awk '/VmHWM/ {print $2}' /proc/$ENGINE/status)
 wait $PING || true
-echo "resident memory 5 s after start: VmRSS $rss kB ($((rss * 1024 / 100000)) e5 B), VmHWM $hwm kB"
+echo "resident memory 5 s after start: VmRSS $rss kB ($(awk "BEGIN {printf \"%.1f\", $rss * 1024 / 1e6}") MB), VmHWM $hwm kB"
 
 kfwd() { ip netns exec $D nstat -az IpForwDatagrams | awk '/IpForwDatagrams/ {print $2}'; }
 efwd() { "$XDPIP" stats --socket "$WORK/ctl" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mib"]["ForwDatagrams"])'; }
