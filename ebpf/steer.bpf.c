@@ -57,6 +57,8 @@ struct config {
 	__u32 forwarding;	/* 1: forward IPv4 through the engine */
 	__u32 fib_gate;		/* enum gate */
 	__u32 local_frags;	/* 1: fragments to local addresses to the engine */
+	__u32 mtu_check_above;	/* GATE_OFF: longer packets still get the MTU
+				 * check of GATE_NEIGH */
 };
 
 /* What the kernel's FIB decides before the engine sees a packet.
@@ -347,7 +349,11 @@ int xdpip_steer(struct xdp_md *ctx)
 			return count(V_PASS_TTL, XDP_PASS);
 	}
 
-	if (cfg->fib_gate != GATE_OFF) {
+	/* Without the gate, packets longer than mtu_check_above (576 with
+	 * --fib-gate auto) still get its MTU check, so that an MTU lowered
+	 * in the kernel loses nothing before the engine follows it; short
+	 * packets, the costly ones per byte, skip bpf_fib_lookup. */
+	if (cfg->fib_gate != GATE_OFF || bpf_ntohs(iph->tot_len) > cfg->mtu_check_above) {
 		struct bpf_fib_lookup fib;
 		__u32 mtu = 0;
 		__u32 *port;
@@ -358,7 +364,7 @@ int xdpip_steer(struct xdp_md *ctx)
 		 * egress MTU the engine does not know yet (port_mtu), found
 		 * by a second lookup for the egress (FRAG_NEEDED has none). */
 		rc = fib_lookup(ctx, iph, &fib, bpf_ntohs(iph->tot_len));
-		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && cfg->fib_gate == GATE_NEIGH) {
+		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && cfg->fib_gate != GATE_FULL) {
 			mtu = fib.mtu_result;
 			rc = fib_lookup(ctx, iph, &fib, 0);
 		}

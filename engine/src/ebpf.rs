@@ -117,22 +117,54 @@ impl Verdict {
 }
 
 /// Which packets the XDP program leaves to the kernel after asking the
-/// kernel's FIB (`bpf_fib_lookup`) about them.
+/// kernel's FIB (`bpf_fib_lookup`) about them. Asking costs the XDP
+/// program about 2.8 times its time per packet (docs/PERFORMANCE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GateMode {
-    /// Ask nothing: every forwardable packet goes to the engine, which
-    /// drops and counts those whose next hop it cannot resolve.
+    /// Ask nothing: every forwardable packet goes to the engine. It asks
+    /// the kernel to resolve a next hop it lacks and holds the packet
+    /// meanwhile (`neighbour_held`); it drops and counts
+    /// (`foreign_egress`) a packet routed through an interface it does
+    /// not serve.
     Off = 0,
-    /// Packets whose next hop the kernel has not resolved, and packets
-    /// arriving on an interface with forwarding disabled, go to the kernel,
+    /// Packets whose next hop the kernel has not resolved, packets routed
+    /// through an interface the engine does not serve, and packets
+    /// arriving on an interface with forwarding disabled go to the kernel,
     /// which resolves (ARP) and queues them as Linux does; the engine
     /// answers everything else itself (ICMP errors, fragmentation).
-    #[default]
     Neighbours = 1,
     /// Everything the kernel's FIB cannot forward as is goes to the kernel:
     /// no route, unresolved neighbour, too big for the egress MTU,
     /// forwarding disabled.
     Full = 2,
+    /// `Off` while every route leaves through interfaces the engine
+    /// serves, `Neighbours` while some route does not (the control thread
+    /// switches with each routing change, before the workers see it).
+    #[default]
+    Auto = 3,
+}
+
+impl GateMode {
+    /// Longest packet the XDP program sends to the engine unchecked while
+    /// the gate is off: `Auto` checks longer ones against the kernel's
+    /// egress MTU (an MTU change then loses nothing unless an MTU goes
+    /// below 576, the datagram every IPv4 host accepts); `Off` checks none.
+    pub fn mtu_check_above(self) -> u32 {
+        match self {
+            GateMode::Auto => 576,
+            _ => u32::MAX,
+        }
+    }
+
+    /// The gate the XDP program applies, given whether some route leaves
+    /// through an interface the engine does not serve.
+    pub fn effective(self, foreign_egress: bool) -> GateMode {
+        match self {
+            GateMode::Auto if foreign_egress => GateMode::Neighbours,
+            GateMode::Auto => GateMode::Off,
+            g => g,
+        }
+    }
 }
 
 impl fmt::Display for GateMode {
@@ -141,6 +173,7 @@ impl fmt::Display for GateMode {
             GateMode::Off => "off",
             GateMode::Neighbours => "neigh",
             GateMode::Full => "full",
+            GateMode::Auto => "auto",
         })
     }
 }
@@ -156,6 +189,9 @@ pub struct SteerConfig {
     /// 1: fragments to local addresses go to the engine, which reassembles
     /// them (set while engine sockets exist).
     pub local_frags: u32,
+    /// With [`GateMode::Off`] in force: packets longer than this still get
+    /// the neighbour gate's MTU check ([`GateMode::mtu_check_above`]).
+    pub mtu_check_above: u32,
 }
 
 // SAFETY: repr(C), only u32 fields, no padding.

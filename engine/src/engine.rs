@@ -242,7 +242,7 @@ impl EngineBuilder {
     }
 
     /// What the XDP program leaves to the kernel after asking its FIB
-    /// ([`GateMode`]; default: unresolved neighbours).
+    /// ([`GateMode`]; default: [`GateMode::Auto`]).
     pub fn fib_gate(mut self, mode: GateMode) -> Self {
         self.fib_gate = mode;
         self
@@ -361,8 +361,10 @@ impl EngineBuilder {
         let forwarding = crate::control::read_tunables(&overrides).ip_forward;
         maps.set_config(SteerConfig {
             forwarding: forwarding as u32,
-            fib_gate: self.fib_gate as u32,
+            // Auto asks the kernel until the first snapshot tells.
+            fib_gate: self.fib_gate.effective(true) as u32,
             local_frags: 0,
+            mtu_check_above: self.fib_gate.mtu_check_above(),
         })?;
         for (port, i) in ifaces.iter().enumerate() {
             maps.set_port(i.ifindex, port as u32)?;
@@ -905,7 +907,7 @@ pub struct EngineInfo {
     /// Workers.
     pub workers: Vec<WorkerInfo>,
     names: Vec<String>,
-    /// Whether the XDP program's FIB gate is on.
+    /// The XDP program's FIB gate, as asked for.
     pub fib_gate: GateMode,
 }
 
@@ -1022,7 +1024,10 @@ impl crate::control::View for Shared {
                 ports: self.info.ports.clone(),
                 afxdp: self.info.bind_mode.to_string(),
                 zero_copy_refused: self.info.zero_copy_refused.clone(),
-                fib_gate: self.info.fib_gate.to_string(),
+                fib_gate: match self.info.fib_gate {
+                    GateMode::Auto => format!("auto ({})", self.control_counters.gate()),
+                    g => g.to_string(),
+                },
             },
             ports: stats::sum_ports(&ws, &self.info.names),
             mib,

@@ -19,32 +19,58 @@
 //! The map of the system is `DESIGN.md`; the module names follow it.
 #![warn(missing_docs)]
 
+// What an embedding program uses: the engine, its sockets, its report and
+// the types of its builder. The modules marked `doc(hidden)` are the
+// engine's internals: public only for the `xdpip` binary, the benches and
+// the integration tests, not an API, and they change without notice.
+#[doc(hidden)]
 pub mod busypoll;
 mod capability;
+#[doc(hidden)]
 pub mod control;
+#[doc(hidden)]
 pub mod ebpf;
 mod engine;
+#[doc(hidden)]
 pub mod fib;
+#[doc(hidden)]
 pub mod filter;
+#[doc(hidden)]
 pub mod forward;
+#[doc(hidden)]
 pub mod iface;
+#[doc(hidden)]
 pub mod neigh;
+#[doc(hidden)]
 pub mod netdev;
+#[doc(hidden)]
 pub mod placement;
+#[doc(hidden)]
 pub mod reasm;
 mod report;
+#[doc(hidden)]
 pub mod snapshot;
 pub mod socket;
+#[doc(hidden)]
 pub mod stats;
 #[cfg(test)]
 mod testutil;
+#[doc(hidden)]
 pub mod veth;
 pub mod wire;
+#[doc(hidden)]
 pub mod worker;
+#[doc(hidden)]
 pub mod xsk;
 
+pub use control::sysctl::SysctlError;
+pub use ebpf::{GateMode, XdpMode, XdpModeRequest};
 pub use engine::{Engine, EngineBuilder, EngineInfo, Error, WorkerInfo};
+pub use filter::Ruleset as FilterRuleset;
 pub use report::{
     ControlReport, FilterReport, FilterRuleReport, ModeReport, PortInfo, Report, SocketReport,
     WorkerReport,
 };
+pub use snapshot::Sysctl;
+pub use socket::{RawSocket, UdpSocket};
+pub use xsk::{BindMode, ZeroCopy};

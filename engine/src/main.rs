@@ -80,6 +80,9 @@ enum XdpModeArg {
 #[derive(ValueEnum, Clone, Copy, Debug, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum GateArg {
+    /// `off` while every route leaves through the engine's interfaces,
+    /// `neigh` while some route does not.
+    Auto,
     /// The engine decides everything.
     Off,
     /// Unresolved next hops go to the kernel.
@@ -140,10 +143,15 @@ struct RunArgs {
     /// Frames per batch [default: 64].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// What the XDP program leaves to the kernel after asking its FIB:
-    /// `neigh` (packets whose next hop the kernel has not resolved: it
-    /// resolves and queues them), `full` (everything the kernel's FIB cannot
-    /// forward as is), `off` (nothing) [default: neigh].
+    /// What the XDP program leaves to the kernel after asking its FIB
+    /// (which costs it time per packet): `neigh` (packets whose next hop the
+    /// kernel has not resolved: it resolves and queues them; packets routed
+    /// through an interface the engine does not serve), `full` (everything
+    /// the kernel's FIB cannot forward as is), `off` (nothing: the engine
+    /// holds packets while the kernel resolves their next hop, and drops
+    /// what leaves through other interfaces), `auto` (`off` while every
+    /// route leaves through the engine's interfaces, else `neigh`)
+    /// [default: auto].
     #[arg(long, value_enum)]
     fib_gate: Option<GateArg>,
     /// Serve Prometheus metrics on ADDR (a bare port means loopback).
@@ -425,7 +433,8 @@ fn run(args: RunArgs) -> ExitCode {
         .ring_size(args.ring_size.or(config.ring_size).unwrap_or(2048))
         .batch_size(args.batch_size.or(config.batch_size).unwrap_or(64))
         .fib_gate(
-            match args.fib_gate.or(config.fib_gate).unwrap_or(GateArg::Neigh) {
+            match args.fib_gate.or(config.fib_gate).unwrap_or(GateArg::Auto) {
+                GateArg::Auto => GateMode::Auto,
                 GateArg::Off => GateMode::Off,
                 GateArg::Neigh => GateMode::Neighbours,
                 GateArg::Full => GateMode::Full,

@@ -647,3 +647,78 @@ fn without_the_gate_an_unresolved_neighbour_is_resolved_by_the_kernel() {
     assert_eq!(report["drops"]["neighbour_missing"], 0, "{report}");
     assert!(report["xdp"]["pass_no_neigh"].as_u64().unwrap() == 0);
 }
+
+/// The gate an operator gets by default (`--fib-gate auto`): none while
+/// every route leaves through the engine's interfaces (the XDP program then
+/// skips `bpf_fib_lookup`), the neighbour gate as soon as a route leaves
+/// through an interface the engine does not serve, so that the kernel
+/// forwards what the engine cannot; none again when that route goes.
+#[test]
+fn the_default_gate_opens_only_while_a_route_leaves_through_another_interface() {
+    let t = topology();
+    let (engine, started) = start_engine(&t, &[]);
+    let gate = || -> String {
+        let out = t
+            .dut
+            .exec(&[XDPIP, "stats", "--json"])
+            .expect("xdpip stats");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("stats json");
+        v["mode"]["fib_gate"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let settled = |want: &str| -> String {
+        let mut g = gate();
+        for _ in 0..40 {
+            if g == want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            g = gate();
+        }
+        g
+    };
+    assert_eq!(settled("auto (off)"), "auto (off)", "{started}");
+
+    // A third network behind eth2, which the engine does not serve.
+    let far = Netns::new("far").expect("netns");
+    testbed::veth(&t.dut, "eth2", &far, "eth0").expect("veth");
+    t.dut
+        .ip(&["addr", "add", "10.3.0.1/24", "dev", "eth2"])
+        .unwrap();
+    far.ip(&["addr", "add", "10.3.0.2/24", "dev", "eth0"])
+        .unwrap();
+    for (ns, i) in [(&t.dut, "eth2"), (&far, "eth0")] {
+        ns.ip(&["link", "set", i, "up"]).unwrap();
+    }
+    far.ip(&["route", "add", "default", "via", "10.3.0.1"])
+        .unwrap();
+    let with_far = settled("auto (neigh)");
+    let far_ping = t
+        .gen
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.3.0.2"]);
+    let sink_ping = t
+        .gen
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.2.0.2"]);
+    t.dut.ip(&["link", "del", "eth2"]).unwrap();
+    let without_far = settled("auto (off)");
+    let report = stop_engine(engine);
+
+    assert_eq!(with_far, "auto (neigh)", "{report}");
+    assert!(
+        far_ping.is_ok(),
+        "the kernel did not get the packets to eth2: {report}"
+    );
+    assert!(sink_ping.is_ok(), "{report}");
+    assert_eq!(without_far, "auto (off)", "{report}");
+    assert_eq!(report["drops"]["foreign_egress"], 0, "{report}");
+    // The first echo request also waited for the far neighbour.
+    let to_kernel = report["xdp"]["pass_foreign_egress"].as_u64().unwrap()
+        + report["xdp"]["pass_no_neigh"].as_u64().unwrap();
+    assert!(to_kernel >= 3, "{report}");
+    assert!(
+        report["mib"]["ForwDatagrams"].as_u64().unwrap() >= 6,
+        "the engine forwarded to sink: {report}"
+    );
+}

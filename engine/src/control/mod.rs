@@ -527,6 +527,19 @@ pub struct ControlCounters {
     pub resyncs: Counter,
     /// Netlink messages applied.
     pub messages: Counter,
+    /// The FIB gate in force in the XDP program ([`GateMode`] as a number).
+    gate: Counter,
+}
+
+impl ControlCounters {
+    /// The FIB gate in force in the XDP program now.
+    pub fn gate(&self) -> GateMode {
+        match self.gate.get() {
+            0 => GateMode::Off,
+            1 => GateMode::Neighbours,
+            _ => GateMode::Full,
+        }
+    }
 }
 
 /// The control thread's state.
@@ -634,6 +647,8 @@ impl Control {
 
     /// The control thread's state, serving `ports` (ifindexes by port).
     pub fn new(opened: Opened, ports: Vec<u32>, fib_gate: GateMode, with: ControlLinks) -> Control {
+        // What the engine put in the XDP program's config before starting.
+        with.counters.gate.set(fib_gate.effective(true) as u64);
         Control {
             events: opened.events,
             dumper: opened.dumper,
@@ -675,7 +690,21 @@ impl Control {
         self.generation += 1;
         let overrides = self.overrides.current();
         let snap = Control::snapshot(&mut self.mirror, &self.ports, &overrides, self.generation);
+        // The gate opens before the workers see a route only the kernel
+        // can forward, and closes after they no longer do.
+        let gate = self.fib_gate.effective(snap.adj.foreign_egress() > 0);
+        let (before, after) = if gate == GateMode::Off {
+            (None, Some(gate))
+        } else {
+            (Some(gate), None)
+        };
+        if let Some(g) = before {
+            self.set_gate(g);
+        }
         filter::publish(&self.cell, &self.filter, snap);
+        if let Some(g) = after {
+            self.set_gate(g);
+        }
         let locals = self.mirror.local_addrs();
         if let Ok(mut maps) = self.maps.lock() {
             if let Err(e) = maps.set_local_addrs(&locals) {
@@ -689,6 +718,22 @@ impl Control {
             }
         }
         self.counters.publications.add(1);
+    }
+
+    /// Puts `gate` in the XDP program's config when it is not there.
+    fn set_gate(&mut self, gate: GateMode) {
+        if let Ok(mut maps) = self.maps.lock() {
+            let Ok(mut c) = maps.config() else { return };
+            if c.fib_gate != gate as u32 {
+                log::info!("FIB gate {}: {gate}", self.fib_gate);
+                c.fib_gate = gate as u32;
+                if let Err(e) = maps.set_config(c) {
+                    log::error!("updating the XDP program's FIB gate: {e}");
+                    return;
+                }
+            }
+            self.counters.gate.set(gate as u64);
+        }
     }
 
     /// Follows the sysctls: `ip_forward` into the XDP program's config,
@@ -707,8 +752,9 @@ impl Control {
             // local_frags belongs to the sockets; keep it.
             let want = SteerConfig {
                 forwarding: forwarding as u32,
-                fib_gate: self.fib_gate as u32,
+                fib_gate: self.counters.gate() as u32,
                 local_frags: now.map_or(0, |c| c.local_frags),
+                mtu_check_above: self.fib_gate.mtu_check_above(),
             };
             if now != Some(want) {
                 log::info!(

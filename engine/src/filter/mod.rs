@@ -2,7 +2,7 @@
 //! namespace, compiled.
 //!
 //! The engine never bypasses the host's rules. The control side
-//! ([`watch`]) reads the ruleset over netlink ([`nft`]) at start and on
+//! (`control::filter`) reads the ruleset over netlink ([`nft`]) at start and on
 //! every change, and compiles the stateless part of the `ip` and `inet`
 //! filter chains ([`compile`]) into an immutable [`Ruleset`] published in
 //! the next snapshot. What it cannot compile (connection tracking, NAT,

@@ -290,6 +290,7 @@ struct Group {
 pub struct Adjacencies {
     by_set: Vec<Adjacency>,
     groups: Vec<Group>,
+    foreign: usize,
 }
 
 impl Adjacencies {
@@ -298,7 +299,11 @@ impl Adjacencies {
     pub fn build(fib: &Fib, ports: &[Port], neigh: &NeighTable) -> Adjacencies {
         let mut by_set = vec![Adjacency::UNUSED; fib.set_count()];
         let mut groups = Vec::new();
+        let mut foreign = 0;
         for (id, set) in fib.sets() {
+            let out =
+                |nh: &NextHop| Adjacency::new(nh, ports, neigh).state == AdjState::ForeignEgress;
+            foreign += usize::from(set.iter().any(out));
             by_set[id as usize] = match &set[..] {
                 [one] => Adjacency::new(one, ports, neigh),
                 many => {
@@ -316,7 +321,17 @@ impl Adjacencies {
                 }
             };
         }
-        Adjacencies { by_set, groups }
+        Adjacencies {
+            by_set,
+            groups,
+            foreign,
+        }
+    }
+
+    /// Next-hop sets with a path through an interface the engine does not
+    /// serve: what only the kernel can forward (see `GateMode::Auto`).
+    pub fn foreign_egress(&self) -> usize {
+        self.foreign
     }
 
     /// The adjacency of set number `set` (a placeholder in state

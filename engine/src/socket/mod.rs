@@ -3,7 +3,7 @@
 //!
 //! A socket is a pair of lock-free queues between the application and the
 //! workers. Receiving: a worker checks the UDP datagram, finds the socket in
-//! the demultiplexing table ([`demux`]) and copies the payload into one of
+//! the demultiplexing table (`demux`) and copies the payload into one of
 //! the socket's recycled buffers; a full socket drops and counts
 //! (`UdpRcvbufErrors`), it never blocks the worker. Sending: the call checks
 //! what the kernel checks (route, broadcast, size, MTU discovery) and returns

@@ -1,15 +1,15 @@
 //! A worker: one thread per queue index, running the fast path to
 //! completion over batches.
 //!
-//! Each round ([`Running::round`]) goes through the same stages:
+//! Each round (`Running::round`) goes through the same stages:
 //! - **receive** a batch from every socket and take it through the vector
 //!   path ([`crate::forward::forward_batch`]): validation, FIB lookup for
 //!   the batch with prefetches, adjacency, TTL and MTU, rewrite; rewritten
 //!   frames join the transmit batch of their egress socket;
 //! - the rare cases leave the vector for the **slow path**
-//!   ([`Running::slow`]): options, fragments, TTL ≤ 1, ICMP errors,
+//!   (`Running::slow`): options, fragments, TTL ≤ 1, ICMP errors,
 //!   unresolved next hops (held until the kernel resolves them), and
-//!   **local delivery** ([`Running::deliver`]: reassembly, sockets, echo);
+//!   **local delivery** (`Running::deliver`: reassembly, sockets, echo);
 //! - **originate** the datagrams of the engine's sockets;
 //! - **transmit** the batches, take completed frames back, **refill** the
 //!   fill rings; counters are added per batch.
