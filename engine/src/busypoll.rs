@@ -23,7 +23,7 @@
 //! sockets receive. Every outcome is said in plain words; the engine
 //! forwards either way.
 
-use crate::netdev::{NapiSettings, Netdev};
+use crate::netdev::{NapiSettings, Netdev, QueueKind};
 use crate::xsk::BusyPoll;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -55,6 +55,47 @@ impl BusyPollConfig {
             gro_flush_timeout_ns: 200_000,
         }
     }
+}
+
+/// The busy-polling options for one socket. Zero-copy with
+/// `SO_PREFER_BUSY_POLL` leaves transmission to the NAPI that busy polling
+/// runs: the kernel then skips the driver's wake-up in `sendto(2)`, and
+/// busy-polls the receive queue's NAPI only. A driver that transmits from
+/// another NAPI (virtio_net; igb without queue pairs) would never send.
+/// There, and where the driver does not say which NAPI transmits, the
+/// preference is left off: the socket still busy-polls, and `sendto(2)`
+/// still wakes the driver to transmit.
+pub fn socket_options(
+    cfg: &BusyPollConfig,
+    nl: Option<&mut Netdev>,
+    (iface, ifindex, queue): (&str, u32, u32),
+    rx_napi: Option<u32>,
+    zero_copy: bool,
+) -> BusyPoll {
+    let mut o = cfg.socket;
+    if !(o.prefer && zero_copy) {
+        return o;
+    }
+    let tx_napi = nl
+        .and_then(|nl| nl.queues(ifindex).ok())
+        .and_then(|qs| {
+            qs.into_iter()
+                .find(|q| q.kind == QueueKind::Tx && q.id == queue)
+        })
+        .and_then(|q| q.napi_id);
+    if tx_napi.is_none() || tx_napi != rx_napi {
+        o.prefer = false;
+        log::info!(
+            "{iface} queue {queue}: transmit runs in {}, not in the receive NAPI {} that \
+             busy polling runs: SO_PREFER_BUSY_POLL left off, so that sendto(2) still wakes \
+             the driver to transmit",
+            tx_napi.map_or("a NAPI the driver does not name".into(), |n| format!(
+                "NAPI {n}"
+            )),
+            rx_napi.map_or("?".into(), |n| n.to_string())
+        );
+    }
+    o
 }
 
 enum Changed {
@@ -442,6 +483,18 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_copy_prefers_busy_polling_only_where_the_polled_napi_transmits() {
+        let cfg = BusyPollConfig::for_batch(64);
+        // Copy mode: the kernel transmits in sendto(2) itself.
+        let copy = socket_options(&cfg, None, ("d0", 1, 0), Some(8193), false);
+        assert!(copy.prefer);
+        // Zero-copy, transmit NAPI unknown: sendto(2) must keep waking it.
+        let zc = socket_options(&cfg, None, ("eth0", 1, 0), Some(8193), true);
+        assert!(!zc.prefer);
+        assert_eq!((zc.usecs, zc.budget), (cfg.socket.usecs, cfg.socket.budget));
+    }
 
     #[test]
     fn a_socket_without_napi_is_unavailable_and_says_why() {

@@ -445,6 +445,10 @@ impl EngineBuilder {
             .map_err(Error::Xsk)?;
             sockets.push(ws);
         }
+        // Receive buffers before the programs switch drivers to zero-copy.
+        for ws in &mut sockets {
+            ws.fill_rings();
+        }
 
         let mut ports = Vec::new();
         for i in &ifaces {
@@ -483,9 +487,18 @@ impl EngineBuilder {
         let mut busy_sockets = Vec::new();
         let devices = self.busy_poll.then(|| {
             let cfg = BusyPollConfig::for_batch(self.batch);
+            let mut nl = crate::netdev::Netdev::open().ok();
             for (id, ws) in sockets.iter().enumerate() {
                 for s in &ws.sockets {
-                    let set = s.set_busy_poll(&cfg.socket);
+                    let i = &ifaces[s.port];
+                    let opts = busypoll::socket_options(
+                        &cfg,
+                        nl.as_mut(),
+                        (&s.iface, i.ifindex, s.queue),
+                        s.napi_id(),
+                        ws.mode == BindMode::ZeroCopy,
+                    );
+                    let set = s.set_busy_poll(&opts);
                     let driver = ifaces[s.port].driver.as_deref();
                     let b = busypoll::initial(
                         &s.iface,

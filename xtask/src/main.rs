@@ -1,10 +1,13 @@
-//! `cargo xtask demo` and `cargo xtask test`: the README's two commands.
+//! `cargo xtask demo` and `cargo xtask test`: the README's two commands;
+//! `cargo xtask zerocopy`, the zero-copy stage `test` ends with.
 //!
 //! Both run as root on a fresh Debian 12 (or Ubuntu) machine that has only
 //! the Rust toolchain: they install the system packages the build and the
 //! tests need, then build and run. Exit codes of every step are passed on.
 
 use std::process::{exit, Command};
+
+mod zerocopy;
 
 /// Debian packages: the build (clang and headers for the XDP program; m4,
 /// make, libelf and zlib for libxdp/libbpf), and the test hosts (iproute2,
@@ -157,6 +160,16 @@ fn main() {
                     "xdpip/datapath-tests,xdpip-bench/datapath-tests",
                 ])
                 .args(rest));
+            // Then zero-copy on real drivers, in a guest (veth has none).
+            let status = zerocopy::main(&[]);
+            if status != 0 {
+                exit(status);
+            }
+        }
+        "zerocopy" => {
+            require_root("zerocopy");
+            install_packages();
+            exit(zerocopy::main(rest));
         }
         _ => {
             eprintln!(
@@ -164,7 +177,9 @@ fn main() {
                  through xdpip on a veth topology\n       cargo xtask compare [ARGS...]  \
                  measure the kernel router, in-kernel XDP forwarding, the AF_XDP floor and \
                  xdpip in three placements (see docs/PERFORMANCE.md)\n       cargo xtask test [ARGS...]     install what the \
-                 build needs, run every test (root)");
+                 build needs, run every test (root), then the zero-copy stage\n       \
+                 cargo xtask zerocopy [--driver virtio|igb|both] [--quick] [--runs N]  \
+                 AF_XDP zero-copy on virtio-net and igb in a QEMU guest (root)");
             exit(2);
         }
     }

@@ -630,10 +630,10 @@ impl Running {
         }
         let ring_size = xsk.ring_size;
         let state = xsk
-            .sockets
+            .filled
             .iter()
-            .map(|_| SocketState {
-                fill_level: 0,
+            .map(|&filled| SocketState {
+                fill_level: filled,
                 // Start full; a quiet ring gives frames back within seconds.
                 fill_target: ring_size,
                 received: 0,

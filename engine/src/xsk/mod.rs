@@ -500,8 +500,11 @@ pub struct WorkerSockets {
     pub sockets: Vec<QueueSocket>,
     /// The UMEM all sockets share.
     pub umem: Umem,
-    /// Every frame of the UMEM (its start address), initially free.
+    /// Every frame of the UMEM (its start address), initially free; those
+    /// [`WorkerSockets::fill_rings`] put on the fill rings are not here.
     pub frames: Vec<u64>,
+    /// Frames on each socket's fill ring from [`WorkerSockets::fill_rings`].
+    pub filled: Vec<u32>,
     /// How they are bound.
     pub mode: BindMode,
     /// Ring size in use.
@@ -722,12 +725,31 @@ pub fn open(
         .map(|i| i * cfg.frame_size as u64)
         .collect();
     Ok(WorkerSockets {
+        filled: vec![0; sockets.len()],
         sockets,
         umem,
         frames,
         mode,
         ring_size: ring,
     })
+}
+
+impl WorkerSockets {
+    /// Fills every fill ring from `frames`, before the XDP program is
+    /// attached. A driver that sets up zero-copy when the program comes
+    /// (igb resets its rings then) takes its receive buffers from the fill
+    /// ring at that moment; an empty ring leaves it with none, and nothing
+    /// asks for a wake-up yet (the kernel raises need_wakeup only once the
+    /// driver's NAPI has run), so it would never receive.
+    pub fn fill_rings(&mut self) {
+        for (s, filled) in self.sockets.iter_mut().zip(&mut self.filled) {
+            let n = (self.ring_size as usize).min(self.frames.len());
+            let from = self.frames.len() - n;
+            let done = s.fq.produce(&self.frames[from..]);
+            self.frames.drain(from..from + done);
+            *filled += done as u32;
+        }
+    }
 }
 
 /// Copy mode transmits `max_tx_budget` frames per sendto(2), 32 unless
