@@ -113,6 +113,25 @@ fn install_packages() {
     }
 }
 
+/// The one release build `demo`, `compare` and `zerocopy` share. Building
+/// an example turns on the features of the dev-dependencies, and cargo
+/// then builds the library anew: so every task asks for the same targets,
+/// and a run of `.ci/run` builds the release binaries once, not three
+/// times. `--lib --bins` because `--example` alone would select only the
+/// example.
+pub const RELEASE_BUILD: &[&str] = &[
+    "build",
+    "--release",
+    "-p",
+    "xdpip",
+    "-p",
+    "xdpip-bench",
+    "--lib",
+    "--bins",
+    "--example",
+    "udp_echo",
+];
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -127,7 +146,7 @@ fn main() {
         "demo" => {
             require_root("demo");
             install_packages();
-            run(cargo().args(["build", "--release", "-p", "xdpip", "-p", "xdpip-bench"]));
+            run(cargo().args(RELEASE_BUILD));
             let root = std::env::var("CARGO_MANIFEST_DIR")
                 .map(|d| d + "/..")
                 .unwrap_or(".".into());
@@ -139,7 +158,7 @@ fn main() {
         "compare" => {
             require_root("compare");
             install_packages();
-            run(cargo().args(["build", "--release", "-p", "xdpip", "-p", "xdpip-bench"]));
+            run(cargo().args(RELEASE_BUILD));
             let root = std::env::var("CARGO_MANIFEST_DIR")
                 .map(|d| d + "/..")
                 .unwrap_or(".".into());

@@ -136,22 +136,9 @@ fn stage(o: &Options) -> Result<bool, Fail> {
     if o.build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
-        // What `demo` and `compare` build, and the example: one release
-        // build serves all three stages. `--example` alone would select
-        // only the example, leaving stale binaries in place: hence
-        // `--lib --bins`.
-        c.args([
-            "build",
-            "--release",
-            "-p",
-            "xdpip",
-            "-p",
-            "xdpip-bench",
-            "--lib",
-            "--bins",
-            "--example",
-            "udp_echo",
-        ]);
+        // What `demo` and `compare` build too: one release build serves
+        // all three.
+        c.args(crate::RELEASE_BUILD);
         eprintln!("+ {c:?}");
         let s = c.status().map_err(|e| Fail(format!("cargo build: {e}")))?;
         if !s.success() {
