@@ -330,6 +330,42 @@ pub fn ipv4_addresses(name: &str) -> io::Result<Vec<(Ipv4Addr, u8)>> {
     Ok(out)
 }
 
+/// Source validation by reverse path (`net.ipv4.conf.*.rp_filter`, RFC
+/// 3704), as `fib_validate_source()` does it.
+///
+/// ```
+/// use xdpip::iface::RpFilter;
+/// assert_eq!(RpFilter::from_sysctl(0, 2), RpFilter::Loose);
+/// assert_eq!(RpFilter::from_sysctl(1, 2), RpFilter::Loose);
+/// assert_eq!(RpFilter::from_sysctl(1, 0), RpFilter::Strict);
+/// assert_eq!(RpFilter::from_sysctl(0, 0), RpFilter::Off);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RpFilter {
+    /// 0: no check (a new namespace's default).
+    #[default]
+    Off,
+    /// 1: the route back to the source must leave through the ingress
+    /// interface.
+    Strict,
+    /// 2: there must be a unicast route back to the source, through any
+    /// interface.
+    Loose,
+}
+
+impl RpFilter {
+    /// The mode of an interface from `conf/all/rp_filter` and its own:
+    /// the larger value wins (`IN_DEV_RPFILTER()`); values above 2 count
+    /// as 2.
+    pub fn from_sysctl(all: u32, dev: u32) -> RpFilter {
+        match all.max(dev) {
+            0 => RpFilter::Off,
+            1 => RpFilter::Strict,
+            _ => RpFilter::Loose,
+        }
+    }
+}
+
 /// An interface the engine serves, as the kernel currently describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
@@ -353,6 +389,9 @@ pub struct Port {
     /// `accept_local` of `conf/all` or of the port: packets from this
     /// host's own addresses are accepted on it, not martians.
     pub accept_local: bool,
+    /// Reverse path filtering of what arrives here: the larger of
+    /// `conf/all/rp_filter` and `conf/<port>/rp_filter`, as Linux takes it.
+    pub rp_filter: RpFilter,
     /// Its frames come from a local stack and may carry partial UDP/TCP
     /// checksums (a veth; [`may_carry_partial_checksums`]): they are
     /// completed or accepted ([`crate::wire::l4csum`]).
@@ -403,6 +442,7 @@ impl Default for Port {
             forwarding: true,
             accept_source_route: false,
             accept_local: false,
+            rp_filter: RpFilter::Off,
             partial_csum: false,
         }
     }

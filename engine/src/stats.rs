@@ -159,6 +159,11 @@ named_enum! {
         TotalLengthBeyondFrame = "total_length_beyond_frame",
         /// Source address that cannot be a source (0/8, 127/8, multicast, broadcast).
         MartianSource = "martian_source",
+        /// Reverse path filter (`rp_filter` 1 or 2 on the ingress
+        /// interface): no route back to the source, or, in strict mode, none
+        /// through the ingress interface. Linux counts it as TcpExt
+        /// `IPReversePathFilter`, in no IP-MIB counter.
+        RpFilter = "rp_filter",
         /// Destination that cannot be forwarded (0/8, 127/8, multicast, broadcast).
         MartianDestination = "martian_destination",
         /// TTL would reach zero.
@@ -317,7 +322,7 @@ impl DropReason {
                 Mib::IcmpInEchos,
                 Mib::IcmpInErrors,
             ],
-            LocalUnclaimed | OutputNeighbourTimeout => &[],
+            LocalUnclaimed | OutputNeighbourTimeout | RpFilter => &[],
             NotIpv4
             | NotForHost
             | SourceRoute

@@ -474,6 +474,26 @@ fn ping(dst: Ipv4Addr, eth_dst: Option<[u8; 6]>) -> Ip {
     })
 }
 
+/// Packets from gen whose sources route back through eth0 (gen itself),
+/// through eth1 (an address of sink's subnet), or nowhere (198.51.100.7:
+/// dut has no default route), forwarded, expiring and to the router.
+fn reverse_path_sources() -> Vec<Ip> {
+    let mut v = Vec::new();
+    for src in [
+        Ipv4Addr::new(10, 1, 0, 1),
+        Ipv4Addr::new(10, 2, 0, 77),
+        Ipv4Addr::new(198, 51, 100, 7),
+    ] {
+        v.push(with(udp(10), |p| p.src = src));
+        v.push(with(udp(10), |p| {
+            p.src = src;
+            p.ttl = 1;
+        }));
+        v.push(with(ping(DUT_ETH0, None), |p| p.src = src));
+    }
+    v
+}
+
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
 cases! {
@@ -594,6 +614,17 @@ cases! {
         with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 68, 3, 5, 0]),
         with(udp(20), |p| p.options = vec![7, 7, 4, 0, 0, 0, 0, 1, 134, 6, 0, 0, 0, 1, 1, 0]),
     ]);
+    // rp_filter 1: sources routed back through eth1, or not at all, are
+    // dropped on eth0, also when their TTL expires and when they ping the
+    // router; 2: only those without a route back.
+    rp_filter_strict => Case {
+        sysctls: &[("net.ipv4.conf.all.rp_filter", "1")],
+        ..Case::new(reverse_path_sources())
+    };
+    rp_filter_loose => Case {
+        sysctls: &[("net.ipv4.conf.eth0.rp_filter", "2")],
+        ..Case::new(reverse_path_sources())
+    };
     echo_ignore_all => Case {
         sysctls: &[("net.ipv4.icmp_echo_ignore_all", "1")],
         ..Case::new(vec![ping(DUT_ETH0, None), ping(DUT_ETH1, None)])

@@ -379,9 +379,10 @@ impl Mirror {
     pub fn ports(
         &self,
         ifindexes: &[u32],
-        conf: &dyn Fn(&str, &str) -> Option<bool>,
+        conf: &dyn Fn(&str, &str) -> Option<u32>,
         sys: &Sysctl,
     ) -> Vec<Port> {
+        let flag = |iface: &str, key: &str| conf(iface, key).map(|v| v != 0);
         ifindexes
             .iter()
             .map(|&ifindex| {
@@ -397,11 +398,15 @@ impl Mirror {
                     mtu: link.map(|l| l.mtu).unwrap_or(0),
                     up: link.is_some_and(|l| l.up),
                     addrs: addrs.into_iter().map(|(a, l, _)| (a, l)).collect(),
-                    forwarding: conf(&name, "forwarding").unwrap_or(true),
+                    forwarding: flag(&name, "forwarding").unwrap_or(true),
                     accept_source_route: sys.accept_source_route
-                        && conf(&name, "accept_source_route").unwrap_or(false),
-                    accept_local: conf("all", "accept_local").unwrap_or(false)
-                        || conf(&name, "accept_local").unwrap_or(false),
+                        && flag(&name, "accept_source_route").unwrap_or(false),
+                    accept_local: flag("all", "accept_local").unwrap_or(false)
+                        || flag(&name, "accept_local").unwrap_or(false),
+                    rp_filter: crate::iface::RpFilter::from_sysctl(
+                        conf("all", "rp_filter").unwrap_or(0),
+                        conf(&name, "rp_filter").unwrap_or(0),
+                    ),
                     partial_csum: crate::iface::may_carry_partial_checksums(&name),
                     name,
                 }
@@ -504,11 +509,11 @@ pub fn read_sysctl(name: &str) -> io::Result<String> {
     std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).map(|s| s.trim().to_string())
 }
 
-/// A per-interface boolean sysctl (`conf/<iface>/<key>`), if readable.
-pub fn read_conf(iface: &str, key: &str) -> Option<bool> {
+/// A per-interface numeric sysctl (`conf/<iface>/<key>`), if readable.
+pub fn read_conf(iface: &str, key: &str) -> Option<u32> {
     read_sysctl(&format!("conf/{iface}/{key}"))
         .ok()
-        .map(|v| v != "0")
+        .and_then(|v| v.parse().ok())
 }
 
 /// The tunables now: the namespace's sysctls, under `overrides`.

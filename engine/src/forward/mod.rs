@@ -22,6 +22,7 @@ pub mod icmp;
 pub mod reject;
 
 use crate::fib::{Leaf, RouteKind};
+use crate::iface::{Port, RpFilter};
 use crate::neigh::{AdjState, Adjacency};
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
@@ -242,6 +243,9 @@ fn forward_inner(
     if !in_port.accept_local && snap.is_own(src) {
         return Err(DropReason::MartianSource);
     }
+    // rp_filter applies to every received packet, local, multicast or
+    // forwarded (ip_route_input_slow() and ip_mc_validate_source()).
+    reverse_path(snap, src, in_port)?;
     // The XDP program steers only groups engine sockets joined: multicast
     // is never forwarded here, only delivered.
     if dst.is_multicast() {
@@ -542,6 +546,7 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     }
     let mac = port.mac.0;
     let check_own = !port.accept_local;
+    let rpf = port.rp_filter != RpFilter::Off;
     let partial = port.partial_csum;
     let (pre, fwd) = (judge.prerouting(), judge.forwarding());
     let mut completed = 0;
@@ -570,6 +575,14 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         for j in 0..m {
             let i = lanes[j] as usize;
             let frame = frames.frame(i);
+            // A source that fails the reverse path check is for the slow
+            // path, which drops and counts it.
+            if rpf {
+                let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+                if reverse_path(snap, src, port).is_err() {
+                    continue;
+                }
+            }
             let Some(next) = plan(frame, leaves[j], dsts[j], snap) else {
                 continue;
             };
@@ -600,6 +613,33 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         crate::stats::tally_n(crate::stats::Checksum::PartialCompleted, completed);
     }
     forwarded
+}
+
+/// `fib_validate_source()` with `rp_filter` on: the route back to `src`
+/// must be unicast (or local with `accept_local`), and with strict
+/// filtering leave through `port`. Off, it checks nothing.
+#[inline]
+fn reverse_path(snap: &Snapshot, src: Ipv4Addr, port: &Port) -> Result<(), DropReason> {
+    if port.rp_filter == RpFilter::Off {
+        return Ok(());
+    }
+    let leaf = snap.fib.leaf(src);
+    match leaf.kind() {
+        Some(RouteKind::Unicast) => {
+            let adj = snap.adj.of_set(leaf.set_unchecked());
+            if port.rp_filter == RpFilter::Loose || snap.adj.uses_ifindex(adj, port.ifindex) {
+                Ok(())
+            } else {
+                Err(DropReason::RpFilter)
+            }
+        }
+        // Own addresses as sources got this far only with accept_local.
+        Some(RouteKind::Local) if port.accept_local => Ok(()),
+        // No route back at all (last_resort with rp_filter on).
+        None => Err(DropReason::RpFilter),
+        // A route back of another type: -EINVAL, a martian source.
+        Some(_) => Err(DropReason::MartianSource),
+    }
 }
 
 /// The destination of a frame the vector path may forward: an IPv4 packet
@@ -1156,6 +1196,68 @@ mod tests {
             }
         }
         assert!(forwarded > 500, "{forwarded} forwarded");
+    }
+
+    #[test]
+    fn reverse_path_filter_strict_and_loose() {
+        let mut s = snapshot();
+        let mut b = crate::fib::Fib::builder();
+        for r in s.fib.routes() {
+            b.add(r.clone()).unwrap();
+        }
+        b.add(Route {
+            prefix: Ipv4Addr::new(10, 1, 0, 0),
+            len: 24,
+            kind: RouteKind::Unicast,
+            metric: 0,
+            nexthops: vec![NextHop {
+                gateway: None,
+                ifindex: 10,
+                weight: 1,
+            }]
+            .into(),
+        })
+        .unwrap();
+        s.fib = std::sync::Arc::new(b.build());
+        use DropReason::{MartianSource, RpFilter as Rpf};
+        // Source; what strict, loose and no filtering do with it.
+        let cases = [
+            // The route back leaves through the ingress port.
+            ([10, 1, 0, 1], None, None, None),
+            // Through the other port.
+            ([10, 2, 0, 9], Some(Rpf), None, None),
+            // Through an interface the engine does not serve.
+            ([10, 7, 0, 9], Some(Rpf), None, None),
+            // No route back.
+            ([192, 0, 2, 1], Some(Rpf), Some(Rpf), None),
+            // A blackhole route back: not unicast, a martian.
+            (
+                [10, 6, 1, 9],
+                Some(MartianSource),
+                Some(MartianSource),
+                None,
+            ),
+        ];
+        for (i, mode) in [RpFilter::Strict, RpFilter::Loose, RpFilter::Off]
+            .into_iter()
+            .enumerate()
+        {
+            let mut m = s.clone();
+            m.ports[0].rp_filter = mode;
+            let m = rebuilt(m);
+            for (src, strict, loose, off) in cases {
+                let want = [strict, loose, off][i];
+                let mut f = frame(src, [10, 2, 0, 2], 64, 8);
+                let mut out = [Step::Slow];
+                let n = forward_batch(&mut [&mut f.clone()[..]][..], 0, &m, &mut (), &mut out);
+                assert_eq!(n == 1, want.is_none(), "{mode:?} {src:?}: vector path");
+                match (forward(&mut f, 0, &m, 0), want) {
+                    (Verdict::Transmit { port: 1, .. }, None) => {}
+                    (Verdict::Drop(r), Some(w)) if r == w => {}
+                    (v, w) => panic!("{mode:?} {src:?}: {v:?}, expected {w:?}"),
+                }
+            }
+        }
     }
 
     #[test]

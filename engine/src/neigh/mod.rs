@@ -362,6 +362,19 @@ impl Adjacencies {
         g.paths.last().map_or(a, |p| &p.0)
     }
 
+    /// Whether adjacency `a` (any of its paths, for ECMP) leaves through
+    /// interface `ifindex`: the strict reverse path check
+    /// (`fib_info_nh_uses_dev()`).
+    #[inline]
+    pub fn uses_ifindex(&self, a: &Adjacency, ifindex: u32) -> bool {
+        if a.state != AdjState::Multipath {
+            return a.ifindex == ifindex;
+        }
+        self.groups
+            .get(a.group as usize)
+            .is_some_and(|g| g.paths.iter().any(|(p, _)| p.ifindex == ifindex))
+    }
+
     /// Number of sets with an adjacency.
     pub fn len(&self) -> usize {
         self.by_set.len()
