@@ -546,7 +546,6 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     }
     let mac = port.mac.0;
     let check_own = !port.accept_local;
-    let rpf = port.rp_filter != RpFilter::Off;
     let partial = port.partial_csum;
     let (pre, fwd) = (judge.prerouting(), judge.forwarding());
     let mut completed = 0;
@@ -560,7 +559,7 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         let mut dsts = [Ipv4Addr::UNSPECIFIED; VECTOR];
         let mut m = 0;
         for i in base..end {
-            if let Some(dst) = candidate(frames.frame(i), &mac, snap, check_own) {
+            if let Some(dst) = candidate(frames.frame(i), &mac, snap, check_own, port) {
                 snap.fib.prefetch_root(dst);
                 lanes[m] = i as u16;
                 dsts[m] = dst;
@@ -575,14 +574,6 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         for j in 0..m {
             let i = lanes[j] as usize;
             let frame = frames.frame(i);
-            // A source that fails the reverse path check is for the slow
-            // path, which drops and counts it.
-            if rpf {
-                let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
-                if reverse_path(snap, src, port).is_err() {
-                    continue;
-                }
-            }
             let Some(next) = plan(frame, leaves[j], dsts[j], snap) else {
                 continue;
             };
@@ -645,9 +636,16 @@ fn reverse_path(snap: &Snapshot, src: Ipv4Addr, port: &Port) -> Result<(), DropR
 /// The destination of a frame the vector path may forward: an IPv4 packet
 /// without options to this port's MAC, whole, with a good header checksum,
 /// from a source that is not a martian (nor possibly one of this host's
-/// addresses), to a unicast destination. Anything else is for [`forward`].
+/// addresses) and passes the port's reverse path filter, to a unicast
+/// destination. Anything else is for [`forward`].
 #[inline(always)]
-fn candidate(frame: &[u8], mac: &[u8; 6], snap: &Snapshot, check_own: bool) -> Option<Ipv4Addr> {
+fn candidate(
+    frame: &[u8],
+    mac: &[u8; 6],
+    snap: &Snapshot,
+    check_own: bool,
+    port: &Port,
+) -> Option<Ipv4Addr> {
     let h: &[u8; 34] = frame.get(..34)?.try_into().ok()?;
     let u32_at = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
     let u16_at = |i: usize| u16::from_ne_bytes([h[i], h[i + 1]]);
@@ -685,6 +683,11 @@ fn candidate(frame: &[u8], mac: &[u8; 6], snap: &Snapshot, check_own: bool) -> O
         return None;
     }
     if check_own && snap.own.may_contain(src) {
+        return None;
+    }
+    // A source that fails the reverse path check (rp_filter on) is for the
+    // slow path, which drops and counts it.
+    if port.rp_filter != RpFilter::Off && reverse_path(snap, src, port).is_err() {
         return None;
     }
     Some(dst)
