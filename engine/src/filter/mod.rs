@@ -25,9 +25,12 @@
 //! assert_eq!(empty.judge(Hook::Forward, &Meta::default(), 0), Verdict::Accept);
 //! ```
 
+pub mod batch;
 pub mod compile;
 pub mod legacy;
 pub mod nft;
+#[doc(hidden)]
+pub mod sample;
 pub mod set;
 
 use crate::stats::Counter;
@@ -385,10 +388,17 @@ pub(crate) struct Table {
     /// For interval tables: `index[b]` is the first interval starting at
     /// or after `b << shift`, so a lookup searches one bucket of `starts`.
     index: Vec<u32>,
+    /// For interval tables, per bucket: the interval holding its first
+    /// value, with [`INSIDE`] set when another interval starts inside the
+    /// bucket. Most buckets hold no start: their lookup is this one load.
+    first: Vec<u32>,
     shift: u32,
     /// `words` masks per interval (or per value of a direct table).
     masks: Vec<u64>,
 }
+
+/// In [`Table::first`]: the bucket must be searched.
+const INSIDE: u32 = 1 << 31;
 
 impl Table {
     /// A direct table: `masks` holds one row per value.
@@ -397,29 +407,66 @@ impl Table {
             field,
             starts: Vec::new(),
             index: Vec::new(),
+            first: Vec::new(),
             shift: 0,
             masks,
         }
     }
 
     /// An interval table over sorted `starts` (the first 0), with a
-    /// bucket index on the top 8 bits of the field.
+    /// bucket index on the top 16 bits of an address (65,536 buckets, a
+    /// /16 each: prefixes of /16 and shorter and sets of thousands of
+    /// addresses leave most buckets without a start) and the top 12 bits
+    /// of a 16-bit field (4,096 buckets of 16 values), so that most
+    /// lookups search nothing.
     pub(crate) fn intervals(field: Field, starts: Vec<u32>, masks: Vec<u64>) -> Table {
-        let shift = field.bits() - 8;
+        let shift = field.bits() - if field.bits() > 16 { 16 } else { 12 };
         let buckets = (field.max() >> shift) as usize + 1;
-        let index = (0..=buckets)
+        let index: Vec<u32> = (0..=buckets)
             .map(|b| {
                 let from = (b as u64) << shift;
                 starts.partition_point(|&s| (s as u64) < from) as u32
+            })
+            .collect();
+        let first = (0..buckets)
+            .map(|b| {
+                let from = (b as u64) << shift;
+                let at = starts.partition_point(|&s| (s as u64) <= from) as u32 - 1;
+                // A start after the first value and before the next bucket.
+                let inside = (at + 1) < index[b + 1];
+                at | if inside { INSIDE } else { 0 }
             })
             .collect();
         Table {
             field,
             starts,
             index,
+            first,
             shift,
             masks,
         }
+    }
+
+    /// The interval of `v` in an interval table.
+    #[inline(always)]
+    fn interval(&self, v: u32) -> usize {
+        let b = (v >> self.shift) as usize;
+        let e = self.first[b];
+        if e & INSIDE == 0 {
+            e as usize
+        } else {
+            self.search(b, e & !INSIDE, v)
+        }
+    }
+
+    /// The interval of `v` in bucket `b`, whose first value is in interval
+    /// `at`: `at`, or the last one starting inside the bucket at or below
+    /// `v`.
+    #[cold]
+    #[inline(never)]
+    fn search(&self, b: usize, at: u32, v: u32) -> usize {
+        let (lo, hi) = (at as usize + 1, self.index[b + 1] as usize);
+        at as usize + self.starts[lo..hi].partition_point(|&s| s <= v)
     }
 
     #[inline(always)]
@@ -427,11 +474,7 @@ impl Table {
         let i = if self.starts.is_empty() {
             v as usize
         } else {
-            let b = (v >> self.shift) as usize;
-            let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
-            // The last start at or below v: in this bucket, or the one
-            // before it (starts[0] is 0, so there is one).
-            lo + self.starts[lo..hi].partition_point(|&s| s <= v) - 1
+            self.interval(v)
         };
         &self.masks[i * words..i * words + words]
     }
