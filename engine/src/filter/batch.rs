@@ -56,6 +56,9 @@ impl Program {
             return;
         }
         let base = self.base_mask[0];
+        if let Some(f) = &self.fast {
+            return self.run_fast(f, metas, counters, out);
+        }
         let mut masks = [u64::MAX; VECTOR];
         let masks = &mut masks[..metas.len()];
         for t in &self.tables {
@@ -66,6 +69,165 @@ impl Program {
             }
         }
         for ((m, &mask), o) in metas.iter().zip(masks.iter()).zip(out.iter_mut()) {
+            *o = if mask & base == 0 {
+                self.nothing
+            } else {
+                self.walk(&[mask], m.len, counters)
+            };
+        }
+    }
+}
+
+/// A hook of at most 64 rules as one pass over the packets: the small
+/// fields (interfaces, protocol, ICMP type and code, TTL, TOS) cross-
+/// producted into one table (Recursive Flow Classification: each value
+/// has a class, the classes index one mask), then the interval fields
+/// (ports, length, addresses) each looked up in its bucket index; a field
+/// no rule looks at has a table of one bucket. The mask stays in a
+/// register and the packet costs no branch but the last.
+#[derive(Debug, Clone)]
+pub(crate) struct Fast {
+    /// Per small field, in [`SMALL`] order: the class of each value,
+    /// times the field's stride in `combined`.
+    classes: Box<[[u32; 257]; 7]>,
+    /// The mask of each combination of classes.
+    combined: Vec<u64>,
+    /// Per interval field, in [`WIDE`] order: its table in
+    /// [`Program::tables`], or none.
+    wide: [Option<usize>; 5],
+    /// The table of a field no rule looks at.
+    any: Table,
+}
+
+/// The small fields, as [`Fast::classes`] holds them.
+const SMALL: [Field; 7] = [
+    Field::Iif,
+    Field::Oif,
+    Field::Proto,
+    Field::Itype,
+    Field::Icode,
+    Field::Ttl,
+    Field::Tos,
+];
+/// The interval fields, as [`Fast::wide`] holds them.
+const WIDE: [Field; 5] = [
+    Field::Dport,
+    Field::Sport,
+    Field::Length,
+    Field::Src,
+    Field::Dst,
+];
+/// Most combinations of small-field classes (32 KiB of masks).
+const COMBINED: usize = 4096;
+
+impl Fast {
+    /// The one-pass form of a one-word hook whose `tables` are these;
+    /// `None` when its small fields have too many combinations.
+    pub(crate) fn build(tables: &[Table], words: usize) -> Option<Fast> {
+        if words != 1 {
+            return None;
+        }
+        let mut classes = Box::new([[0u32; 257]; 7]);
+        let mut reps: Vec<Vec<u64>> = Vec::new();
+        let mut stride = 1usize;
+        for (f, class) in SMALL.iter().zip(classes.iter_mut()) {
+            let Some(t) = tables.iter().find(|t| t.field == *f) else {
+                reps.push(vec![u64::MAX]);
+                continue;
+            };
+            if !t.starts.is_empty() {
+                return None;
+            }
+            let mut distinct: Vec<u64> = Vec::new();
+            for (v, &row) in t.masks.iter().enumerate().take(257) {
+                let id = match distinct.iter().position(|&r| r == row) {
+                    Some(id) => id,
+                    None => {
+                        distinct.push(row);
+                        distinct.len() - 1
+                    }
+                };
+                class[v] = (id * stride) as u32;
+            }
+            stride *= distinct.len();
+            if stride > COMBINED {
+                return None;
+            }
+            reps.push(distinct);
+        }
+        let combined = (0..stride)
+            .map(|k| {
+                let mut at = k;
+                let mut mask = u64::MAX;
+                for r in &reps {
+                    mask &= r[at % r.len()];
+                    at /= r.len();
+                }
+                mask
+            })
+            .collect();
+        let mut wide = [None; 5];
+        for (f, w) in WIDE.iter().zip(wide.iter_mut()) {
+            *w = tables.iter().position(|t| t.field == *f);
+            if w.is_some_and(|i| tables[i].starts.is_empty()) {
+                return None;
+            }
+        }
+        if tables
+            .iter()
+            .any(|t| !SMALL.contains(&t.field) && !WIDE.contains(&t.field))
+        {
+            return None;
+        }
+        let any = Table {
+            field: Field::Src,
+            starts: vec![0],
+            index: vec![0, 1, 1],
+            first: vec![0, 0],
+            shift: 31,
+            masks: vec![u64::MAX],
+        };
+        Some(Fast {
+            classes,
+            combined,
+            wide,
+            any,
+        })
+    }
+}
+
+impl Program {
+    /// [`Program::run_batch`] in one pass ([`Fast`]).
+    #[inline]
+    fn run_fast(
+        &self,
+        f: &Fast,
+        metas: &[Meta],
+        counters: Option<&RuleCounters>,
+        out: &mut [Verdict],
+    ) {
+        let base = self.base_mask[0];
+        let t = f.wide.map(|w| w.map_or(&f.any, |i| &self.tables[i]));
+        let c = &*f.classes;
+        let row = |t: &Table, v: u32| t.masks[t.interval(v)];
+        for (m, o) in metas.iter().zip(out.iter_mut()) {
+            let (dport, sport, itype, icode) = match m.l4 {
+                Some(x) => (x & 0xffff, x >> 16, x >> 24, (x >> 16) & 0xff),
+                None => (ABSENT, ABSENT, 256, 256),
+            };
+            let k = c[0][m.iif as usize]
+                + c[1][m.oif as usize]
+                + c[2][m.proto as usize]
+                + c[3][itype as usize]
+                + c[4][icode as usize]
+                + c[5][m.ttl as usize]
+                + c[6][m.tos as usize];
+            let mask = f.combined[k as usize]
+                & row(t[0], dport)
+                & row(t[1], sport)
+                & row(t[2], m.len as u32)
+                & row(t[3], m.src)
+                & row(t[4], m.dst);
             *o = if mask & base == 0 {
                 self.nothing
             } else {

@@ -376,6 +376,8 @@ pub(crate) struct Program {
     /// a base chain jumps to them): once none of these is left, no rule
     /// matches.
     base_mask: Vec<u64>,
+    /// The one-pass form for vectors ([`batch`]), when it has one.
+    fast: Option<batch::Fast>,
 }
 
 /// The masks of one field: a direct table for small domains, intervals
@@ -414,13 +416,19 @@ impl Table {
     }
 
     /// An interval table over sorted `starts` (the first 0), with a
-    /// bucket index on the top 16 bits of an address (65,536 buckets, a
-    /// /16 each: prefixes of /16 and shorter and sets of thousands of
-    /// addresses leave most buckets without a start) and the top 12 bits
-    /// of a 16-bit field (4,096 buckets of 16 values), so that most
-    /// lookups search nothing.
+    /// bucket index on the top bits of the field, so that most lookups
+    /// land in a bucket without a start and search nothing: 12 bits of a
+    /// 16-bit field (4,096 buckets of 16 values); for addresses, about 32
+    /// buckets per start, from 256 (a /8 each) to 65,536 (a /16 each), so
+    /// that a few prefixes cost a table that stays in cache and a set of
+    /// thousands of addresses leaves most buckets empty.
     pub(crate) fn intervals(field: Field, starts: Vec<u32>, masks: Vec<u64>) -> Table {
-        let shift = field.bits() - if field.bits() > 16 { 16 } else { 12 };
+        let bits = if field.bits() > 16 {
+            (usize::BITS - starts.len().leading_zeros() + 5).clamp(8, 16)
+        } else {
+            12
+        };
+        let shift = field.bits() - bits;
         let buckets = (field.max() >> shift) as usize + 1;
         let index: Vec<u32> = (0..=buckets)
             .map(|b| {

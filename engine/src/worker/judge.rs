@@ -353,7 +353,8 @@ impl<'a> Hooks<'a> {
         pass: &mut [bool],
     ) {
         const V: usize = crate::filter::batch::VECTOR;
-        let mut metas = [Meta::default(); V];
+        // Written before read: not initialised for each vector.
+        let mut metas = [std::mem::MaybeUninit::<Meta>::uninit(); V];
         let mut at = [0u8; V];
         let mut verdicts = [Verdict::Accept; V];
         for from in (0..lanes.len()).step_by(V) {
@@ -369,13 +370,16 @@ impl<'a> Hooks<'a> {
                     .get(14..)
                     .and_then(|ip| Meta::parse(ip, iif as u8, oif))
                 {
-                    metas[k] = m;
+                    metas[k].write(m);
                     at[k] = (x - from) as u8;
                     k += 1;
                 }
             }
+            // SAFETY: metas[..k] were written above, and MaybeUninit<Meta>
+            // has the layout of Meta.
+            let parsed = unsafe { std::slice::from_raw_parts(metas.as_ptr().cast::<Meta>(), k) };
             self.rules
-                .judge_batch(hook, &metas[..k], self.worker, &mut verdicts[..k]);
+                .judge_batch(hook, parsed, self.worker, &mut verdicts[..k]);
             for (&v, &x) in verdicts[..k].iter().zip(&at[..k]) {
                 if v != Verdict::Accept {
                     let x = from + x as usize;
