@@ -16,7 +16,10 @@
 //! A packet costs one table lookup per field some rule looks at, an AND of
 //! the masks (stopping as soon as no rule is left), and a walk over the
 //! chains that visits only the rules whose every match holds, with
-//! jumps, gotos, returns and base chain policies in priority order.
+//! jumps, gotos, returns and base chain policies in priority order. The
+//! vector path judges a vector of packets at once ([`batch`]): for hooks
+//! of up to 64 rules, the small fields cross-producted into one table and
+//! one pass over the packets without a branch per field.
 //!
 //! ```
 //! use xdpip::filter::{Hook, Meta, Ruleset, Verdict};
