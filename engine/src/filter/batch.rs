@@ -303,7 +303,7 @@ mod tests {
     fn packet(x: &mut XorShift) -> Meta {
         let r = x.next();
         let pick = |r: u64, set: &[u32], bits: u32| -> u32 {
-            if r % 3 == 0 {
+            if r.is_multiple_of(3) {
                 (r >> 8) as u32 & ((1u64 << bits) - 1) as u32
             } else {
                 let v = set[(r >> 8) as usize % set.len()];
@@ -324,7 +324,7 @@ mod tests {
             0xc000_0000,
             0xffff_ffff,
         ];
-        let l4 = if r % 7 == 0 {
+        let l4 = if r.is_multiple_of(7) {
             None
         } else {
             let sport = pick(x.next(), &ports, 16) & 0xffff;
