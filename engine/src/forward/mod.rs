@@ -667,7 +667,12 @@ fn filtered<F: Frames + ?Sized, J: Judge>(
     let mut k = 0;
     for j in 0..lanes.len() {
         let i = lanes[j];
-        if let Some(next) = plan(frames.frame(i as usize), leaves[j], dsts[j], s.snap) {
+        let frame = frames.frame(i as usize);
+        if let Some(next) = plan(frame, leaves[j], dsts[j], s.snap) {
+            // Without prerouting rules, the frame is rewritten at once.
+            if !s.pre {
+                next.rewrite(frame);
+            }
             planned[k] = i;
             nexts[k] = next;
             k += 1;
@@ -676,15 +681,19 @@ fn filtered<F: Frames + ?Sized, J: Judge>(
     let (planned, nexts) = (&planned[..k], &nexts[..k]);
     let mut pass = [true; VECTOR];
     let pass = &mut pass[..k];
+    let mut oifs = [0u8; VECTOR];
     if s.pre {
         judge.judge_prerouting(frames, planned, s.ingress, pass);
-    }
-    let mut oifs = [0u8; VECTOR];
-    for x in 0..k {
-        if pass[x] {
-            nexts[x].rewrite(frames.frame(planned[x] as usize));
+        for x in 0..k {
+            if pass[x] {
+                nexts[x].rewrite(frames.frame(planned[x] as usize));
+            }
+            oifs[x] = nexts[x].port;
         }
-        oifs[x] = nexts[x].port;
+    } else {
+        for x in 0..k {
+            oifs[x] = nexts[x].port;
+        }
     }
     if s.fwd {
         judge.judge_forwarding(frames, planned, s.ingress, &oifs[..k], pass);
