@@ -635,93 +635,6 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     forwarded
 }
 
-/// What the filtered stages need of the batch.
-struct Stage<'a> {
-    snap: &'a Snapshot,
-    ingress: usize,
-    /// Prerouting has rules.
-    pre: bool,
-    /// Forward or postrouting has rules.
-    fwd: bool,
-    /// The ingress port's partial checksums are to be completed.
-    partial: bool,
-}
-
-/// Stages 3 and 4 of a vector when the filter has rules: adjacency, TTL
-/// and MTU for every frame; prerouting for the planned frames as received;
-/// the rewrite of those it let through; forward and postrouting for them,
-/// rewritten; the refused ones marked [`Step::Refused`], the others
-/// [`Step::Tx`]. Each hook is asked once for the vector, so that the
-/// filter judges it column by column. Returns (forwarded, partial
-/// checksums completed).
-#[inline(never)]
-fn filtered<F: Frames + ?Sized, J: Judge>(
-    frames: &mut F,
-    judge: &mut J,
-    s: &Stage,
-    (lanes, leaves, dsts): (&[u16], &[Leaf], &[Ipv4Addr]),
-    out: &mut [Step],
-) -> (usize, u64) {
-    let mut planned = [0u16; VECTOR];
-    let mut nexts = [Next::default(); VECTOR];
-    let mut k = 0;
-    for j in 0..lanes.len() {
-        let i = lanes[j];
-        let frame = frames.frame(i as usize);
-        if let Some(next) = plan(frame, leaves[j], dsts[j], s.snap) {
-            // Without prerouting rules, the frame is rewritten at once.
-            if !s.pre {
-                next.rewrite(frame);
-            }
-            planned[k] = i;
-            nexts[k] = next;
-            k += 1;
-        }
-    }
-    let (planned, nexts) = (&planned[..k], &nexts[..k]);
-    let mut pass = [true; VECTOR];
-    let pass = &mut pass[..k];
-    let mut oifs = [0u8; VECTOR];
-    if s.pre {
-        judge.judge_prerouting(frames, planned, s.ingress, pass);
-        for x in 0..k {
-            if pass[x] {
-                nexts[x].rewrite(frames.frame(planned[x] as usize));
-            }
-            oifs[x] = nexts[x].port;
-        }
-    } else {
-        for x in 0..k {
-            oifs[x] = nexts[x].port;
-        }
-    }
-    if s.fwd {
-        judge.judge_forwarding(frames, planned, s.ingress, &oifs[..k], pass);
-    }
-    let (mut forwarded, mut completed) = (0, 0);
-    for x in 0..k {
-        let i = planned[x] as usize;
-        if !pass[x] {
-            out[i] = Step::Refused;
-            continue;
-        }
-        let len = nexts[x].len as usize;
-        // A local stack's partial UDP/TCP checksum is finished before the
-        // packet leaves, as its device would have.
-        if s.partial {
-            completed +=
-                crate::wire::l4csum::complete(&mut frames.frame(i)[ethernet::HEADER_LEN..len])
-                    as u64;
-        }
-        out[i] = Step::Tx {
-            port: nexts[x].port,
-            len: len as u16,
-        };
-        forwarded += 1;
-    }
-    (forwarded, completed)
-}
-
 /// The destination of a frame the vector path may forward: an IPv4 packet
 /// without options to this port's MAC, whole, with a good header checksum,
 /// from a source that is not a martian (nor possibly one of this host's
@@ -831,6 +744,93 @@ fn plan(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Option<Next
         len: ethernet::HEADER_LEN as u16 + total,
         macs,
     })
+}
+
+/// What the filtered stages need of the batch.
+struct Stage<'a> {
+    snap: &'a Snapshot,
+    ingress: usize,
+    /// Prerouting has rules.
+    pre: bool,
+    /// Forward or postrouting has rules.
+    fwd: bool,
+    /// The ingress port's partial checksums are to be completed.
+    partial: bool,
+}
+
+/// Stages 3 and 4 of a vector when the filter has rules: adjacency, TTL
+/// and MTU for every frame; prerouting for the planned frames as received;
+/// the rewrite of those it let through; forward and postrouting for them,
+/// rewritten; the refused ones marked [`Step::Refused`], the others
+/// [`Step::Tx`]. Each hook is asked once for the vector, so that the
+/// filter judges it column by column. Returns (forwarded, partial
+/// checksums completed).
+#[inline(never)]
+fn filtered<F: Frames + ?Sized, J: Judge>(
+    frames: &mut F,
+    judge: &mut J,
+    s: &Stage,
+    (lanes, leaves, dsts): (&[u16], &[Leaf], &[Ipv4Addr]),
+    out: &mut [Step],
+) -> (usize, u64) {
+    let mut planned = [0u16; VECTOR];
+    let mut nexts = [Next::default(); VECTOR];
+    let mut k = 0;
+    for j in 0..lanes.len() {
+        let i = lanes[j];
+        let frame = frames.frame(i as usize);
+        if let Some(next) = plan(frame, leaves[j], dsts[j], s.snap) {
+            // Without prerouting rules, the frame is rewritten at once.
+            if !s.pre {
+                next.rewrite(frame);
+            }
+            planned[k] = i;
+            nexts[k] = next;
+            k += 1;
+        }
+    }
+    let (planned, nexts) = (&planned[..k], &nexts[..k]);
+    let mut pass = [true; VECTOR];
+    let pass = &mut pass[..k];
+    let mut oifs = [0u8; VECTOR];
+    if s.pre {
+        judge.judge_prerouting(frames, planned, s.ingress, pass);
+        for x in 0..k {
+            if pass[x] {
+                nexts[x].rewrite(frames.frame(planned[x] as usize));
+            }
+            oifs[x] = nexts[x].port;
+        }
+    } else {
+        for x in 0..k {
+            oifs[x] = nexts[x].port;
+        }
+    }
+    if s.fwd {
+        judge.judge_forwarding(frames, planned, s.ingress, &oifs[..k], pass);
+    }
+    let (mut forwarded, mut completed) = (0, 0);
+    for x in 0..k {
+        let i = planned[x] as usize;
+        if !pass[x] {
+            out[i] = Step::Refused;
+            continue;
+        }
+        let len = nexts[x].len as usize;
+        // A local stack's partial UDP/TCP checksum is finished before the
+        // packet leaves, as its device would have.
+        if s.partial {
+            completed +=
+                crate::wire::l4csum::complete(&mut frames.frame(i)[ethernet::HEADER_LEN..len])
+                    as u64;
+        }
+        out[i] = Step::Tx {
+            port: nexts[x].port,
+            len: len as u16,
+        };
+        forwarded += 1;
+    }
+    (forwarded, completed)
 }
 
 /// The bytes under a packet view (for in-place option processing).
