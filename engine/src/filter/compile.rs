@@ -830,11 +830,12 @@ pub fn compile(rs: &nft::Ruleset, ports: &[Iface]) -> Ruleset {
             continue;
         }
         let words = rules.len().div_ceil(64).max(1);
-        let tables = Field::ALL
+        let tables: Vec<Table> = Field::ALL
             .iter()
             .filter(|f| preds.iter().any(|p| p.iter().any(|(g, _)| g == *f)))
             .map(|&f| table(f, &preds, words))
             .collect();
+        let fast = super::batch::Fast::build(&tables, words);
         let nothing = if policy_drop.iter().any(|b| b.1) {
             Verdict::Drop
         } else {
@@ -855,6 +856,7 @@ pub fn compile(rs: &nft::Ruleset, ports: &[Iface]) -> Ruleset {
             bases: policy_drop,
             nothing,
             base_mask,
+            fast,
         });
     }
     out

@@ -16,7 +16,10 @@
 //! A packet costs one table lookup per field some rule looks at, an AND of
 //! the masks (stopping as soon as no rule is left), and a walk over the
 //! chains that visits only the rules whose every match holds, with
-//! jumps, gotos, returns and base chain policies in priority order.
+//! jumps, gotos, returns and base chain policies in priority order. The
+//! vector path judges a vector of packets at once ([`batch`]): for hooks
+//! of up to 64 rules, the small fields cross-producted into one table and
+//! one pass over the packets without a branch per field.
 //!
 //! ```
 //! use xdpip::filter::{Hook, Meta, Ruleset, Verdict};
@@ -25,9 +28,12 @@
 //! assert_eq!(empty.judge(Hook::Forward, &Meta::default(), 0), Verdict::Accept);
 //! ```
 
+pub mod batch;
 pub mod compile;
 pub mod legacy;
 pub mod nft;
+#[doc(hidden)]
+pub mod sample;
 pub mod set;
 
 use crate::stats::Counter;
@@ -373,6 +379,8 @@ pub(crate) struct Program {
     /// a base chain jumps to them): once none of these is left, no rule
     /// matches.
     base_mask: Vec<u64>,
+    /// The one-pass form for vectors ([`batch`]), when it has one.
+    fast: Option<batch::Fast>,
 }
 
 /// The masks of one field: a direct table for small domains, intervals
@@ -385,10 +393,17 @@ pub(crate) struct Table {
     /// For interval tables: `index[b]` is the first interval starting at
     /// or after `b << shift`, so a lookup searches one bucket of `starts`.
     index: Vec<u32>,
+    /// For interval tables, per bucket: the interval holding its first
+    /// value, with [`INSIDE`] set when another interval starts inside the
+    /// bucket. Most buckets hold no start: their lookup is this one load.
+    first: Vec<u32>,
     shift: u32,
     /// `words` masks per interval (or per value of a direct table).
     masks: Vec<u64>,
 }
+
+/// In [`Table::first`]: the bucket must be searched.
+const INSIDE: u32 = 1 << 31;
 
 impl Table {
     /// A direct table: `masks` holds one row per value.
@@ -397,29 +412,72 @@ impl Table {
             field,
             starts: Vec::new(),
             index: Vec::new(),
+            first: Vec::new(),
             shift: 0,
             masks,
         }
     }
 
     /// An interval table over sorted `starts` (the first 0), with a
-    /// bucket index on the top 8 bits of the field.
+    /// bucket index on the top bits of the field, so that most lookups
+    /// land in a bucket without a start and search nothing: 12 bits of a
+    /// 16-bit field (4,096 buckets of 16 values); for addresses, about 32
+    /// buckets per start, from 256 (a /8 each) to 65,536 (a /16 each), so
+    /// that a few prefixes cost a table that stays in cache and a set of
+    /// thousands of addresses leaves most buckets empty.
     pub(crate) fn intervals(field: Field, starts: Vec<u32>, masks: Vec<u64>) -> Table {
-        let shift = field.bits() - 8;
+        let bits = if field.bits() > 16 {
+            (usize::BITS - starts.len().leading_zeros() + 5).clamp(8, 16)
+        } else {
+            12
+        };
+        let shift = field.bits() - bits;
         let buckets = (field.max() >> shift) as usize + 1;
-        let index = (0..=buckets)
+        let index: Vec<u32> = (0..=buckets)
             .map(|b| {
                 let from = (b as u64) << shift;
                 starts.partition_point(|&s| (s as u64) < from) as u32
+            })
+            .collect();
+        let first = (0..buckets)
+            .map(|b| {
+                let from = (b as u64) << shift;
+                let at = starts.partition_point(|&s| (s as u64) <= from) as u32 - 1;
+                // A start after the first value and before the next bucket.
+                let inside = (at + 1) < index[b + 1];
+                at | if inside { INSIDE } else { 0 }
             })
             .collect();
         Table {
             field,
             starts,
             index,
+            first,
             shift,
             masks,
         }
+    }
+
+    /// The interval of `v` in an interval table.
+    #[inline(always)]
+    fn interval(&self, v: u32) -> usize {
+        let b = (v >> self.shift) as usize;
+        let e = self.first[b];
+        if e & INSIDE == 0 {
+            e as usize
+        } else {
+            self.search(b, e & !INSIDE, v)
+        }
+    }
+
+    /// The interval of `v` in bucket `b`, whose first value is in interval
+    /// `at`: `at`, or the last one starting inside the bucket at or below
+    /// `v`.
+    #[cold]
+    #[inline(never)]
+    fn search(&self, b: usize, at: u32, v: u32) -> usize {
+        let (lo, hi) = (at as usize + 1, self.index[b + 1] as usize);
+        at as usize + self.starts[lo..hi].partition_point(|&s| s <= v)
     }
 
     #[inline(always)]
@@ -427,11 +485,7 @@ impl Table {
         let i = if self.starts.is_empty() {
             v as usize
         } else {
-            let b = (v >> self.shift) as usize;
-            let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
-            // The last start at or below v: in this bucket, or the one
-            // before it (starts[0] is 0, so there is one).
-            lo + self.starts[lo..hi].partition_point(|&s| s <= v) - 1
+            self.interval(v)
         };
         &self.masks[i * words..i * words + words]
     }

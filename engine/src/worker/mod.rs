@@ -23,7 +23,7 @@
 pub mod idle;
 mod judge;
 
-use crate::filter::{self, Hook, Meta};
+use crate::filter::{self, Hook};
 use crate::forward::{self, forward, fragment, icmp, Frames, Step, Verdict};
 use crate::reasm::{self, handoff::Handoff, Outcome, Reassembler};
 use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
@@ -37,6 +37,7 @@ use crate::wire::ipopt;
 use crate::wire::ipv4::{self, Packet};
 use crate::xsk::ring::Desc;
 use crate::xsk::{self, BindMode, Frame, Pool, QueueSocket, Umem, WorkerSockets};
+pub use judge::Hooks;
 use judge::{Egress, Refusal};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -334,52 +335,6 @@ fn originate(io: &mut Io, f: &judge::Local, snap: &Snapshot, port: usize, bytes:
         Egress::Kernel => {
             io.counters.to_kernel.add(1);
             true
-        }
-    }
-}
-
-/// The host's ruleset as the vector path asks it ([`forward::Judge`]),
-/// remembering why it refused each frame it refused.
-struct Hooks<'a> {
-    rules: &'a filter::Ruleset,
-    worker: usize,
-    refused: &'a mut [Option<(Hook, filter::Verdict)>],
-}
-
-impl Hooks<'_> {
-    #[inline]
-    fn pass(&mut self, i: usize, hook: Hook, m: &Meta) -> bool {
-        match self.rules.judge(hook, m, self.worker) {
-            filter::Verdict::Accept => true,
-            v => {
-                if let Some(r) = self.refused.get_mut(i) {
-                    *r = Some((hook, v));
-                }
-                false
-            }
-        }
-    }
-}
-
-impl forward::Judge for Hooks<'_> {
-    #[inline(always)]
-    fn prerouting(&self) -> bool {
-        self.rules.active(Hook::Prerouting)
-    }
-    #[inline(always)]
-    fn forwarding(&self) -> bool {
-        self.rules.active(Hook::Forward) || self.rules.active(Hook::Postrouting)
-    }
-    fn pass_prerouting(&mut self, i: usize, ip: &[u8], iif: usize) -> bool {
-        match Meta::parse(ip, iif as u8, filter::NO_IFACE) {
-            Some(m) => self.pass(i, Hook::Prerouting, &m),
-            None => true,
-        }
-    }
-    fn pass_forwarding(&mut self, i: usize, ip: &[u8], iif: usize, oif: usize) -> bool {
-        match Meta::parse(ip, iif as u8, oif as u8) {
-            Some(m) => self.pass(i, Hook::Forward, &m) && self.pass(i, Hook::Postrouting, &m),
-            None => true,
         }
     }
 }
