@@ -179,8 +179,18 @@ fn main() {
                     "xdpip/datapath-tests,xdpip-bench/datapath-tests",
                 ])
                 .args(rest));
-            // Then zero-copy on real drivers, in a guest (veth has none).
-            let status = zerocopy::main(&[]);
+            // Then zero-copy on real drivers, in a guest (veth has none),
+            // with the binaries the tests just used: the guest checks
+            // correctness, not speed (the engine's crate is built at
+            // opt-level 2 in every profile), and a release build would
+            // add minutes to every run.
+            let profile = if rest.iter().any(|a| a == "--release") {
+                "release"
+            } else {
+                "debug"
+            };
+            let bins = zerocopy::target_dir().join(profile);
+            let status = zerocopy::main(&["--binaries".into(), bins.display().to_string()]);
             if status != 0 {
                 exit(status);
             }

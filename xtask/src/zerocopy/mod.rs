@@ -39,6 +39,9 @@ struct Options {
     suite: Suite,
     runs: u32,
     build: bool,
+    /// Where `xdpip` and `examples/udp_echo` are taken from (default: the
+    /// release build).
+    bins: Option<PathBuf>,
 }
 
 const USAGE: &str =
@@ -47,7 +50,9 @@ const USAGE: &str =
   --driver D   the NIC model(s) to test [default: both]
   --quick      only zero-copy binding and forwarding (for loops)
   --runs N     boot each driver N times and count failed runs [default: 1]
-  --no-build   use the release binaries already built";
+  --no-build   use the release binaries already built
+  --binaries DIR  take xdpip and examples/udp_echo from DIR, built already
+               (cargo xtask test passes the debug build it just tested)";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -55,6 +60,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         suite: Suite::Full,
         runs: 1,
         build: true,
+        bins: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -76,6 +82,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or("--runs takes a number above 0")?
             }
             "--no-build" => o.build = false,
+            "--binaries" => {
+                o.bins = Some(PathBuf::from(
+                    it.next().ok_or("--binaries takes a directory")?,
+                ));
+                o.build = false;
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -83,7 +95,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-fn target_dir() -> PathBuf {
+/// The workspace's target directory (`CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir() -> PathBuf {
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(t);
     }
@@ -147,8 +160,9 @@ fn stage(o: &Options) -> Result<bool, Fail> {
             )));
         }
     }
-    let xdpip = target.join("release/xdpip");
-    let udp_echo = target.join("release/examples/udp_echo");
+    let bins = o.bins.clone().unwrap_or_else(|| target.join("release"));
+    let xdpip = bins.join("xdpip");
+    let udp_echo = bins.join("examples/udp_echo");
     for p in [&xdpip, &udp_echo] {
         if !p.is_file() {
             return Err(Fail(format!(
