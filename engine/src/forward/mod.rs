@@ -953,6 +953,33 @@ mod tests {
         rebuilt(s)
     }
 
+    /// `s` with `route` added to its FIB, and its adjacencies made again.
+    fn with_route(mut s: Snapshot, route: Route) -> Snapshot {
+        let mut b = crate::fib::Fib::builder();
+        for r in s.fib.routes() {
+            b.add(r.clone()).unwrap();
+        }
+        b.add(route).unwrap();
+        s.fib = std::sync::Arc::new(b.build());
+        rebuilt(s)
+    }
+
+    /// A route of `kind` through interface `ifindex`, without a gateway.
+    fn direct(prefix: [u8; 4], len: u8, kind: RouteKind, ifindex: u32) -> Route {
+        Route {
+            prefix: Ipv4Addr::from(prefix),
+            len,
+            kind,
+            metric: 0,
+            nexthops: vec![NextHop {
+                gateway: None,
+                ifindex,
+                weight: 1,
+            }]
+            .into(),
+        }
+    }
+
     /// The snapshot with its adjacencies made from its tables again.
     fn rebuilt(s: Snapshot) -> Snapshot {
         Snapshot::new(s.fib, s.neigh, s.ports, s.sysctl)
@@ -1195,34 +1222,29 @@ mod tests {
 
     #[test]
     fn ecmp_policy_0_keeps_a_host_pair_on_one_path_policy_1_spreads_ports() {
-        let mut s = snapshot();
-        let mut b = crate::fib::Fib::builder();
-        for r in s.fib.routes() {
-            b.add(r.clone()).unwrap();
-        }
         let gw2 = Ipv4Addr::new(10, 2, 0, 2);
-        b.add(Route {
-            prefix: Ipv4Addr::new(10, 50, 0, 0),
-            len: 16,
-            kind: RouteKind::Unicast,
-            metric: 0,
-            nexthops: vec![
-                NextHop {
-                    gateway: Some(GW),
-                    ifindex: 11,
-                    weight: 1,
-                },
-                NextHop {
-                    gateway: Some(gw2),
-                    ifindex: 11,
-                    weight: 1,
-                },
-            ]
-            .into(),
-        })
-        .unwrap();
-        s.fib = std::sync::Arc::new(b.build());
-        let mut s = rebuilt(s);
+        let mut s = with_route(
+            snapshot(),
+            Route {
+                prefix: Ipv4Addr::new(10, 50, 0, 0),
+                len: 16,
+                kind: RouteKind::Unicast,
+                metric: 0,
+                nexthops: vec![
+                    NextHop {
+                        gateway: Some(GW),
+                        ifindex: 11,
+                        weight: 1,
+                    },
+                    NextHop {
+                        gateway: Some(gw2),
+                        ifindex: 11,
+                        weight: 1,
+                    },
+                ]
+                .into(),
+            },
+        );
         let next_mac = |s: &Snapshot, sport: u16| {
             let mut f = frame([10, 1, 0, 1], [10, 50, 0, 1], 64, 8);
             f[34..36].copy_from_slice(&sport.to_be_bytes());
@@ -1324,25 +1346,10 @@ mod tests {
 
     #[test]
     fn reverse_path_filter_strict_and_loose() {
-        let mut s = snapshot();
-        let mut b = crate::fib::Fib::builder();
-        for r in s.fib.routes() {
-            b.add(r.clone()).unwrap();
-        }
-        b.add(Route {
-            prefix: Ipv4Addr::new(10, 1, 0, 0),
-            len: 24,
-            kind: RouteKind::Unicast,
-            metric: 0,
-            nexthops: vec![NextHop {
-                gateway: None,
-                ifindex: 10,
-                weight: 1,
-            }]
-            .into(),
-        })
-        .unwrap();
-        s.fib = std::sync::Arc::new(b.build());
+        let s = with_route(
+            snapshot(),
+            direct([10, 1, 0, 0], 24, RouteKind::Unicast, 10),
+        );
         use DropReason::{MartianSource, RpFilter as Rpf};
         // Source; what strict, loose and no filtering do with it.
         let cases = [
@@ -1386,26 +1393,10 @@ mod tests {
 
     #[test]
     fn own_sources_are_martians_unless_accept_local() {
-        let mut s = snapshot();
-        let mut b = crate::fib::Fib::builder();
-        for r in s.fib.routes() {
-            b.add(r.clone()).unwrap();
-        }
-        b.add(Route {
-            prefix: Ipv4Addr::new(10, 1, 0, 254),
-            len: 32,
-            kind: RouteKind::Local,
-            metric: 0,
-            nexthops: vec![NextHop {
-                gateway: None,
-                ifindex: 10,
-                weight: 1,
-            }]
-            .into(),
-        })
-        .unwrap();
-        s.fib = std::sync::Arc::new(b.build());
-        let s = rebuilt(s);
+        let s = with_route(
+            snapshot(),
+            direct([10, 1, 0, 254], 32, RouteKind::Local, 10),
+        );
         let mut f = frame([10, 1, 0, 254], [10, 2, 0, 2], 64, 8);
         let mut out = [Step::Slow];
         assert_eq!(
