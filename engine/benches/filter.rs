@@ -15,20 +15,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use xdpip::control::filter::Shared;
-use xdpip::filter::sample::twenty_rules;
+use xdpip::filter::sample::{twenty_rules, Rng};
 use xdpip::filter::{Hook, Meta, Ruleset, Verdict};
 
 const BATCH: usize = 64;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 as u32
-    }
-}
 
 fn packets(rng: &mut Rng, matching: bool) -> Vec<Meta> {
     (0..BATCH)
@@ -36,13 +26,13 @@ fn packets(rng: &mut Rng, matching: bool) -> Vec<Meta> {
             let mut m = Meta {
                 iif: 0,
                 oif: 1,
-                src: 0x0a01_0000 | (rng.next() & 0xffff),
-                dst: 0x0a02_0000 | (rng.next() & 0xffff),
+                src: 0x0a01_0000 | (rng.next_u32() & 0xffff),
+                dst: 0x0a02_0000 | (rng.next_u32() & 0xffff),
                 proto: 17,
                 tos: 0,
                 ttl: 63,
                 len: 28,
-                l4: Some((1024 + (rng.next() & 0x7fff)) << 16 | 9),
+                l4: Some((1024 + (rng.next_u32() & 0x7fff)) << 16 | 9),
             };
             if matching && i % 4 == 0 {
                 match (i / 4) % 4 {

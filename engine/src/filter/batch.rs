@@ -297,6 +297,7 @@ mod tests {
     use crate::filter::compile::{compile, Iface};
     use crate::filter::nft::build::*;
     use crate::filter::nft::{family, Expr, Ruleset as Nft};
+    use crate::filter::sample::{port_rules, udp_dport as dport};
     use crate::testutil::XorShift;
 
     /// Values near every boundary the rulesets below name, and random ones.
@@ -413,15 +414,6 @@ mod tests {
         assert_eq!(one.totals(), batch.totals());
     }
 
-    fn dport(p: u16) -> Vec<Expr> {
-        vec![
-            meta(16),
-            cmp(0, &[17]),
-            payload(2, 2, 2),
-            cmp(0, &p.to_be_bytes()),
-        ]
-    }
-
     /// The address at `offset` (12 source, 16 destination) in (op 0) or
     /// not in (op 1) the /8 of `first`.
     fn net(offset: u32, first: u8, op: u32) -> Vec<Expr> {
@@ -505,20 +497,7 @@ mod tests {
         let mut rs = Nft::default();
         rs.chains
             .push(base_chain(family::IPV4, "t", "late", 2, 10, true));
-        for i in 0..100u16 {
-            let v = if i % 2 == 0 {
-                verdict(0, None)
-            } else {
-                reject(0, 10)
-            };
-            rs.rules.push(rule(
-                family::IPV4,
-                "t",
-                "late",
-                i as u64 + 1,
-                [dport(1000 + i), vec![counter(), v]].concat(),
-            ));
-        }
+        port_rules(&mut rs, family::IPV4, "t", "late", 100);
         rs.rules.push(rule(
             family::IPV4,
             "t",

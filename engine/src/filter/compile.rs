@@ -933,6 +933,7 @@ mod tests {
     use super::*;
     use crate::filter::nft::build::*;
     use crate::filter::nft::Ruleset as Nft;
+    use crate::filter::sample::{port_rules, udp_dport as dport};
     use crate::filter::Meta;
 
     fn udp(dport: u16) -> Meta {
@@ -947,15 +948,6 @@ mod tests {
         }
     }
 
-    fn dport(p: u16) -> Vec<Expr> {
-        vec![
-            meta(16),
-            cmp(0, &[17]),
-            payload(2, 2, 2),
-            cmp(0, &p.to_be_bytes()),
-        ]
-    }
-
     #[test]
     fn more_than_64_rules_and_base_chains_in_priority_order() {
         let mut rs = Nft::default();
@@ -965,20 +957,7 @@ mod tests {
         rs.chains
             .push(base_chain(family::INET, "u", "early", 2, -5, true));
         rs.chains.push(chain(family::IPV4, "t", "sub"));
-        for i in 0..100u16 {
-            let v = if i % 2 == 0 {
-                verdict(0, None)
-            } else {
-                reject(0, 10)
-            };
-            rs.rules.push(rule(
-                family::IPV4,
-                "t",
-                "late",
-                i as u64 + 1,
-                [dport(1000 + i), vec![counter(), v]].concat(),
-            ));
-        }
+        port_rules(&mut rs, family::IPV4, "t", "late", 100);
         rs.rules.push(rule(
             family::IPV4,
             "t",

@@ -8,11 +8,12 @@ use super::nft::build::*;
 use super::nft::{family::IPV4, Expr, Ruleset as Nft};
 use super::{Hook, Ruleset};
 
-/// xorshift64, for the set's addresses.
-struct Rng(u64);
+/// xorshift64: the set's addresses here, the packets of the filter bench.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u32 {
+    /// The next value, its low 32 bits.
+    pub fn next_u32(&mut self) -> u32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -26,6 +27,32 @@ fn proto(p: u8) -> Vec<Expr> {
 
 fn dport(p: u16) -> Vec<Expr> {
     vec![payload(2, 2, 2), cmp(0, &p.to_be_bytes())]
+}
+
+/// `udp dport p`: the protocol, then the port.
+pub fn udp_dport(p: u16) -> Vec<Expr> {
+    [proto(17), dport(p)].concat()
+}
+
+/// `n` rules in `chain` of `table`, handles 1 to `n`: rule `i` counts UDP
+/// to port 1000 + `i` and drops it (even `i`) or rejects it with
+/// host-prohibited (odd `i`). More than 64 of them make a hook of several
+/// mask words.
+pub fn port_rules(rs: &mut Nft, family: u8, table: &str, chain: &str, n: u16) {
+    for i in 0..n {
+        let v = if i % 2 == 0 {
+            verdict(0, None)
+        } else {
+            reject(0, 10)
+        };
+        rs.rules.push(rule(
+            family,
+            table,
+            chain,
+            i as u64 + 1,
+            [udp_dport(1000 + i), vec![counter(), v]].concat(),
+        ));
+    }
 }
 
 fn prefix(offset: u32, addr: [u8; 4], len: u32) -> Vec<Expr> {
@@ -50,7 +77,7 @@ pub fn twenty_rules(seed: u64) -> Ruleset {
         .push(base_chain(IPV4, "filter", "forward", 2, 0, true));
     rs.chains.push(chain(IPV4, "filter", "mgmt"));
     let blocked: Vec<Vec<u8>> = (0..1000)
-        .map(|_| (0xc000_0000 | rng.next() >> 2).to_be_bytes().to_vec())
+        .map(|_| (0xc000_0000 | rng.next_u32() >> 2).to_be_bytes().to_vec())
         .collect();
     rs.sets.push(set(IPV4, "filter", "blocklist", blocked));
     let (drop, accept) = (|| verdict(0, None), || verdict(1, None));
