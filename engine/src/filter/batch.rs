@@ -243,48 +243,40 @@ impl Table {
     /// value is read without a branch on the field.
     #[inline]
     fn and_column(&self, metas: &[Meta], masks: &mut [u64]) -> u64 {
+        // The field is matched once, outside the loops: each arm's
+        // `Field::value` is a constant field, folded to one load.
         macro_rules! by {
-            ($get:expr) => {
+            ($f:expr) => {
                 if self.starts.is_empty() {
-                    self.and_direct(metas, masks, $get)
+                    self.and_rows(metas, masks, |m| $f.value(m) as usize)
                 } else {
-                    self.and_intervals(metas, masks, $get)
+                    self.and_rows(metas, masks, |m| self.interval($f.value(m)))
                 }
             };
         }
         match self.field {
-            Field::Iif => by!(|m: &Meta| m.iif as u32),
-            Field::Oif => by!(|m: &Meta| m.oif as u32),
-            Field::Proto => by!(|m: &Meta| m.proto as u32),
-            Field::Dport => by!(|m: &Meta| m.l4.map_or(ABSENT, |x| x & 0xffff)),
-            Field::Sport => by!(|m: &Meta| m.l4.map_or(ABSENT, |x| x >> 16)),
-            Field::Itype => by!(|m: &Meta| m.l4.map_or(256, |x| x >> 24)),
-            Field::Icode => by!(|m: &Meta| m.l4.map_or(256, |x| (x >> 16) & 0xff)),
-            Field::Ttl => by!(|m: &Meta| m.ttl as u32),
-            Field::Tos => by!(|m: &Meta| m.tos as u32),
-            Field::Length => by!(|m: &Meta| m.len as u32),
-            Field::Src => by!(|m: &Meta| m.src),
-            Field::Dst => by!(|m: &Meta| m.dst),
+            Field::Iif => by!(Field::Iif),
+            Field::Oif => by!(Field::Oif),
+            Field::Proto => by!(Field::Proto),
+            Field::Dport => by!(Field::Dport),
+            Field::Sport => by!(Field::Sport),
+            Field::Itype => by!(Field::Itype),
+            Field::Icode => by!(Field::Icode),
+            Field::Ttl => by!(Field::Ttl),
+            Field::Tos => by!(Field::Tos),
+            Field::Length => by!(Field::Length),
+            Field::Src => by!(Field::Src),
+            Field::Dst => by!(Field::Dst),
         }
     }
 
+    /// `masks[i] &= masks row row(metas[i])`; the union of the new masks.
     #[inline(always)]
-    fn and_direct(&self, metas: &[Meta], masks: &mut [u64], get: impl Fn(&Meta) -> u32) -> u64 {
+    fn and_rows(&self, metas: &[Meta], masks: &mut [u64], row: impl Fn(&Meta) -> usize) -> u64 {
         let rows = &self.masks[..];
         let mut any = 0;
         for (m, x) in metas.iter().zip(masks.iter_mut()) {
-            *x &= rows[get(m) as usize];
-            any |= *x;
-        }
-        any
-    }
-
-    #[inline(always)]
-    fn and_intervals(&self, metas: &[Meta], masks: &mut [u64], get: impl Fn(&Meta) -> u32) -> u64 {
-        let rows = &self.masks[..];
-        let mut any = 0;
-        for (m, x) in metas.iter().zip(masks.iter_mut()) {
-            *x &= rows[self.interval(get(m))];
+            *x &= rows[row(m)];
             any |= *x;
         }
         any
