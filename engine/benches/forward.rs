@@ -141,6 +141,22 @@ impl Dir24 {
 /// for the ratios printed at the end.
 type Means = Rc<RefCell<BTreeMap<String, Vec<f64>>>>;
 
+/// Runs `batch` on `iters` consecutive batches of destinations of `pool`
+/// from `*at` on, wrapping; `batch` times the part it measures. Their sum.
+fn timed(
+    pool: &[Ipv4Addr],
+    iters: u64,
+    at: &mut usize,
+    mut batch: impl FnMut(&[Ipv4Addr]) -> Duration,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        total += batch(&pool[*at..*at + BATCH]);
+        *at = (*at + BATCH) % POOL;
+    }
+    total
+}
+
 fn record(means: &Means, id: &str, d: Duration, iters: u64) {
     if iters > 0 {
         let mut m = means.borrow_mut();
@@ -175,10 +191,8 @@ fn forwarding(c: &mut Criterion, means: &Means) {
         let mut at = 0;
         g.bench_function(format!("{n}/x64"), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    fill(&mut buf, mac, &pool[at..at + BATCH]);
-                    at = (at + BATCH) % POOL;
+                let total = timed(&pool, iters, &mut at, |dsts| {
+                    fill(&mut buf, mac, dsts);
                     let t = Instant::now();
                     black_box(forward_batch(
                         &mut Slots(&mut buf),
@@ -187,8 +201,8 @@ fn forwarding(c: &mut Criterion, means: &Means) {
                         &mut (),
                         &mut steps,
                     ));
-                    total += t.elapsed();
-                }
+                    t.elapsed()
+                });
                 record(means, &id, total, iters);
                 total
             })
@@ -215,10 +229,8 @@ fn forwarding(c: &mut Criterion, means: &Means) {
             let mut at = 0;
             g.bench_function("1000/x64/filter20", |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        fill(&mut buf, mac, &pool[at..at + BATCH]);
-                        at = (at + BATCH) % POOL;
+                    let total = timed(&pool, iters, &mut at, |dsts| {
+                        fill(&mut buf, mac, dsts);
                         let t = Instant::now();
                         black_box(forward_batch(
                             &mut Slots(&mut buf),
@@ -227,8 +239,8 @@ fn forwarding(c: &mut Criterion, means: &Means) {
                             &mut Hooks::new(&rules, 0, &mut refused),
                             &mut steps,
                         ));
-                        total += t.elapsed();
-                    }
+                        t.elapsed()
+                    });
                     record(means, id, total, iters);
                     total
                 })
@@ -242,16 +254,13 @@ fn forwarding(c: &mut Criterion, means: &Means) {
             let id = "poptrie/1000/x64";
             g.bench_function("poptrie/1000/x64", |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let dsts = &pool[at..at + BATCH];
-                        at = (at + BATCH) % POOL;
+                    let total = timed(&pool, iters, &mut at, |dsts| {
                         let t = Instant::now();
                         for &d in dsts {
                             black_box(trie.lookup(black_box(d)));
                         }
-                        total += t.elapsed();
-                    }
+                        t.elapsed()
+                    });
                     record(means, id, total, iters);
                     total
                 })
@@ -263,16 +272,13 @@ fn forwarding(c: &mut Criterion, means: &Means) {
             let id = "floor/1000000/x64";
             g.bench_function("floor/1000000/x64", |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let dsts = &pool[at..at + BATCH];
-                        at = (at + BATCH) % POOL;
+                    let total = timed(&pool, iters, &mut at, |dsts| {
                         let t = Instant::now();
                         for &d in dsts {
                             black_box(dir.lookup(black_box(d)));
                         }
-                        total += t.elapsed();
-                    }
+                        t.elapsed()
+                    });
                     record(means, id, total, iters);
                     total
                 })
