@@ -3,8 +3,8 @@
 //! packets; per batch, so per packet is a 64th. `empty` is a ruleset
 //! without rules (what a hook without rules costs), `parse_judge` parses
 //! each packet's [`Meta`] from its header first, as the slow path does;
-//! `judge_batch` judges the batch column by column, as the vector path
-//! does.
+//! `judge_batch` judges the batch in the one-pass form the vector path
+//! uses.
 //!
 //! The packets are UDP from random sources (not in the set) to random
 //! destinations, port 9: the common case, accepted by the policy after

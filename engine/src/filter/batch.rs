@@ -1,26 +1,21 @@
-//! The classifier over a vector of packets at once, as the worker's vector
-//! path asks it.
+//! The one-pass form of a hook: every field of a packet looked up with no
+//! branch but the last, as the worker's vector path asks it for each
+//! frame of a vector, reading the fields where the frame holds them.
 //!
-//! Judging one packet at a time, every field lookup ends in a branch (is a
-//! rule left?) and the next packet waits for the last one's chain of
-//! lookups. Here each field's table is looked up for every packet of the
-//! vector in one loop whose iterations are independent (the CPU overlaps
-//! them) and free of branches but for the rare bucket that must be
-//! searched;
-//! only the packets that still hold a rule of a base chain then walk the
-//! chains, in order, so verdicts and per-rule counts are those of
-//! [`Ruleset::judge`] packet by packet.
+//! Looking the fields up one at a time, each lookup ends in a branch (is a
+//! rule left?) and the next waits for the last one's result. Here the
+//! small fields are cross-producted into one table and the others each
+//! looked up in their bucket index, independently, so the CPU overlaps
+//! them (and the lookups of the next packets); only a packet that still
+//! holds a rule of a base chain then walks the chains, in order, so
+//! verdicts and per-rule counts are those of the field-by-field form.
 
-use super::{Field, Hook, Meta, Program, RuleCounters, Ruleset, Table, Verdict, ABSENT};
-
-/// Packets judged in one pass over the tables.
-pub const VECTOR: usize = 64;
+use super::{Field, Hook, Meta, Program, RuleCounters, Ruleset, Table, Verdict, ABSENT, INSIDE};
 
 impl Ruleset {
     /// Judges every packet of `metas` at `hook`: `out[i]` is the verdict of
-    /// `metas[i]`, the same as [`Ruleset::judge`] gives, and the same rules
-    /// are counted in the counters of `worker`. Never allocates, locks or
-    /// blocks.
+    /// `metas[i]`, [`Ruleset::judge`]'s, and the matched rules are counted
+    /// in the counters of `worker`. Never allocates, locks or blocks.
     ///
     /// ```
     /// use xdpip::filter::{Hook, Meta, Verdict};
@@ -31,50 +26,71 @@ impl Ruleset {
     /// assert_eq!(out, [Verdict::Accept, Verdict::Drop]);
     /// ```
     pub fn judge_batch(&self, hook: Hook, metas: &[Meta], worker: usize, out: &mut [Verdict]) {
-        let n = metas.len().min(out.len());
-        let (metas, out) = (&metas[..n], &mut out[..n]);
+        for (m, o) in metas.iter().zip(out.iter_mut()) {
+            *o = self.judge(hook, m, worker);
+        }
+    }
+}
+
+/// A hook as a stage asks it for every packet of a vector, looked up once
+/// for the vector: without rules, in its one-pass form ([`Fast`]), or
+/// field by field.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Gate<'a> {
+    /// No rules: everything passes.
+    Open,
+    /// The one-pass form.
+    Fast(&'a Program, &'a Fast),
+    /// Field by field (more than 64 rules, or too many combinations).
+    Fields(&'a Program),
+}
+
+impl Ruleset {
+    /// `hook` as [`Gate::judge`] asks it.
+    #[inline(always)]
+    pub(crate) fn gate(&self, hook: Hook) -> Gate<'_> {
         match &self.programs[hook as usize] {
-            None => out.fill(Verdict::Accept),
-            Some(p) => {
-                let counters = self.counters.get(worker);
-                for (m, o) in metas.chunks(VECTOR).zip(out.chunks_mut(VECTOR)) {
-                    p.run_batch(m, counters, o);
+            None => Gate::Open,
+            Some(p) => match &p.fast {
+                Some(f) => Gate::Fast(p, f),
+                None => Gate::Fields(p),
+            },
+        }
+    }
+}
+
+impl Gate<'_> {
+    /// True when the hook has rules.
+    #[inline(always)]
+    pub(crate) fn active(self) -> bool {
+        !matches!(self, Gate::Open)
+    }
+
+    /// The hook's verdict on `m`, the matched rules counted in `counters`
+    /// ([`Ruleset::counters_of`]); a packet no rule of a base chain
+    /// matches costs no branch but the last.
+    #[inline(always)]
+    pub(crate) fn judge(self, m: &Meta, counters: Option<&RuleCounters>) -> Verdict {
+        match self {
+            Gate::Open => Verdict::Accept,
+            Gate::Fast(p, f) => {
+                let mask = f.mask(&p.tables, m);
+                if mask & f.base == 0 {
+                    p.nothing
+                } else {
+                    p.matched(mask, m.len, counters)
                 }
             }
+            Gate::Fields(p) => p.run(m, counters),
         }
     }
 }
 
 impl Program {
-    /// At most [`VECTOR`] packets.
-    fn run_batch(&self, metas: &[Meta], counters: Option<&RuleCounters>, out: &mut [Verdict]) {
-        if self.words != 1 {
-            // More than 64 rules: rare enough to judge packet by packet.
-            for (m, o) in metas.iter().zip(out.iter_mut()) {
-                *o = self.run(m, counters);
-            }
-            return;
-        }
-        let base = self.base_mask[0];
-        if let Some(f) = &self.fast {
-            return self.run_fast(f, metas, counters, out);
-        }
-        let mut masks = [u64::MAX; VECTOR];
-        let masks = &mut masks[..metas.len()];
-        for t in &self.tables {
-            // No packet of the vector holds a base chain rule any more.
-            if t.and_column(metas, masks) & base == 0 {
-                out.fill(self.nothing);
-                return;
-            }
-        }
-        for ((m, &mask), o) in metas.iter().zip(masks.iter()).zip(out.iter_mut()) {
-            *o = if mask & base == 0 {
-                self.nothing
-            } else {
-                self.walk(&[mask], m.len, counters)
-            };
-        }
+    /// The chains walked for a packet some rule matched: rare, out of line.
+    #[inline(never)]
+    fn matched(&self, mask: u64, len: u16, counters: Option<&RuleCounters>) -> Verdict {
+        self.walk(&[mask], len, counters)
     }
 }
 
@@ -82,9 +98,8 @@ impl Program {
 /// fields (interfaces, protocol, ICMP type and code, TTL, TOS) cross-
 /// producted into one table (Recursive Flow Classification: each value
 /// has a class, the classes index one mask), then the interval fields
-/// (ports, length, addresses) each looked up in its bucket index; a field
-/// no rule looks at has a table of one bucket. The mask stays in a
-/// register and the packet costs no branch but the last.
+/// (ports, length, addresses) each looked up in its bucket index. The mask
+/// stays in a register and the packet costs no branch but the last.
 #[derive(Debug, Clone)]
 pub(crate) struct Fast {
     /// Per small field, in [`SMALL`] order: the class of each value,
@@ -92,12 +107,28 @@ pub(crate) struct Fast {
     classes: Box<[[u32; 257]; 7]>,
     /// The mask of each combination of classes.
     combined: Vec<u64>,
-    /// Per interval field, in [`WIDE`] order: its table in
-    /// [`Program::tables`], or none.
-    wide: [Option<usize>; 5],
-    /// The table of a field no rule looks at.
-    any: Table,
+    /// The interval fields some rule looks at.
+    wide: Vec<Wide>,
+    /// The rules of the hook's base chains.
+    base: u64,
 }
+
+/// An interval field as [`Fast`] looks it up: the mask of each bucket of
+/// values, one load, or [`SEARCH`] for the rare bucket in which an
+/// interval starts.
+#[derive(Debug, Clone)]
+struct Wide {
+    /// The field's place in [`WIDE`].
+    at: u8,
+    /// Its table in [`Program::tables`], for the buckets to search.
+    table: u16,
+    shift: u32,
+    buckets: Box<[u64]>,
+}
+
+/// In [`Wide::buckets`]: search the bucket. A bit no rule has: the one-pass
+/// form is for hooks of at most 63 rules.
+const SEARCH: u64 = 1 << 63;
 
 /// The small fields, as [`Fast::classes`] holds them.
 const SMALL: [Field; 7] = [
@@ -123,8 +154,9 @@ const COMBINED: usize = 4096;
 impl Fast {
     /// The one-pass form of a one-word hook whose `tables` are these;
     /// `None` when its small fields have too many combinations.
-    pub(crate) fn build(tables: &[Table], words: usize) -> Option<Fast> {
-        if words != 1 {
+    pub(crate) fn build(tables: &[Table], rules: usize, base: &[u64]) -> Option<Fast> {
+        let base = *base.first()?;
+        if rules >= 64 {
             return None;
         }
         let mut classes = Box::new([[0u32; 257]; 7]);
@@ -166,11 +198,30 @@ impl Fast {
                 mask
             })
             .collect();
-        let mut wide = [None; 5];
-        for (f, w) in WIDE.iter().zip(wide.iter_mut()) {
-            *w = tables.iter().position(|t| t.field == *f);
-            if w.is_some_and(|i| tables[i].starts.is_empty()) {
-                return None;
+        let mut wide = Vec::new();
+        for (at, f) in WIDE.iter().enumerate() {
+            if let Some(i) = tables.iter().position(|t| t.field == *f) {
+                if tables[i].starts.is_empty() {
+                    return None;
+                }
+                let t = &tables[i];
+                let buckets = t
+                    .first
+                    .iter()
+                    .map(|&e| {
+                        if e & INSIDE != 0 {
+                            SEARCH
+                        } else {
+                            t.masks[e as usize] & !SEARCH
+                        }
+                    })
+                    .collect();
+                wide.push(Wide {
+                    at: at as u8,
+                    table: i as u16,
+                    shift: t.shift,
+                    buckets,
+                });
             }
         }
         if tables
@@ -179,107 +230,46 @@ impl Fast {
         {
             return None;
         }
-        let any = Table {
-            field: Field::Src,
-            starts: vec![0],
-            index: vec![0, 1, 1],
-            first: vec![0, 0],
-            shift: 31,
-            masks: vec![u64::MAX],
-        };
         Some(Fast {
             classes,
             combined,
             wide,
-            any,
+            base,
         })
     }
 }
 
-impl Program {
-    /// [`Program::run_batch`] in one pass ([`Fast`]).
-    #[inline]
-    fn run_fast(
-        &self,
-        f: &Fast,
-        metas: &[Meta],
-        counters: Option<&RuleCounters>,
-        out: &mut [Verdict],
-    ) {
-        let base = self.base_mask[0];
-        let t = f.wide.map(|w| w.map_or(&f.any, |i| &self.tables[i]));
-        let c = &*f.classes;
-        let row = |t: &Table, v: u32| t.masks[t.interval(v)];
-        for (m, o) in metas.iter().zip(out.iter_mut()) {
-            let (dport, sport, itype, icode) = match m.l4 {
-                Some(x) => (x & 0xffff, x >> 16, x >> 24, (x >> 16) & 0xff),
-                None => (ABSENT, ABSENT, 256, 256),
-            };
-            let k = c[0][m.iif as usize]
-                + c[1][m.oif as usize]
-                + c[2][m.proto as usize]
-                + c[3][itype as usize]
-                + c[4][icode as usize]
-                + c[5][m.ttl as usize]
-                + c[6][m.tos as usize];
-            let mask = f.combined[k as usize]
-                & row(t[0], dport)
-                & row(t[1], sport)
-                & row(t[2], m.len as u32)
-                & row(t[3], m.src)
-                & row(t[4], m.dst);
-            *o = if mask & base == 0 {
-                self.nothing
-            } else {
-                self.walk(&[mask], m.len, counters)
-            };
-        }
-    }
-}
-
-impl Table {
-    /// `masks[i] &=` the row of `metas[i]`'s value, for every packet;
-    /// returns the union of the new masks. One loop per field, so that the
-    /// value is read without a branch on the field.
-    #[inline]
-    fn and_column(&self, metas: &[Meta], masks: &mut [u64]) -> u64 {
-        // The field is matched once, outside the loops: each arm's
-        // `Field::value` is a constant field, folded to one load.
-        macro_rules! by {
-            ($f:expr) => {
-                if self.starts.is_empty() {
-                    self.and_rows(metas, masks, |m| $f.value(m) as usize)
-                } else {
-                    self.and_rows(metas, masks, |m| self.interval($f.value(m)))
-                }
-            };
-        }
-        match self.field {
-            Field::Iif => by!(Field::Iif),
-            Field::Oif => by!(Field::Oif),
-            Field::Proto => by!(Field::Proto),
-            Field::Dport => by!(Field::Dport),
-            Field::Sport => by!(Field::Sport),
-            Field::Itype => by!(Field::Itype),
-            Field::Icode => by!(Field::Icode),
-            Field::Ttl => by!(Field::Ttl),
-            Field::Tos => by!(Field::Tos),
-            Field::Length => by!(Field::Length),
-            Field::Src => by!(Field::Src),
-            Field::Dst => by!(Field::Dst),
-        }
-    }
-
-    /// `masks[i] &= masks row row(metas[i])`; the union of the new masks.
+impl Fast {
+    /// The rules of the hook whose every field matches `m`: the mask
+    /// [`Program::walk`](super::Program) walks.
     #[inline(always)]
-    fn and_rows(&self, metas: &[Meta], masks: &mut [u64], row: impl Fn(&Meta) -> usize) -> u64 {
-        let rows = &self.masks[..];
-        let mut any = 0;
-        for (m, x) in metas.iter().zip(masks.iter_mut()) {
-            *x &= rows[row(m)];
-            any |= *x;
+    pub(crate) fn mask(&self, tables: &[Table], m: &Meta) -> u64 {
+        let (dport, sport, itype, icode) = match m.l4 {
+            Some(x) => (x & 0xffff, x >> 16, x >> 24, (x >> 16) & 0xff),
+            None => (ABSENT, ABSENT, 256, 256),
+        };
+        let c = &*self.classes;
+        let k = c[0][m.iif as usize]
+            + c[1][m.oif as usize]
+            + c[2][m.proto as usize]
+            + c[3][itype as usize]
+            + c[4][icode as usize]
+            + c[5][m.ttl as usize]
+            + c[6][m.tos as usize];
+        let mut mask = self.combined[k as usize];
+        // In WIDE order; eight, so that the index needs no bounds check.
+        let values = [dport, sport, m.len as u32, m.src, m.dst, 0, 0, 0];
+        for w in &self.wide {
+            let v = values[w.at as usize & 7];
+            let row = w.buckets[(v >> w.shift) as usize];
+            mask &= if row & SEARCH == 0 {
+                row
+            } else {
+                let t = &tables[w.table as usize];
+                t.masks[t.interval(v)]
+            };
         }
-        any
+        mask
     }
 }
 
@@ -337,22 +327,20 @@ mod tests {
         }
     }
 
-    /// Verdicts and counts of the batch judge and of the packet-by-packet
-    /// one, on two copies of `r`'s counters.
-    fn same(make: &dyn Fn() -> Ruleset, seed: u64) {
-        same_as(make, seed, false);
-        // The column-by-column form, for hooks without a one-pass form.
-        same_as(make, seed, true);
+    /// `r` judged field by field, without its one-pass form.
+    fn by_fields(mut r: Ruleset) -> Ruleset {
+        for p in r.programs.iter_mut().flatten() {
+            p.fast = None;
+        }
+        r
     }
 
-    fn same_as(make: &dyn Fn() -> Ruleset, seed: u64, columns: bool) {
-        let (one, mut batch) = (make(), make());
-        for p in batch.programs.iter_mut().flatten() {
-            if columns {
-                p.fast = None;
-            } else {
-                assert!(p.fast.is_some() || p.words > 1, "a one-pass form");
-            }
+    /// Verdicts and counts of the one-pass form and of the field-by-field
+    /// one, on two copies of `r`'s counters.
+    fn same(make: &dyn Fn() -> Ruleset, seed: u64) {
+        let (one, batch) = (by_fields(make()), make());
+        for p in batch.programs.iter().flatten() {
+            assert!(p.fast.is_some() || p.rules.len() >= 64, "a one-pass form");
         }
         let mut x = XorShift(seed);
         let mut judged = [0usize; 4];
@@ -385,7 +373,7 @@ mod tests {
         // Its own traffic: random sources and destinations, some of them
         // in the set.
         let (one, batch) = (
-            crate::filter::sample::twenty_rules(7),
+            by_fields(crate::filter::sample::twenty_rules(7)),
             crate::filter::sample::twenty_rules(7),
         );
         let mut x = XorShift(99);

@@ -835,7 +835,6 @@ pub fn compile(rs: &nft::Ruleset, ports: &[Iface]) -> Ruleset {
             .filter(|f| preds.iter().any(|p| p.iter().any(|(g, _)| g == *f)))
             .map(|&f| table(f, &preds, words))
             .collect();
-        let fast = super::batch::Fast::build(&tables, words);
         let nothing = if policy_drop.iter().any(|b| b.1) {
             Verdict::Drop
         } else {
@@ -848,6 +847,7 @@ pub fn compile(rs: &nft::Ruleset, ports: &[Iface]) -> Ruleset {
                 base_mask[r as usize / 64] |= 1 << (r % 64);
             }
         }
+        let fast = super::batch::Fast::build(&tables, rules.len(), &base_mask);
         out.programs[hook as usize] = Some(Program {
             words,
             tables,

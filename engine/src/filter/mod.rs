@@ -403,7 +403,7 @@ pub(crate) struct Table {
 }
 
 /// In [`Table::first`]: the bucket must be searched.
-const INSIDE: u32 = 1 << 31;
+pub(crate) const INSIDE: u32 = 1 << 31;
 
 impl Table {
     /// A direct table: `masks` holds one row per value.
@@ -553,12 +553,15 @@ impl Ruleset {
 
     /// Judges one packet at `hook`, counting matched rules in the counters
     /// of `worker`. Never allocates, locks or blocks.
-    #[inline]
+    #[inline(always)]
     pub fn judge(&self, hook: Hook, m: &Meta, worker: usize) -> Verdict {
-        match &self.programs[hook as usize] {
-            None => Verdict::Accept,
-            Some(p) => p.run(m, self.counters.get(worker)),
-        }
+        self.gate(hook).judge(m, self.counters_of(worker))
+    }
+
+    /// Worker `worker`'s counter row, for [`Gate::judge`].
+    #[inline(always)]
+    pub(crate) fn counters_of(&self, worker: usize) -> Option<&RuleCounters> {
+        self.counters.get(worker)
     }
 
     /// Packets and bytes each rule matched, summed over workers, by rule id.

@@ -425,62 +425,38 @@ pub enum Step {
 }
 
 /// The packet filter's say on the packets the vector path forwards: the
-/// worker's view of the host's ruleset ([`crate::filter`]), asked only
-/// where a hook has rules, once per vector of frames. `()` is no filter.
+/// worker's view of the host's ruleset ([`crate::filter`]), asked for each
+/// frame of stage 3 when a hook on its way has rules, with the fields read
+/// where the frame holds them. `()` is no filter.
 pub trait Judge {
-    /// True when prerouting has rules to ask.
-    fn prerouting(&self) -> bool;
-    /// True when forward or postrouting has rules to ask.
-    fn forwarding(&self) -> bool;
-    /// Judges at prerouting the frames `lanes` (indexes in `frames`, at
-    /// most 64) whose `pass` is true, as received on port `iif`; clears
-    /// `pass[k]` when frame `lanes[k]` is refused.
-    fn judge_prerouting<F: Frames + ?Sized>(
-        &mut self,
-        frames: &mut F,
-        lanes: &[u16],
-        iif: usize,
-        pass: &mut [bool],
-    );
-    /// Judges at forward and postrouting the frames `lanes` whose `pass` is
-    /// true, rewritten (TTL decremented, as the kernel's forward hook sees
-    /// them), frame `lanes[k]` leaving on port `oifs[k]`; clears `pass[k]`
-    /// when it is refused.
-    fn judge_forwarding<F: Frames + ?Sized>(
-        &mut self,
-        frames: &mut F,
-        lanes: &[u16],
-        iif: usize,
-        oifs: &[u8],
-        pass: &mut [bool],
-    );
+    /// True when prerouting, forward or postrouting has rules to ask.
+    fn active(&self) -> bool;
+    /// Judges frame `lane` (at `frame`, as received on port `iif`, its TTL
+    /// above 1) at prerouting, then, as it leaves on port `oif` with its
+    /// TTL decremented, at forward and postrouting.
+    fn pass(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage;
+}
+
+/// What the filter's hooks make of a forwarded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passage {
+    /// Every hook let it through.
+    Through,
+    /// Refused at prerouting: the packet as it was received.
+    RefusedAsReceived,
+    /// Refused at forward or postrouting: the packet as it was to leave,
+    /// its TTL decremented.
+    RefusedAsForwarded,
 }
 
 impl Judge for () {
     #[inline(always)]
-    fn prerouting(&self) -> bool {
+    fn active(&self) -> bool {
         false
     }
     #[inline(always)]
-    fn forwarding(&self) -> bool {
-        false
-    }
-    fn judge_prerouting<F: Frames + ?Sized>(
-        &mut self,
-        _: &mut F,
-        _: &[u16],
-        _: usize,
-        _: &mut [bool],
-    ) {
-    }
-    fn judge_forwarding<F: Frames + ?Sized>(
-        &mut self,
-        _: &mut F,
-        _: &[u16],
-        _: usize,
-        _: &[u8],
-        _: &mut [bool],
-    ) {
+    fn pass(&mut self, _: &[u8], _: u16, _: usize, _: u8) -> Passage {
+        Passage::Through
     }
 }
 
@@ -573,7 +549,7 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     let mac = port.mac.0;
     let check_own = !port.accept_local;
     let partial = port.partial_csum;
-    let (pre, fwd) = (judge.prerouting(), judge.forwarding());
+    let filtering = judge.active();
     let mut completed = 0;
     let mut forwarded = 0;
     let mut base = 0;
@@ -595,22 +571,6 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         // Stage 2: their leaves, the cache misses overlapped.
         let mut leaves = [Leaf::NONE; VECTOR];
         snap.fib.lookup_batch(&dsts[..m], &mut leaves[..m]);
-        if pre || fwd {
-            // Stages 3 and 4 with the filter's hooks, for the whole vector.
-            let s = Stage {
-                snap,
-                ingress,
-                pre,
-                fwd,
-                partial,
-            };
-            let lanes = (&lanes[..m], &leaves[..m], &dsts[..m]);
-            let (f, c) = filtered(frames, judge, &s, lanes, out);
-            forwarded += f;
-            completed += c;
-            base = end;
-            continue;
-        }
         // Stage 3: adjacency, TTL, MTU; rewrite.
         for j in 0..m {
             let i = lanes[j] as usize;
@@ -618,6 +578,22 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
             let Some(next) = plan(frame, leaves[j], dsts[j], snap) else {
                 continue;
             };
+            // The filter's hooks, before the rewrite: prerouting sees the
+            // packet as received, forward and postrouting as it will leave.
+            if filtering {
+                match judge.pass(frame, i as u16, ingress, next.port) {
+                    Passage::Through => {}
+                    Passage::RefusedAsReceived => {
+                        out[i] = Step::Refused;
+                        continue;
+                    }
+                    Passage::RefusedAsForwarded => {
+                        next.rewrite(frame);
+                        out[i] = Step::Refused;
+                        continue;
+                    }
+                }
+            }
             let len = next.rewrite(frame);
             let ip = &mut frame[ethernet::HEADER_LEN..len];
             // A local stack's partial UDP/TCP checksum is finished before
@@ -787,93 +763,6 @@ fn plan(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Option<Next
         len: ethernet::HEADER_LEN as u16 + total,
         macs,
     })
-}
-
-/// What the filtered stages need of the batch.
-struct Stage<'a> {
-    snap: &'a Snapshot,
-    ingress: usize,
-    /// Prerouting has rules.
-    pre: bool,
-    /// Forward or postrouting has rules.
-    fwd: bool,
-    /// The ingress port's partial checksums are to be completed.
-    partial: bool,
-}
-
-/// Stages 3 and 4 of a vector when the filter has rules: adjacency, TTL
-/// and MTU for every frame; prerouting for the planned frames as received;
-/// the rewrite of those it let through; forward and postrouting for them,
-/// rewritten; the refused ones marked [`Step::Refused`], the others
-/// [`Step::Tx`]. Each hook is asked once for the vector, so that the
-/// filter judges it column by column. Returns (forwarded, partial
-/// checksums completed).
-#[inline(never)]
-fn filtered<F: Frames + ?Sized, J: Judge>(
-    frames: &mut F,
-    judge: &mut J,
-    s: &Stage,
-    (lanes, leaves, dsts): (&[u16], &[Leaf], &[Ipv4Addr]),
-    out: &mut [Step],
-) -> (usize, u64) {
-    let mut planned = [0u16; VECTOR];
-    let mut nexts = [Next::default(); VECTOR];
-    let mut k = 0;
-    for j in 0..lanes.len() {
-        let i = lanes[j];
-        let frame = frames.frame(i as usize);
-        if let Some(next) = plan(frame, leaves[j], dsts[j], s.snap) {
-            // Without prerouting rules, the frame is rewritten at once.
-            if !s.pre {
-                next.rewrite(frame);
-            }
-            planned[k] = i;
-            nexts[k] = next;
-            k += 1;
-        }
-    }
-    let (planned, nexts) = (&planned[..k], &nexts[..k]);
-    let mut pass = [true; VECTOR];
-    let pass = &mut pass[..k];
-    let mut oifs = [0u8; VECTOR];
-    if s.pre {
-        judge.judge_prerouting(frames, planned, s.ingress, pass);
-        for x in 0..k {
-            if pass[x] {
-                nexts[x].rewrite(frames.frame(planned[x] as usize));
-            }
-            oifs[x] = nexts[x].port;
-        }
-    } else {
-        for x in 0..k {
-            oifs[x] = nexts[x].port;
-        }
-    }
-    if s.fwd {
-        judge.judge_forwarding(frames, planned, s.ingress, &oifs[..k], pass);
-    }
-    let (mut forwarded, mut completed) = (0, 0);
-    for x in 0..k {
-        let i = planned[x] as usize;
-        if !pass[x] {
-            out[i] = Step::Refused;
-            continue;
-        }
-        let len = nexts[x].len as usize;
-        // A local stack's partial UDP/TCP checksum is finished before the
-        // packet leaves, as its device would have.
-        if s.partial {
-            completed +=
-                crate::wire::l4csum::complete(&mut frames.frame(i)[ethernet::HEADER_LEN..len])
-                    as u64;
-        }
-        out[i] = Step::Tx {
-            port: nexts[x].port,
-            len: len as u16,
-        };
-        forwarded += 1;
-    }
-    (forwarded, completed)
 }
 
 /// The bytes under a packet view (for in-place option processing).

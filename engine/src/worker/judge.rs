@@ -9,10 +9,11 @@
 //! postrouting; when either is the kernel's, the engine hands the packet to
 //! the kernel through a raw socket, so the kernel's filter judges it there.
 
-use crate::filter::{Hook, Meta, Reject, Verdict, NO_IFACE};
+use crate::filter::batch::Gate;
+use crate::filter::{Hook, Meta, Reject, RuleCounters, Verdict, NO_IFACE};
 use crate::forward::icmp::{self, IcmpState, Origin};
 use crate::forward::reject;
-use crate::forward::Frames;
+use crate::forward::Passage;
 use crate::snapshot::Snapshot;
 use crate::wire::icmp::RouterError;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -299,33 +300,35 @@ pub fn answer(
 }
 
 /// The host's ruleset as the vector path asks it ([`crate::forward::Judge`]),
-/// one vector at a time ([`crate::filter::Ruleset::judge_batch`]),
-/// remembering why it refused each frame it refused.
+/// a frame at a time in the vector's stage 3, remembering why it refused
+/// each frame it refused.
 ///
 /// ```
 /// use xdpip::filter::{Hook, Verdict};
-/// use xdpip::forward::Judge;
+/// use xdpip::forward::{Judge, Passage};
 /// use xdpip::worker::Hooks;
 /// let rules = xdpip::filter::sample::twenty_rules(1);
 /// // UDP to port 5555: rejected with host-prohibited.
 /// let mut frame = [0u8; 14 + 28];
 /// frame[14..18].copy_from_slice(&[0x45, 0, 0, 28]);
-/// frame[14 + 8] = 63;
+/// frame[14 + 8] = 64;
 /// frame[14 + 9] = 17;
 /// frame[14 + 22..14 + 24].copy_from_slice(&5555u16.to_be_bytes());
 /// let mut refused = [None; 1];
 /// let mut hooks = Hooks::new(&rules, 0, &mut refused);
-/// let mut pass = [true];
-/// hooks.judge_forwarding(&mut [&mut frame[..]][..], &[0], 0, &[1], &mut pass);
-/// assert_eq!(pass, [false]);
+/// assert_eq!(hooks.pass(&frame, 0, 0, 1), Passage::RefusedAsForwarded);
 /// assert!(matches!(refused[0], Some((Hook::Forward, Verdict::Reject(_)))));
 /// ```
 #[derive(Debug)]
 pub struct Hooks<'a> {
-    pub(crate) rules: &'a crate::filter::Ruleset,
-    pub(crate) worker: usize,
-    pub(crate) refused: &'a mut [Option<(Hook, Verdict)>],
+    refused: &'a mut [Option<(Hook, Verdict)>],
+    /// Prerouting, forward and postrouting, looked up once for the batch.
+    gates: [Gate<'a>; 3],
+    counters: Option<&'a RuleCounters>,
 }
+
+/// The hooks of a forwarded packet, in order.
+const FORWARDED: [Hook; 3] = [Hook::Prerouting, Hook::Forward, Hook::Postrouting];
 
 impl<'a> Hooks<'a> {
     /// Worker `worker`'s view of `rules`; `refused[i]` is set to the hook
@@ -336,93 +339,55 @@ impl<'a> Hooks<'a> {
         refused: &'a mut [Option<(Hook, Verdict)>],
     ) -> Self {
         Hooks {
-            rules,
-            worker,
             refused,
+            gates: FORWARDED.map(|h| rules.gate(h)),
+            counters: rules.counters_of(worker),
         }
     }
 
-    /// Judges at `hook` the frames `lanes` still passing, leaving through
-    /// `oifs` (none before the route is known).
-    #[inline]
-    fn judge<F: Frames + ?Sized>(
-        &mut self,
-        hook: Hook,
-        frames: &mut F,
-        (lanes, iif, oifs): (&[u16], usize, Option<&[u8]>),
-        pass: &mut [bool],
-    ) {
-        const V: usize = crate::filter::batch::VECTOR;
-        // Written before read: not initialised for each vector.
-        let mut metas = [std::mem::MaybeUninit::<Meta>::uninit(); V];
-        let mut at = [0u8; V];
-        let mut verdicts = [Verdict::Accept; V];
-        for from in (0..lanes.len()).step_by(V) {
-            let to = lanes.len().min(from + V);
-            let mut k = 0;
-            for x in from..to {
-                if !pass[x] {
-                    continue;
-                }
-                let oif = oifs.map_or(NO_IFACE, |o| o[x]);
-                let frame = frames.frame(lanes[x] as usize);
-                if let Some(m) = frame
-                    .get(14..)
-                    .and_then(|ip| Meta::parse(ip, iif as u8, oif))
-                {
-                    metas[k].write(m);
-                    at[k] = (x - from) as u8;
-                    k += 1;
-                }
-            }
-            // SAFETY: metas[..k] were written above, and MaybeUninit<Meta>
-            // has the layout of Meta.
-            let parsed = unsafe { std::slice::from_raw_parts(metas.as_ptr().cast::<Meta>(), k) };
-            self.rules
-                .judge_batch(hook, parsed, self.worker, &mut verdicts[..k]);
-            for (&v, &x) in verdicts[..k].iter().zip(&at[..k]) {
-                if v != Verdict::Accept {
-                    let x = from + x as usize;
-                    pass[x] = false;
-                    if let Some(r) = self.refused.get_mut(lanes[x] as usize) {
-                        *r = Some((hook, v));
-                    }
-                }
-            }
+    /// Hook `at` of [`FORWARDED`] refuses `m`: the refusal is remembered
+    /// for frame `lane`.
+    #[inline(always)]
+    fn refuses(&mut self, at: usize, m: &Meta, lane: u16) -> bool {
+        let v = self.gates[at].judge(m, self.counters);
+        if v == Verdict::Accept {
+            return false;
         }
+        if let Some(r) = self.refused.get_mut(lane as usize) {
+            *r = Some((FORWARDED[at], v));
+        }
+        true
     }
 }
 
 impl crate::forward::Judge for Hooks<'_> {
     #[inline(always)]
-    fn prerouting(&self) -> bool {
-        self.rules.active(Hook::Prerouting)
+    fn active(&self) -> bool {
+        self.gates.iter().any(|g| g.active())
     }
+
     #[inline(always)]
-    fn forwarding(&self) -> bool {
-        self.rules.active(Hook::Forward) || self.rules.active(Hook::Postrouting)
-    }
-    fn judge_prerouting<F: Frames + ?Sized>(
-        &mut self,
-        frames: &mut F,
-        lanes: &[u16],
-        iif: usize,
-        pass: &mut [bool],
-    ) {
-        self.judge(Hook::Prerouting, frames, (lanes, iif, None), pass);
-    }
-    fn judge_forwarding<F: Frames + ?Sized>(
-        &mut self,
-        frames: &mut F,
-        lanes: &[u16],
-        iif: usize,
-        oifs: &[u8],
-        pass: &mut [bool],
-    ) {
-        for hook in [Hook::Forward, Hook::Postrouting] {
-            if self.rules.active(hook) {
-                self.judge(hook, frames, (lanes, iif, Some(oifs)), pass);
+    fn pass(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage {
+        // The vector path's frames have a valid header: one parse serves
+        // every hook.
+        let Some(mut m) = frame
+            .get(14..)
+            .and_then(|ip| Meta::parse(ip, iif as u8, NO_IFACE))
+        else {
+            return Passage::Through;
+        };
+        if self.gates[0].active() && self.refuses(0, &m, lane) {
+            return Passage::RefusedAsReceived;
+        }
+        // As ip_forward() hands it to the forward hook: TTL decremented,
+        // the output interface known.
+        m.ttl = m.ttl.wrapping_sub(1);
+        m.oif = oif;
+        for at in 1..3 {
+            if self.gates[at].active() && self.refuses(at, &m, lane) {
+                return Passage::RefusedAsForwarded;
             }
         }
+        Passage::Through
     }
 }

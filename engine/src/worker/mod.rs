@@ -870,11 +870,7 @@ impl Running {
             },
             ingress,
             snap,
-            &mut Hooks {
-                rules: &snap.filter,
-                worker: self.id,
-                refused: &mut self.refused,
-            },
+            &mut Hooks::new(&snap.filter, self.id, &mut self.refused),
             &mut self.steps,
         );
         let c = &*self.counters;
