@@ -30,6 +30,7 @@ use crate::wire::ethernet::{self, ethertype};
 use crate::wire::icmp::RouterError;
 use crate::wire::ipopt;
 use crate::wire::ipv4::{self, Packet};
+use crate::wire::MacAddr;
 use std::net::Ipv4Addr;
 
 pub use icmp::Origin;
@@ -595,10 +596,10 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
                 }
             }
             let len = next.rewrite(frame);
-            let ip = &mut frame[ethernet::HEADER_LEN..len];
             // A local stack's partial UDP/TCP checksum is finished before
             // the packet leaves, as its device would have.
             if partial {
+                let ip = &mut frame[ethernet::HEADER_LEN..len];
                 completed += crate::wire::l4csum::complete(ip) as u64;
             }
             out[i] = Step::Tx {
@@ -669,14 +670,13 @@ fn candidate(
     if total < ipv4::MIN_HEADER_LEN || ethernet::HEADER_LEN + total > frame.len() {
         return None;
     }
-    // The header sums to 0xffff exactly when its checksum is right; in
-    // native-endian words (RFC 1071 2.B), folded without a loop.
+    // The header's one's complement sum is 0xffff exactly when its
+    // checksum is right, that is when the plain sum of its words is a
+    // multiple of 0xffff (2^16 ≡ 1): one multiply instead of the folds.
+    // In native-endian 32-bit words (RFC 1071 2.B); never 0, as the
+    // version is not.
     let w = |i: usize| u32_at(i) as u64;
-    let sum = w(14) + w(18) + w(22) + w(26) + w(30);
-    let sum = (sum & 0xffff_ffff) + (sum >> 32);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    if (sum & 0xffff) + (sum >> 16) != 0xffff {
+    if (w(14) + w(18) + w(22) + w(26) + w(30)) % 0xffff != 0 {
         return None;
     }
     let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
@@ -703,21 +703,28 @@ fn candidate(
 }
 
 /// Where a frame the vector path forwards goes, and its new Ethernet
-/// addresses.
-#[derive(Clone, Copy, Default)]
-struct Next {
+/// addresses: the adjacency's, with the neighbour's MAC for a connected
+/// route.
+#[derive(Clone, Copy)]
+struct Next<'a> {
     port: u8,
     /// Frame length to transmit (Ethernet padding trimmed).
     len: u16,
-    macs: [u8; 12],
+    adj: &'a Adjacency,
+    /// The destination's MAC, for a connected route ([`AdjState::Glean`]).
+    neighbour: Option<MacAddr>,
 }
 
-impl Next {
+impl Next<'_> {
     /// Rewrites the frame for transmission: MACs, TTL − 1 and the checksum
     /// as `ip_decrease_ttl()` updates it. Returns the frame's length.
     #[inline(always)]
     fn rewrite(&self, frame: &mut [u8]) -> usize {
-        frame[..12].copy_from_slice(&self.macs);
+        // Straight from the adjacency: no copy of the header on the way.
+        frame[..12].copy_from_slice(&self.adj.rewrite[..12]);
+        if let Some(mac) = self.neighbour {
+            frame[..6].copy_from_slice(&mac.0);
+        }
         let ttl = frame[22];
         frame[22] = ttl - 1;
         let check = ipv4::ttl_decremented_checksum(u16::from_be_bytes([frame[24], frame[25]]));
@@ -729,7 +736,7 @@ impl Next {
 /// Stage 3 for one frame, without touching it: its adjacency, TTL and
 /// MTU; where it goes when it is plain forwarding.
 #[inline(always)]
-fn plan(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Option<Next> {
+fn plan<'a>(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &'a Snapshot) -> Option<Next<'a>> {
     if !leaf.is_unicast() {
         return None;
     }
@@ -748,20 +755,16 @@ fn plan(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &Snapshot) -> Option<Next
     if ttl <= 1 || total > adj.mtu {
         return None;
     }
-    let mut macs = [0u8; 12];
-    match adj.state {
-        AdjState::Ready => macs.copy_from_slice(&adj.rewrite[..12]),
-        AdjState::Glean => {
-            let mac = snap.neigh.resolve(adj.ifindex, dst)?;
-            macs[..6].copy_from_slice(&mac.0);
-            macs[6..].copy_from_slice(&adj.rewrite[6..12]);
-        }
+    let neighbour = match adj.state {
+        AdjState::Ready => None,
+        AdjState::Glean => Some(snap.neigh.resolve(adj.ifindex, dst)?),
         _ => return None,
-    }
+    };
     Some(Next {
         port: adj.port,
         len: ethernet::HEADER_LEN as u16 + total,
-        macs,
+        adj,
+        neighbour,
     })
 }
 
