@@ -754,7 +754,7 @@ impl SocketShared {
             return p.mtu;
         }
         self.pmtu
-            .get(dst, self.now_ms())
+            .get_at(dst, || self.now_ms())
             .map_or(p.mtu, |m| m.min(p.mtu))
     }
 
