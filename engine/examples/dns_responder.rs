@@ -153,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|sock| {
                 let zone = zone.clone();
                 let stop = &stop;
-                s.spawn(move || serve(sock, Responder::new(zone), mode, stop))
+                s.spawn(move || serve(sock, Responder::new(zone), mode == SendMode::Copy, stop))
             })
             .collect();
         let mut total = Stats::default();
@@ -254,11 +254,13 @@ fn serve_in_workers(
     Ok(())
 }
 
-/// Receives batches of queries on `sock` and answers them until `stop`.
+/// Receives batches of queries on `sock` and answers them until `stop`:
+/// into a send buffer of the socket, or with `copy` into the thread's own
+/// buffer, sent by `send_to`.
 fn serve(
     sock: &xdpip::socket::UdpSocket,
     mut r: Responder,
-    mode: SendMode,
+    copy: bool,
     stop: &AtomicBool,
 ) -> std::io::Result<Stats> {
     let any = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
@@ -288,15 +290,15 @@ fn serve(
             } else {
                 &q[..m.len]
             };
-            let sent = match mode {
-                SendMode::InPlace | SendMode::Worker => {
+            let sent = match copy {
+                false => {
                     let mut b = sock.send_buf();
                     if !r.respond(query, &mut b) {
                         continue;
                     }
                     sock.send_buf_to(b, m.src)
                 }
-                SendMode::Copy => {
+                true => {
                     if !r.respond(query, &mut out) {
                         continue;
                     }
