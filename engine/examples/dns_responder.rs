@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dns_responder -i IFACE [-i IFACE ...] --bind ADDR:PORT [--zone FILE]
-//!               [--threads N] [--send copy|in-place]
+//!               [--mode worker|in-place|copy] [--threads N]
 //! ```
 //!
 //! Run it as root inside the interfaces' network namespace; it serves the
@@ -11,12 +11,18 @@
 //! The port is the engine's: no kernel socket holds it (`ss -ulpn`), and
 //! TCP to it stays with the kernel.
 //!
-//! One thread and one socket per engine worker, the sockets sharing the
-//! port with `SO_REUSEPORT`; each thread receives a batch
-//! (`recv_batch`), answers it and sends the answers. `--send in-place`
-//! (the default) composes each answer in a send buffer of the socket
-//! (`send_buf`), `--send copy` composes it in the thread's own buffer and
-//! sends a copy (`send_to`), for measuring what the copy costs.
+//! `--mode worker` (the default) answers in the engine's workers: one
+//! socket, which `serve`s, each worker answering the queries it receives
+//! with its own `Responder`, in its batch, the reply going out with it.
+//!
+//! The other modes answer on threads of the application, through the
+//! socket's queues: one thread and one socket per engine worker (or
+//! `--threads N`), the sockets sharing the port with `SO_REUSEPORT`; each
+//! thread receives a batch (`recv_batch`), answers it and sends the
+//! answers. `--mode in-place` composes each answer in a send buffer of the
+//! socket (`send_buf`), `--mode copy` composes it in the thread's own
+//! buffer and sends a copy (`send_to`), for measuring what the copy costs.
+//! (`--send in-place|copy` is the same as `--mode`.)
 
 #[path = "dns/answer.rs"]
 mod answer;
@@ -24,13 +30,13 @@ mod answer;
 use answer::{Responder, Stats, Zone};
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
         "usage: dns_responder -i IFACE [-i IFACE ...] --bind ADDR:PORT [--zone FILE] \
-         [--threads N] [--send copy|in-place]"
+         [--mode worker|in-place|copy] [--threads N]"
     );
     std::process::exit(2);
 }
@@ -44,8 +50,12 @@ const QUERY_MAX: usize = 4096;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SendMode {
-    Copy,
+    /// In the engine's workers (`UdpSocket::serve`).
+    Worker,
+    /// On threads, the answer built in a send buffer of the socket.
     InPlace,
+    /// On threads, the answer copied by `send_to`.
+    Copy,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bind: Option<SocketAddrV4> = None;
     let mut zone_file = None;
     let mut threads = None;
-    let mut mode = SendMode::InPlace;
+    let mut mode = SendMode::Worker;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -79,12 +89,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }),
                 );
             }
-            "--send" => {
+            "--mode" | "--send" => {
                 mode = match value().as_str() {
+                    "worker" if a == "--mode" => SendMode::Worker,
                     "copy" => SendMode::Copy,
                     "in-place" => SendMode::InPlace,
                     other => {
-                        eprintln!("dns_responder: --send {other}: copy or in-place");
+                        eprintln!("dns_responder: {a} {other}: worker, in-place or copy");
                         usage()
                     }
                 }
@@ -113,6 +124,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         b = b.interface(i.as_str());
     }
     let engine = b.start()?;
+    if mode == SendMode::Worker {
+        return serve_in_workers(engine, bind, &ifaces, zone, &stop);
+    }
     let n = threads.unwrap_or(engine.info().workers.len().max(1));
     let mut socks = Vec::with_capacity(n);
     for _ in 0..n {
@@ -139,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|sock| {
                 let zone = zone.clone();
                 let stop = &stop;
-                s.spawn(move || serve(sock, Responder::new(zone), mode, stop))
+                s.spawn(move || serve(sock, Responder::new(zone), mode == SendMode::Copy, stop))
             })
             .collect();
         let mut total = Stats::default();
@@ -154,6 +168,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     drop(socks);
     let report = engine.stop();
+    print_report(&report, &totals);
+    Ok(())
+}
+
+/// Prints the responders' and the engine's counters.
+fn print_report(report: &xdpip::Report, totals: &Stats) {
     println!("dns_responder: {totals}");
     println!(
         "dns_responder: UdpInDatagrams {} UdpOutDatagrams {} UdpInErrors {} UdpRcvbufErrors {} \
@@ -164,14 +184,83 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.mib["UdpRcvbufErrors"],
         report.mib["UdpSndbufErrors"]
     );
+}
+
+/// A worker's responder: answers in the worker's batch, and adds its
+/// counters to the totals when the worker drops it (the socket closed or
+/// the engine stopped).
+struct InWorker {
+    r: Responder,
+    /// The answer's wire format, composed by the `domain` crate into a
+    /// vector, then written into the reply frame.
+    out: Vec<u8>,
+    totals: Arc<Mutex<Stats>>,
+}
+
+impl xdpip::socket::Handler for InWorker {
+    fn datagram(&mut self, d: &xdpip::socket::Datagram<'_>, reply: &mut [u8]) -> Option<usize> {
+        if !self.r.respond(d.payload, &mut self.out) {
+            return None;
+        }
+        // The answer is at most 1232 bytes (EDNS) and the reply buffer
+        // holds the path MTU: it fits on any link of 1280 bytes or more.
+        let n = self.out.len();
+        reply.get_mut(..n)?.copy_from_slice(&self.out);
+        Some(n)
+    }
+}
+
+impl Drop for InWorker {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.totals.lock() {
+            t.add(&self.r.stats);
+        }
+    }
+}
+
+/// `--mode worker`: one socket answers in every worker until `stop`.
+fn serve_in_workers(
+    engine: xdpip::Engine,
+    bind: SocketAddrV4,
+    ifaces: &[String],
+    zone: Arc<Zone>,
+    stop: &AtomicBool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let sock = engine.udp_socket()?;
+    sock.bind(bind)?;
+    let (apex, names) = (zone.apex(), zone.names());
+    let totals = Arc::new(Mutex::new(Stats::default()));
+    let t = totals.clone();
+    sock.serve(move |_worker| InWorker {
+        r: Responder::new(zone.clone()),
+        out: Vec::with_capacity(1232),
+        totals: t.clone(),
+    })?;
+    println!(
+        "dns_responder: serving {apex} ({names} names) on {} {}, in {} worker(s)",
+        sock.local_addr()?,
+        ifaces.join(", "),
+        engine.info().workers.len()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(sock);
+    // The workers drop their handlers when they stop: the totals are
+    // complete after the engine's stop.
+    let report = engine.stop();
+    let totals = *totals.lock().expect("not poisoned");
+    print_report(&report, &totals);
     Ok(())
 }
 
-/// Receives batches of queries on `sock` and answers them until `stop`.
+/// Receives batches of queries on `sock` and answers them until `stop`:
+/// into a send buffer of the socket, or with `copy` into the thread's own
+/// buffer, sent by `send_to`.
 fn serve(
     sock: &xdpip::socket::UdpSocket,
     mut r: Responder,
-    mode: SendMode,
+    copy: bool,
     stop: &AtomicBool,
 ) -> std::io::Result<Stats> {
     let any = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
@@ -201,15 +290,15 @@ fn serve(
             } else {
                 &q[..m.len]
             };
-            let sent = match mode {
-                SendMode::InPlace => {
+            let sent = match copy {
+                false => {
                     let mut b = sock.send_buf();
                     if !r.respond(query, &mut b) {
                         continue;
                     }
                     sock.send_buf_to(b, m.src)
                 }
-                SendMode::Copy => {
+                true => {
                     if !r.respond(query, &mut out) {
                         continue;
                     }

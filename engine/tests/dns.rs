@@ -2,7 +2,9 @@
 //! against Knot DNS serving the same zone, side by side in dut: Knot on a
 //! kernel socket on port 5300, the responder on the engine's port 53. A
 //! sample of queries from gen, by `kdig` and as raw datagrams, must get
-//! the same answers from both.
+//! the same answers from both: from the responder answering in the
+//! engine's workers (its default, `UdpSocket::serve`), and from the one
+//! answering on a thread through the socket's queues (`--mode in-place`).
 //!
 //! Needs root, `knotd` and `kdig` (Debian's knot and knot-dnsutils;
 //! `cargo xtask test` installs them), and the example built (`cargo test`
@@ -51,9 +53,10 @@ impl Drop for KnotDir {
 }
 
 /// Starts knotd in dut on a kernel socket, 10.1.0.2:5300, serving the
-/// example zone.
-fn start_knot(t: &Topology) -> (Child, KnotDir) {
-    let dir = KnotDir(std::env::temp_dir().join(format!("xdpip-dnstest-{}", std::process::id())));
+/// example zone; `tag` keeps the files of two tests apart.
+fn start_knot(t: &Topology, tag: &str) -> (Child, KnotDir) {
+    let dir =
+        KnotDir(std::env::temp_dir().join(format!("xdpip-dnstest-{}-{tag}", std::process::id())));
     let d = &dir.0;
     std::fs::create_dir_all(d.join("run")).unwrap();
     std::fs::create_dir_all(d.join("db")).unwrap();
@@ -200,6 +203,17 @@ fn ask_raw(t: &Topology, port: u16, q: &[u8]) -> Option<Vec<u8>> {
 
 #[test]
 fn responder_answers_as_knot_does() {
+    answers_as_knot_does(&[], "worker");
+}
+
+#[test]
+fn responder_on_a_thread_answers_as_knot_does() {
+    answers_as_knot_does(&["--mode", "in-place"], "in-place");
+}
+
+/// Runs the responder with `mode_args` (and its tag in the log) against
+/// Knot.
+fn answers_as_knot_does(mode_args: &[&str], tag: &str) {
     require_root();
     for (tool, package) in [("knotd", "knot"), ("kdig", "knot-dnsutils")] {
         assert!(
@@ -211,13 +225,16 @@ fn responder_answers_as_knot_does() {
     let t = Topology::gen_dut_sink(1).expect("topology");
     assert!(t.warm_up(), "the kernel router itself does not forward");
 
-    let (mut knot, _dir) = start_knot(&t);
+    let (mut knot, _dir) = start_knot(&t, tag);
     let mut cmd = t.dut.command(responder.to_str().unwrap());
-    cmd.args(["-i", "eth0", "--bind", "0.0.0.0:53"]);
+    cmd.args(["-i", "eth0", "--bind", "0.0.0.0:53"])
+        .args(mode_args);
     let mut engine = Child::spawn(cmd).unwrap();
-    engine
+    let line = engine
         .wait_for_line(Duration::from_secs(30), |l| l.contains("serving"))
         .expect("dns_responder start");
+    // The mode asked for is the one that runs.
+    assert_eq!(line.contains("worker(s)"), tag == "worker", "{line}");
     wait_ready(&t, KNOT_PORT, &knot);
     wait_ready(&t, "53", &engine);
 
@@ -295,4 +312,11 @@ fn responder_answers_as_knot_does() {
     assert_eq!(count("formerr"), 4, "{out}");
     // Each unanswered query was sent twice (ask_raw retries once).
     assert_eq!(count("dropped"), 10, "{out}");
+    // The engine counted every query in, and every answer out.
+    assert_eq!(count("UdpInDatagrams"), count("queries"), "{out}");
+    assert_eq!(
+        count("UdpOutDatagrams"),
+        count("queries") - count("dropped"),
+        "{out}"
+    );
 }

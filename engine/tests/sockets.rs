@@ -1065,3 +1065,144 @@ fn iperf3_udp_against_an_engine_port() {
     assert!(field("UdpOutDatagrams ") >= rsent, "{last}");
     println!("{stdout}");
 }
+
+/// True when the UDP checksum of an IPv4 frame verifies.
+fn udp_checksum_verifies(f: &[u8]) -> bool {
+    let ihl = (f[14] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+    let udp = &f[14 + ihl..14 + total];
+    let mut sum = f[26..34].to_vec();
+    sum.extend_from_slice(&[0, 17]);
+    sum.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+    sum.extend_from_slice(udp);
+    testbed::frame::checksum(&sum) == 0
+}
+
+#[test]
+fn a_serving_socket_answers_in_the_worker() {
+    use xdpip::socket::{Datagram, ServeStats};
+    let t = topology();
+    let gen = t.gen.name().to_string();
+    let gen_mac = mac_of(&t.gen, "eth0").unwrap();
+    let dut_mac = mac_of(&t.dut, "eth0").unwrap();
+    let capture = PacketSocket::open(&t.gen, "eth0").unwrap();
+    let replies_from_4500 = || {
+        capture
+            .collect(usize::MAX, Duration::from_millis(500), |f| {
+                f.len() > 36
+                    && f[12..14] == [8, 0]
+                    && f[23] == 17
+                    && f[34..36] == 4500u16.to_be_bytes()
+            })
+            .unwrap()
+    };
+    // Asks from gen's port `sport`; what came back, if anything.
+    let ask = |sport: u16, q: &[u8]| -> Option<(Vec<u8>, SocketAddrV4)> {
+        in_ns(&gen, || {
+            let c = StdUdp::bind(("10.1.0.1", sport)).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(700)))
+                .unwrap();
+            c.send_to(q, "10.1.0.2:4500").unwrap();
+            let mut b = [0u8; 2048];
+            c.recv_from(&mut b).ok().map(|(n, from)| {
+                let std::net::SocketAddr::V4(from) = from else {
+                    panic!("{from}")
+                };
+                (b[..n].to_vec(), from)
+            })
+        })
+    };
+    let (report, stats, frames, blocked, after) = with_engine(&t, |e| {
+        let s = e.udp_socket().unwrap();
+        s.bind(sa(Ipv4Addr::UNSPECIFIED, 4500)).unwrap();
+        s.set_ttl(33).unwrap();
+        s.set_option(libc::IPPROTO_IP, libc::IP_TOS, 0x28).unwrap();
+        s.serve(|_worker| {
+            |d: &Datagram<'_>, reply: &mut [u8]| {
+                if d.payload == b"ignore" {
+                    return None;
+                }
+                let text = format!(
+                    "re:{} to {} room {}",
+                    String::from_utf8_lossy(d.payload),
+                    d.dst,
+                    reply.len()
+                );
+                reply[..text.len()].copy_from_slice(text.as_bytes());
+                Some(text.len())
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            s.serve(|_| |_: &Datagram<'_>, _: &mut [u8]| None)
+                .map_err(code),
+            Err(libc::EINVAL),
+            "a socket serves once"
+        );
+        let hello = ask(5555, b"hello");
+        assert_eq!(
+            hello,
+            Some((
+                b"re:hello to 10.1.0.2:4500 room 1472".to_vec(),
+                sa(addr::DUT0, 4500)
+            ))
+        );
+        let frames = replies_from_4500();
+        assert_eq!(
+            ask(5555, b"ignore"),
+            None,
+            "a declined datagram is answered"
+        );
+        // The output hook judges the replies: one to port 7777 is dropped.
+        for cmd in [
+            "add table ip f",
+            "add chain ip f out { type filter hook output priority 0; policy accept; }",
+            "add rule ip f out udp dport 7777 drop",
+        ] {
+            let mut v = vec!["nft"];
+            v.extend(cmd.split(' '));
+            t.dut.exec(&v).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while !e.filter().active(xdpip::filter::Hook::Output) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the engine has no output rules"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let blocked = ask(7777, b"blocked");
+        let after = ask(5555, b"again");
+        (e.report(), s.serve_stats(), frames, blocked, after)
+    });
+    // The reply frame: to gen's MAC from dut's, the socket's TTL and TOS,
+    // DF (it fits the path MTU), both checksums right.
+    assert_eq!(frames.len(), 1, "{frames:02x?}");
+    let f = &frames[0];
+    assert_eq!((&f[0..6], &f[6..12]), (&gen_mac[..], &dut_mac[..]));
+    assert_eq!((f[15], f[22]), (0x28, 33), "TOS and TTL");
+    assert_eq!(f[20] & 0x40, 0x40, "DF");
+    assert_eq!(
+        testbed::frame::checksum(&f[14..34]),
+        0,
+        "IP header checksum"
+    );
+    assert!(udp_checksum_verifies(f), "UDP checksum: {f:02x?}");
+    assert_eq!(u16::from_be_bytes([f[36], f[37]]), 5555);
+    assert_eq!(
+        blocked, None,
+        "the output hook let a reply to port 7777 out"
+    );
+    assert!(after.is_some(), "a reply to another port is blocked too");
+    assert_eq!(
+        stats,
+        Some(ServeStats {
+            datagrams: 4,
+            replies: 3,
+            declined: 1
+        })
+    );
+    assert_eq!(report.mib["UdpInDatagrams"], 4, "{:?}", report.mib);
+    assert_eq!(report.mib["UdpOutDatagrams"], 2, "{:?}", report.mib);
+    assert_eq!(report.drops["filter_drop"], 1, "{:?}", report.drops);
+}

@@ -46,6 +46,8 @@ pub(crate) struct Demux {
     pub reuseport: FxHashMap<(u32, u16), bool>,
     /// Answer ICMP echo requests to the engine's addresses.
     pub echo: bool,
+    /// Some socket answers in the workers ([`super::serve`]).
+    pub serve: bool,
     /// Raw sockets by protocol; each gets a copy of every datagram of its
     /// protocol to its address from its peer (`raw_v4_input()`).
     pub raw: FxHashMap<u8, Vec<RawEntry>>,

@@ -66,7 +66,7 @@ pub(crate) fn deliver(
 /// Gives a copy of the datagram, IP header included, to every raw socket
 /// of its protocol bound to its destination (or any) and connected to its
 /// source (or none), as `raw_v4_input()` does; returns how many took it.
-fn raw_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> usize {
+pub(crate) fn raw_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> usize {
     if demux.raw.is_empty() {
         return 0;
     }
@@ -97,23 +97,39 @@ fn raw_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> us
         .count()
 }
 
-fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Local {
+/// The UDP datagram of a local packet (`frame`, Ethernet header
+/// included), checked as `__udp4_lib_rcv()` checks it: its length, and its
+/// checksum (a local stack's partial checksum accepted as the kernel
+/// accepts CHECKSUM_PARTIAL).
+pub(crate) fn udp_checked<'a>(
+    frame: &'a [u8],
+    ingress: usize,
+    snap: &Snapshot,
+) -> Result<udp::Packet<&'a [u8]>, DropReason> {
     let pkt = Packet::new_unchecked(&frame[14..]);
     let (src, dst) = (pkt.src(), pkt.dst());
     let hl = pkt.header_len();
     let total = pkt.total_len() as usize;
     let Ok(d) = udp::Packet::new_checked(&frame[14 + hl..14 + total]) else {
-        return Local::Drop(DropReason::UdpBadLength);
+        return Err(DropReason::UdpBadLength);
     };
     if !d.verify_checksum(src, dst) {
-        // A local stack's partial checksum is accepted as the kernel
-        // accepts CHECKSUM_PARTIAL; anything else wrong is dropped.
         let dgram = &frame[14 + hl..14 + hl + d.len() as usize];
         if !(snap.ports[ingress].partial_csum && l4csum::udp_is_partial(src, dst, dgram)) {
-            return Local::Drop(DropReason::UdpBadChecksum);
+            return Err(DropReason::UdpBadChecksum);
         }
         crate::stats::tally(crate::stats::Checksum::PartialAccepted);
     }
+    Ok(d)
+}
+
+fn udp_input(frame: &[u8], ingress: usize, snap: &Snapshot, demux: &Demux) -> Local {
+    let pkt = Packet::new_unchecked(&frame[14..]);
+    let (src, dst) = (pkt.src(), pkt.dst());
+    let d = match udp_checked(frame, ingress, snap) {
+        Ok(d) => d,
+        Err(r) => return Local::Drop(r),
+    };
     let (sport, dport) = (d.src_port(), d.dst_port());
     let from = SocketAddrV4::new(src, sport);
     let to = SocketAddrV4::new(dst, dport);

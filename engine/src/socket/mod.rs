@@ -34,9 +34,11 @@ mod multicast;
 pub(crate) mod output;
 pub(crate) mod path;
 mod raw;
+pub(crate) mod serve;
 
 pub use multicast::FilterMode;
 pub use raw::RawSocket;
+pub use serve::{Datagram, Handler, ServeStats};
 
 use crate::ebpf::SteerMaps;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -48,7 +50,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Datagrams a socket's receive queue holds (its `SO_RCVBUF`, in packets).
@@ -297,6 +299,11 @@ pub(crate) struct SockCore {
     /// queue must see the next record (the kernel's `sk_err` becomes its
     /// errno), and a worker only ever try-locks it, on an ICMP error.
     errq: Mutex<std::collections::VecDeque<QueuedErr>>,
+    /// Set when the socket answers in the workers ([`UdpSocket::serve`]).
+    serving: OnceLock<Arc<serve::Serving>>,
+    /// `IP_TTL`, `IP_TOS`, `IP_MTU_DISCOVER` for the replies built in the
+    /// workers ([`serve::pack_output`]).
+    output: AtomicU32,
 }
 
 impl SockCore {
@@ -323,6 +330,8 @@ impl SockCore {
             rcvbuf_errors: AtomicU64::new(0),
             error: AtomicI32::new(0),
             errq: Mutex::new(std::collections::VecDeque::with_capacity(ERR_QUEUE)),
+            serving: OnceLock::new(),
+            output: AtomicU32::new(serve::pack_output(None, 0, PmtuDisc::Want)),
         })
     }
 
@@ -745,7 +754,7 @@ impl SocketShared {
             return p.mtu;
         }
         self.pmtu
-            .get(dst, self.now_ms())
+            .get_at(dst, || self.now_ms())
             .map_or(p.mtu, |m| m.min(p.mtu))
     }
 
@@ -809,6 +818,7 @@ impl SocketShared {
     fn publish(&self, r: &Registry) {
         let mut d = Demux {
             echo: r.echo,
+            serve: r.bound.values().any(|b| b.core.serving.get().is_some()),
             ..Demux::default()
         };
         // Bind order (ids grow) decides which SO_REUSEADDR socket is newest.
@@ -994,6 +1004,8 @@ impl UdpSocket {
         };
         let worker = id as usize % shared.tx.len();
         core.set_flag(flag::PMTU_DONT, pmtudisc == PmtuDisc::Dont);
+        core.output
+            .store(serve::pack_output(None, 0, pmtudisc), Ordering::Relaxed);
         Ok(UdpSocket {
             id,
             shared,
@@ -1363,6 +1375,68 @@ impl UdpSocket {
         self.core.event.as_fd()
     }
 
+    /// Answers this socket's datagrams in the engine's workers, with no
+    /// queue and no thread of the application in between: each worker
+    /// makes its own [`Handler`] with `factory(worker)` (on the worker's
+    /// thread, the first time a datagram comes to it), and calls it for
+    /// every unicast datagram to this socket it receives, with the payload
+    /// where it lies in the received frame and a reply buffer in the frame
+    /// the reply will leave in. The reply is transmitted in the worker's
+    /// batch: back to the sender, from the address and port the datagram
+    /// was sent to, routed, with this socket's `IP_TTL`, `IP_TOS` and
+    /// `IP_MTU_DISCOVER` (it fits the path MTU, so it is never
+    /// fragmented), through the filter's output and postrouting hooks,
+    /// counted in `UdpOutDatagrams`; every datagram handled counts in
+    /// `UdpInDatagrams`, every reply lost under a drop reason. A handler
+    /// that returns `None` sends nothing ([`ServeStats::declined`]).
+    ///
+    /// Broadcast and multicast datagrams still go to the receive queue.
+    /// The handler must not block: it runs in the middle of the worker's
+    /// batch. It is dropped, on its worker, when the socket closes (within
+    /// about a second) or the engine stops. `EINVAL` when the socket
+    /// already serves.
+    ///
+    /// ```no_run
+    /// use std::net::SocketAddrV4;
+    /// use xdpip::socket::Datagram;
+    /// let engine = xdpip::Engine::builder().interface("eth0").start()?;
+    /// let sock = engine.udp_socket()?;
+    /// sock.bind("0.0.0.0:7".parse::<SocketAddrV4>().unwrap())?;
+    /// // An echo server: each worker gets its own closure and counter.
+    /// sock.serve(|_worker| {
+    ///     let mut echoed = 0u64;
+    ///     move |d: &Datagram<'_>, reply: &mut [u8]| {
+    ///         let n = d.payload.len().min(reply.len());
+    ///         reply[..n].copy_from_slice(&d.payload[..n]);
+    ///         echoed += 1;
+    ///         Some(n)
+    ///     }
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn serve<H, F>(&self, factory: F) -> io::Result<()>
+    where
+        H: Handler + 'static,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let make = move |w: usize| Box::new(factory(w)) as Box<dyn Handler>;
+        let s = serve::Serving::new(Box::new(make), self.shared.tx.len());
+        self.core
+            .serving
+            .set(Arc::new(s))
+            .map_err(|_| errno(libc::EINVAL))?;
+        // Workers look for serving sockets once the table says there are.
+        let r = self.shared.registry.lock().expect("not poisoned");
+        self.shared.publish(&r);
+        Ok(())
+    }
+
+    /// What the handlers of a serving socket did ([`serve`](Self::serve));
+    /// `None` when it does not serve.
+    pub fn serve_stats(&self) -> Option<ServeStats> {
+        self.core.serving.get().map(|s| s.stats())
+    }
+
     /// Datagrams waiting in the receive queue.
     pub fn queued(&self) -> usize {
         self.core.rx.len()
@@ -1490,6 +1564,11 @@ impl UdpSocket {
             (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT) => st.bind_no_port = on,
             _ => return Err(errno(libc::ENOPROTOOPT)),
         }
+        // What replies built in the workers read.
+        self.core.output.store(
+            serve::pack_output(st.ttl, st.tos, st.pmtudisc),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
@@ -1534,6 +1613,9 @@ impl AsRawFd for UdpSocket {
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
+        if let Some(s) = self.core.serving.get() {
+            s.close();
+        }
         self.drop_memberships();
         let mut r = self.shared.registry.lock().expect("not poisoned");
         if let Some(b) = r.bound.remove(&self.id) {

@@ -153,10 +153,16 @@ impl PmtuCache {
 
     /// The learnt path MTU towards `dst`, if any.
     pub fn get(&self, dst: Ipv4Addr, now_ms: u64) -> Option<u32> {
+        self.get_at(dst, || now_ms)
+    }
+
+    /// [`get`](Self::get), reading the clock only when `dst` has an entry:
+    /// most destinations have none, and a worker asks per datagram.
+    pub fn get_at(&self, dst: Ipv4Addr, now_ms: impl FnOnce() -> u64) -> Option<u32> {
         use std::sync::atomic::Ordering::Relaxed;
         let i = Self::slot(dst);
         let k = self.key[i].load(Relaxed);
-        (k >> 32 == u32::from(dst) as u64 && k != 0 && now_ms < self.expires[i].load(Relaxed))
+        (k >> 32 == u32::from(dst) as u64 && k != 0 && now_ms() < self.expires[i].load(Relaxed))
             .then_some(k as u32)
     }
 }

@@ -30,6 +30,7 @@ use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
 use crate::socket::demux::Demux;
 use crate::socket::input::{self, Local};
 use crate::socket::output::{self, Built};
+use crate::socket::serve::{self, Served};
 use crate::socket::{SocketShared, TxDatagram};
 use crate::stats::{DropReason, Mib, WorkerCounters};
 use crate::wire::icmp::RouterError;
@@ -520,6 +521,8 @@ struct Running {
     reasm_seed: u128,
     /// Datagrams of engine sockets taken from their queue this round.
     fresh: Vec<TxDatagram>,
+    /// Handlers of the sockets that answer in the worker.
+    handlers: serve::Handlers,
     /// The batch being processed, and the vector path's verdicts on it.
     rx: Vec<Frame>,
     steps: Vec<Step>,
@@ -657,6 +660,7 @@ impl Running {
             handoff: Some(handoff),
             reasm_seed,
             fresh: Vec::with_capacity(batch),
+            handlers: serve::Handlers::new(id),
             rx: Vec::with_capacity(batch),
             steps: vec![Step::Slow; batch],
             refused: vec![None; batch],
@@ -1122,6 +1126,12 @@ impl Running {
                 }),
             };
         }
+        if self.serve(&whole, ingress, snap, demux) {
+            if let Whole::Frame(f) = whole {
+                self.io.pool.put(f);
+            }
+            return;
+        }
         let c = &*self.counters;
         let blind = matches!(whole, Whole::Reassembled(_));
         let (result, udp, multicast) = {
@@ -1218,6 +1228,57 @@ impl Running {
         if let Whole::Frame(f) = whole {
             self.io.pool.put(f);
         }
+    }
+
+    /// Offers a local datagram to the sockets that answer in the worker
+    /// ([`crate::socket::serve`]), and transmits the reply through the
+    /// output and postrouting hooks; true when a socket took it.
+    fn serve(&mut self, whole: &Whole, ingress: usize, snap: &Snapshot, demux: &Demux) -> bool {
+        let data: &[u8] = match whole {
+            // SAFETY: a frame of this worker, from its UMEM.
+            Whole::Frame(f) => unsafe { self.io.xsk.umem.bytes(f) },
+            Whole::Reassembled(n) => &self.slow.scratch[..*n],
+        };
+        let cx = serve::Ctx {
+            snap,
+            demux,
+            shared: &self.local,
+            counters: &self.counters,
+            umem: &self.io.xsk.umem,
+        };
+        let pool = &mut self.io.pool;
+        let (frame, port) =
+            match self
+                .handlers
+                .answer(&cx, data, ingress, pool, &mut self.slow.ident)
+            {
+                Served::Pass => return false,
+                Served::Done => return true,
+                Served::Unresolved { ifindex, next } => {
+                    let now = self.slow.clock.now_ms;
+                    self.slow.asked.request(ifindex, next, now);
+                    return true;
+                }
+                Served::Reply { frame, port } => (frame, port),
+            };
+        let c = &*self.counters;
+        // SAFETY: the reply's frame, from this worker's UMEM.
+        let reply = unsafe { self.io.xsk.umem.bytes(&frame) };
+        match self.slow.filter.originated(snap, reply, port) {
+            Egress::Send => self.io.send(port, frame),
+            Egress::Drop => {
+                c.count_drop(DropReason::FilterDrop);
+                self.io.pool.put(frame);
+                return true;
+            }
+            Egress::Kernel => {
+                c.to_kernel.add(1);
+                self.io.pool.put(frame);
+            }
+        }
+        c.mib(Mib::OutRequests, 1);
+        c.mib(Mib::UdpOutDatagrams, 1);
+        true
     }
 
     /// Datagrams of the engine's sockets: parked ones again when the
@@ -1352,6 +1413,7 @@ impl Running {
             }
             self.io.refresh();
             self.publish_reassembly();
+            self.handlers.prune();
             let cfg = reasm::Config::from_sysctl(&self.snapshot.load().sysctl, self.workers, 0);
             let t = self.slow.table.config();
             if (
