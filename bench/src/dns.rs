@@ -1,9 +1,10 @@
 //! `xdpip-bench dns`: an authoritative DNS server on dut of a gen ⇄ dut
 //! veth pair, loaded from gen, in one run: Knot DNS in XDP mode, Knot DNS
 //! on kernel sockets, and the engine's `dns_responder` example (engine
-//! UDP sockets): answering in the engine's worker (`--mode worker`), and
-//! on a thread through the socket's queues (`--mode in-place`, `--mode
-//! copy`). Each is loaded by `kxdpgun` (Knot's AF_XDP generator) at
+//! UDP sockets): answering in the engine's worker (`--mode worker`, with
+//! its default packet cache, and `engine-worker-nocache` with
+//! `--packet-cache 0`, every answer built), and on a thread through the
+//! socket's queues (`--mode in-place`, `--mode copy`). Each is loaded by `kxdpgun` (Knot's AF_XDP generator) at
 //! its highest rate and at fixed rates, then by `dnsperf` (kernel
 //! sockets). All serve the same zone (engine/examples/dns/example.test.zone).
 //!
@@ -37,8 +38,8 @@ pub struct DnsArgs {
     /// this binary, as `cargo build --release --examples` puts it).
     #[arg(long)]
     pub responder: Option<PathBuf>,
-    /// Only these systems (knot-xdp, knot-socket, engine-worker, engine,
-    /// engine-copy).
+    /// Only these systems (knot-xdp, knot-socket, engine-worker,
+    /// engine-worker-nocache, engine, engine-copy).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Write the results as JSON here.
@@ -97,6 +98,8 @@ enum Kind {
     KnotSocket,
     /// The responder answering in the engine's worker.
     EngineWorker,
+    /// The same, without its packet cache: every answer built.
+    EngineWorkerNoCache,
     /// The responder on a thread, the answer built in a send buffer.
     Engine,
     /// The responder on a thread, the answer copied by `send_to`.
@@ -109,6 +112,7 @@ impl Kind {
             Kind::KnotXdp => "knot-xdp",
             Kind::KnotSocket => "knot-socket",
             Kind::EngineWorker => "engine-worker",
+            Kind::EngineWorkerNoCache => "engine-worker-nocache",
             Kind::Engine => "engine",
             Kind::EngineCopy => "engine-copy",
         }
@@ -193,14 +197,17 @@ fn start(
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
             cmd.args(["knotd", "-c"]).arg(&conf);
         }
-        Kind::EngineWorker | Kind::Engine | Kind::EngineCopy => {
+        Kind::EngineWorker | Kind::EngineWorkerNoCache | Kind::Engine | Kind::EngineCopy => {
             cmd.arg(responder)
                 .args(["-i", "eth0", "--bind", "0.0.0.0:53", "--mode"])
                 .arg(match kind {
-                    Kind::EngineWorker => "worker",
+                    Kind::EngineWorker | Kind::EngineWorkerNoCache => "worker",
                     Kind::Engine => "in-place",
                     _ => "copy",
                 });
+            if kind == Kind::EngineWorkerNoCache {
+                cmd.args(["--packet-cache", "0"]);
+            }
         }
     }
     let mut child = Child::spawn(cmd).map_err(|e| format!("starting {}: {e}", kind.name()))?;
@@ -414,6 +421,7 @@ pub fn run(a: DnsArgs) -> Result<(), String> {
         Kind::KnotXdp,
         Kind::KnotSocket,
         Kind::EngineWorker,
+        Kind::EngineWorkerNoCache,
         Kind::Engine,
         Kind::EngineCopy,
     ]
@@ -545,7 +553,7 @@ pub fn table(systems: &[System], date: &str, start: &str, end: &str, a: &DnsArgs
     };
     s.push('\n');
     for tool in ["kxdpgun", "dnsperf"] {
-        for engine in ["engine-worker", "engine"] {
+        for engine in ["engine-worker", "engine-worker-nocache", "engine"] {
             let Some(e) = max(engine, tool) else {
                 continue;
             };
@@ -557,6 +565,16 @@ pub fn table(systems: &[System], date: &str, start: &str, end: &str, a: &DnsArgs
                     ));
                 }
             }
+        }
+        if let (Some(w), Some(n)) = (
+            max("engine-worker", tool),
+            max("engine-worker-nocache", tool),
+        ) {
+            s.push_str(&format!(
+                "engine-worker (packet cache) / engine-worker-nocache (every answer built), most \
+                 answered under {tool}: {:.2}×\n",
+                w / n.max(1e-9)
+            ));
         }
         if let (Some(w), Some(q)) = (max("engine-worker", tool), max("engine", tool)) {
             s.push_str(&format!(

@@ -3,6 +3,7 @@
 //! ```text
 //! dns_responder -i IFACE [-i IFACE ...] --bind ADDR:PORT [--zone FILE]
 //!               [--mode worker|in-place|copy] [--threads N]
+//!               [--packet-cache N]
 //! ```
 //!
 //! Run it as root inside the interfaces' network namespace; it serves the
@@ -23,6 +24,11 @@
 //! socket (`send_buf`), `--mode copy` composes it in the thread's own
 //! buffer and sends a copy (`send_to`), for measuring what the copy costs.
 //! (`--send in-place|copy` is the same as `--mode`.)
+//!
+//! `--packet-cache N` (default 4096, 0 for none) keeps, per responder, the
+//! answers to up to N distinct queries and gives the same bytes again to
+//! the same query with its own ID, as PowerDNS's packet cache does: the
+//! zone does not change while the responder runs.
 
 #[path = "dns/answer.rs"]
 mod answer;
@@ -36,7 +42,7 @@ use std::time::Duration;
 fn usage() -> ! {
     eprintln!(
         "usage: dns_responder -i IFACE [-i IFACE ...] --bind ADDR:PORT [--zone FILE] \
-         [--mode worker|in-place|copy] [--threads N]"
+         [--mode worker|in-place|copy] [--threads N] [--packet-cache N]"
     );
     std::process::exit(2);
 }
@@ -47,6 +53,8 @@ const BATCH: usize = 64;
 /// above this are not sent by clients in practice); longer ones are
 /// truncated and then fail to parse.
 const QUERY_MAX: usize = 4096;
+/// Answers each responder keeps by default (`--packet-cache`).
+const PACKET_CACHE: usize = 4096;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SendMode {
@@ -64,6 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut zone_file = None;
     let mut threads = None;
     let mut mode = SendMode::Worker;
+    let mut cache = PACKET_CACHE;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -88,6 +97,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             usage()
                         }),
                 );
+            }
+            "--packet-cache" => {
+                let v = value();
+                cache = v.parse().unwrap_or_else(|_| {
+                    eprintln!("dns_responder: --packet-cache {v}: a number of answers");
+                    usage()
+                });
             }
             "--mode" | "--send" => {
                 mode = match value().as_str() {
@@ -125,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let engine = b.start()?;
     if mode == SendMode::Worker {
-        return serve_in_workers(engine, bind, &ifaces, zone, &stop);
+        return serve_in_workers(engine, bind, &ifaces, (zone, cache), &stop);
     }
     let n = threads.unwrap_or(engine.info().workers.len().max(1));
     let mut socks = Vec::with_capacity(n);
@@ -153,7 +169,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|sock| {
                 let zone = zone.clone();
                 let stop = &stop;
-                s.spawn(move || serve(sock, Responder::new(zone), mode == SendMode::Copy, stop))
+                let r = Responder::new(zone).with_packet_cache(cache);
+                s.spawn(move || serve(sock, r, mode == SendMode::Copy, stop))
             })
             .collect();
         let mut total = Stats::default();
@@ -223,7 +240,7 @@ fn serve_in_workers(
     engine: xdpip::Engine,
     bind: SocketAddrV4,
     ifaces: &[String],
-    zone: Arc<Zone>,
+    (zone, cache): (Arc<Zone>, usize),
     stop: &AtomicBool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let sock = engine.udp_socket()?;
@@ -232,7 +249,7 @@ fn serve_in_workers(
     let totals = Arc::new(Mutex::new(Stats::default()));
     let t = totals.clone();
     sock.serve(move |_worker| InWorker {
-        r: Responder::new(zone.clone()),
+        r: Responder::new(zone.clone()).with_packet_cache(cache),
         out: Vec::with_capacity(1232),
         totals: t.clone(),
     })?;

@@ -193,6 +193,8 @@ pub struct Stats {
     pub badvers: u64,
     pub truncated: u64,
     pub dropped: u64,
+    /// Answers given from the packet cache (counted above too).
+    pub cached: u64,
 }
 
 impl Stats {
@@ -222,6 +224,7 @@ impl Stats {
         self.badvers += o.badvers;
         self.truncated += o.truncated;
         self.dropped += o.dropped;
+        self.cached += o.cached;
     }
 }
 
@@ -230,7 +233,7 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "queries {} noerror {} nodata {} nxdomain {} refused {} formerr {} notimp {} \
-             badvers {} truncated {} dropped {}",
+             badvers {} truncated {} dropped {} cached {}",
             self.queries,
             self.noerror,
             self.nodata,
@@ -240,7 +243,8 @@ impl std::fmt::Display for Stats {
             self.notimp,
             self.badvers,
             self.truncated,
-            self.dropped
+            self.dropped,
+            self.cached
         )
     }
 }
@@ -252,10 +256,25 @@ struct Edns {
     dnssec_ok: bool,
 }
 
+/// The answers a responder already built, by query (its bytes with the ID
+/// zeroed), as PowerDNS's packet cache keeps them: the zone does not change
+/// while the responder runs, and an answer depends on nothing but the
+/// query and the zone, so the same query gets the same bytes but for the
+/// ID, copied from the query. Bounded: once full, new queries are answered
+/// without being kept.
+#[derive(Debug, Default)]
+struct PacketCache {
+    entries: usize,
+    answers: rustc_hash::FxHashMap<Box<[u8]>, (Outcome, bool, Box<[u8]>)>,
+    /// The query being looked up, its ID zeroed (reused).
+    key: Vec<u8>,
+}
+
 /// Answers queries for one zone. One per thread; the zone is shared.
 #[derive(Debug)]
 pub struct Responder {
     zone: std::sync::Arc<Zone>,
+    cache: PacketCache,
     /// The query name, lower-cased, for the lookup (reused).
     key: Vec<u8>,
     /// The same for names the answer leads to (CNAME, NS, MX, SRV targets).
@@ -268,15 +287,42 @@ impl Responder {
     pub fn new(zone: std::sync::Arc<Zone>) -> Responder {
         Responder {
             zone,
+            cache: PacketCache::default(),
             key: Vec::with_capacity(255),
             scratch: Vec::with_capacity(255),
             stats: Stats::default(),
         }
     }
 
+    /// Keeps up to `entries` answers to give again to the same query
+    /// ([`PacketCache`]); 0 (the default) builds every answer.
+    pub fn with_packet_cache(mut self, entries: usize) -> Responder {
+        self.cache.entries = entries;
+        self
+    }
+
     /// Writes the answer to `query` into `out` (cleared first); returns
     /// false when the query is dropped (then `out` is empty).
     pub fn respond(&mut self, query: &[u8], out: &mut Vec<u8>) -> bool {
+        let c = &mut self.cache;
+        let cached = c.entries > 0 && query.len() >= 12 && {
+            c.key.clear();
+            c.key.extend_from_slice(query);
+            c.key[..2].fill(0);
+            true
+        };
+        if cached {
+            if let Some((outcome, truncated, answer)) = c.answers.get(&c.key[..]) {
+                out.clear();
+                out.extend_from_slice(answer);
+                out[..2].copy_from_slice(&query[..2]);
+                self.stats.cached += 1;
+                self.stats.count(*outcome);
+                self.stats.truncated += *truncated as u64;
+                return true;
+            }
+        }
+        let truncated = self.stats.truncated;
         let target = StaticCompressor::new(std::mem::take(out));
         let (outcome, target) = self.answer(query, target);
         self.stats.count(outcome);
@@ -284,6 +330,14 @@ impl Responder {
         if outcome == Outcome::Dropped {
             out.clear();
             return false;
+        }
+        let c = &mut self.cache;
+        if cached && c.answers.len() < c.entries && out.len() >= 2 {
+            let mut answer: Box<[u8]> = out.as_slice().into();
+            answer[..2].fill(0);
+            let t = self.stats.truncated != truncated;
+            c.answers
+                .insert(c.key.as_slice().into(), (outcome, t, answer));
         }
         true
     }
