@@ -265,9 +265,18 @@ struct Edns {
 #[derive(Debug, Default)]
 struct PacketCache {
     entries: usize,
-    answers: rustc_hash::FxHashMap<Box<[u8]>, (Outcome, bool, Box<[u8]>)>,
+    answers: rustc_hash::FxHashMap<Box<[u8]>, Cached>,
     /// The query being looked up, its ID zeroed (reused).
     key: Vec<u8>,
+}
+
+/// An answer in the [`PacketCache`], its ID zeroed, and how it was
+/// counted when it was built.
+#[derive(Debug)]
+struct Cached {
+    outcome: Outcome,
+    truncated: bool,
+    answer: Box<[u8]>,
 }
 
 /// Answers queries for one zone. One per thread; the zone is shared.
@@ -312,13 +321,13 @@ impl Responder {
             true
         };
         if cached {
-            if let Some((outcome, truncated, answer)) = c.answers.get(&c.key[..]) {
+            if let Some(hit) = c.answers.get(&c.key[..]) {
                 out.clear();
-                out.extend_from_slice(answer);
+                out.extend_from_slice(&hit.answer);
                 out[..2].copy_from_slice(&query[..2]);
                 self.stats.cached += 1;
-                self.stats.count(*outcome);
-                self.stats.truncated += *truncated as u64;
+                self.stats.count(hit.outcome);
+                self.stats.truncated += hit.truncated as u64;
                 return true;
             }
         }
@@ -335,9 +344,12 @@ impl Responder {
         if cached && c.answers.len() < c.entries && out.len() >= 2 {
             let mut answer: Box<[u8]> = out.as_slice().into();
             answer[..2].fill(0);
-            let t = self.stats.truncated != truncated;
-            c.answers
-                .insert(c.key.as_slice().into(), (outcome, t, answer));
+            let cached = Cached {
+                outcome,
+                truncated: self.stats.truncated != truncated,
+                answer,
+            };
+            c.answers.insert(c.key.as_slice().into(), cached);
         }
         true
     }

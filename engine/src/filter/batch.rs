@@ -12,26 +12,6 @@
 
 use super::{Field, Hook, Meta, Program, RuleCounters, Ruleset, Table, Verdict, ABSENT, INSIDE};
 
-impl Ruleset {
-    /// Judges every packet of `metas` at `hook`: `out[i]` is the verdict of
-    /// `metas[i]`, [`Ruleset::judge`]'s, and the matched rules are counted
-    /// in the counters of `worker`. Never allocates, locks or blocks.
-    ///
-    /// ```
-    /// use xdpip::filter::{Hook, Meta, Verdict};
-    /// let r = xdpip::filter::sample::twenty_rules(1);
-    /// let gre = Meta { proto: 47, ..Meta::default() };
-    /// let mut out = [Verdict::Kernel; 2];
-    /// r.judge_batch(Hook::Forward, &[Meta::default(), gre], 0, &mut out);
-    /// assert_eq!(out, [Verdict::Accept, Verdict::Drop]);
-    /// ```
-    pub fn judge_batch(&self, hook: Hook, metas: &[Meta], worker: usize, out: &mut [Verdict]) {
-        for (m, o) in metas.iter().zip(out.iter_mut()) {
-            *o = self.judge(hook, m, worker);
-        }
-    }
-}
-
 /// A hook as a stage asks it for every packet of a vector, looked up once
 /// for the vector: without rules, in its one-pass form ([`Fast`]), or
 /// field by field.
@@ -348,8 +328,7 @@ mod tests {
             let n = 1 + round % 100;
             let metas: Vec<Meta> = (0..n).map(|_| packet(&mut x)).collect();
             for hook in Hook::ALL {
-                let mut out = vec![Verdict::Kernel; n];
-                batch.judge_batch(hook, &metas, 0, &mut out);
+                let out: Vec<Verdict> = metas.iter().map(|m| batch.judge(hook, m, 0)).collect();
                 for (m, v) in metas.iter().zip(&out) {
                     let want = one.judge(hook, m, 0);
                     assert_eq!(*v, want, "{hook:?} {m:?}");
@@ -385,9 +364,8 @@ mod tests {
                     m
                 })
                 .collect();
-            let mut out = [Verdict::Kernel; 64];
-            batch.judge_batch(Hook::Forward, &metas, 0, &mut out);
-            for (m, v) in metas.iter().zip(out) {
+            for m in &metas {
+                let v = batch.judge(Hook::Forward, m, 0);
                 assert_eq!(v, one.judge(Hook::Forward, m, 0));
             }
         }
