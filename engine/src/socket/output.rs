@@ -6,7 +6,7 @@ use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::ipv4::{self, Packet};
 use crate::wire::udp;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The frame built for a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +89,6 @@ pub(crate) fn build(
         // The MTU shrank after the send call checked it.
         return Built::Drop(DropReason::TooBig);
     }
-    out[0..6].copy_from_slice(&mac);
-    out[6..12].copy_from_slice(&port.mac.0);
-    out[12..14].copy_from_slice(&[0x08, 0x00]);
     *ident = ident.wrapping_add(1);
     let repr = ipv4::Repr {
         src,
@@ -103,17 +100,12 @@ pub(crate) fn build(
         dont_frag: df,
         payload_len: l4_len,
     };
-    let (ip, rest) = out[14..14 + total].split_at_mut(ipv4::MIN_HEADER_LEN);
-    repr.emit(&mut Packet::new_unchecked(ip));
+    let rest = headers(out, (mac, port.mac.0), &repr);
     if d.raw.is_some() {
         rest.copy_from_slice(&d.buf);
     } else {
-        let mut u = udp::Packet::new_unchecked(rest);
-        u.set_src_port(d.src.port());
-        u.set_dst_port(d.dst.port());
-        u.set_len(l4_len as u16);
-        u.payload_mut().copy_from_slice(&d.buf);
-        u.fill_checksum(src, *d.dst.ip());
+        rest[udp::HEADER_LEN..].copy_from_slice(&d.buf);
+        udp_header(rest, (src, d.src.port()), d.dst);
     }
     if fits {
         Built::Frame {
@@ -127,6 +119,34 @@ pub(crate) fn build(
             mtu,
         }
     }
+}
+
+/// Writes the Ethernet header (to the first MAC of `macs`, from the
+/// second, EtherType IPv4) and the IPv4 header of `repr`, without options,
+/// at the start of `out`; returns the `repr.payload_len` bytes after them.
+pub(crate) fn headers<'a>(
+    out: &'a mut [u8],
+    (dst_mac, src_mac): ([u8; 6], [u8; 6]),
+    repr: &ipv4::Repr,
+) -> &'a mut [u8] {
+    out[0..6].copy_from_slice(&dst_mac);
+    out[6..12].copy_from_slice(&src_mac);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    let total = ipv4::MIN_HEADER_LEN + repr.payload_len;
+    let (ip, rest) = out[14..14 + total].split_at_mut(ipv4::MIN_HEADER_LEN);
+    repr.emit(&mut Packet::new_unchecked(ip));
+    rest
+}
+
+/// Fills the UDP header of `datagram`, whose payload is already in place
+/// after it: ports, length and the checksum from `from` to `to`.
+pub(crate) fn udp_header(datagram: &mut [u8], from: (Ipv4Addr, u16), to: SocketAddrV4) {
+    let len = datagram.len() as u16;
+    let mut u = udp::Packet::new_unchecked(datagram);
+    u.set_src_port(from.1);
+    u.set_dst_port(to.port());
+    u.set_len(len);
+    u.fill_checksum(from.0, *to.ip());
 }
 
 /// Where a datagram leaves: port, MACs, MTU and source address.

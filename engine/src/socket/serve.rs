@@ -12,7 +12,7 @@
 //! [`UdpSocket::serve`]: super::UdpSocket::serve
 
 use super::demux::Demux;
-use super::{input, path, PmtuDisc, SockCore, SocketShared};
+use super::{input, output, path, PmtuDisc, SockCore, SocketShared};
 use crate::snapshot::Snapshot;
 use crate::stats::{Counter, DropReason, Mib, WorkerCounters};
 use crate::wire::ipv4::{self, Packet};
@@ -303,11 +303,7 @@ impl Handlers {
                 next: p.next,
             };
         };
-        out[0..6].copy_from_slice(&mac.0);
-        out[6..12].copy_from_slice(&port.mac.0);
-        out[12..14].copy_from_slice(&[0x08, 0x00]);
         *ident = ident.wrapping_add(1);
-        let l4 = udp::HEADER_LEN + n;
         let repr = ipv4::Repr {
             src: *q.dst.ip(),
             dst: *q.src.ip(),
@@ -317,15 +313,10 @@ impl Handlers {
             ident: *ident,
             // The reply fits the path MTU: DF unless IP_PMTUDISC_DONT.
             dont_frag: pmtudisc != PmtuDisc::Dont,
-            payload_len: l4,
+            payload_len: udp::HEADER_LEN + n,
         };
-        let (ip, rest) = out[14..PAYLOAD_AT + n].split_at_mut(ipv4::MIN_HEADER_LEN);
-        repr.emit(&mut Packet::new_unchecked(ip));
-        let mut u = udp::Packet::new_unchecked(rest);
-        u.set_src_port(q.dst.port());
-        u.set_dst_port(q.src.port());
-        u.set_len(l4 as u16);
-        u.fill_checksum(*q.dst.ip(), *q.src.ip());
+        let datagram = output::headers(out, (mac.0, port.mac.0), &repr);
+        output::udp_header(datagram, (*q.dst.ip(), q.dst.port()), q.src);
         f.set_len(PAYLOAD_AT + n);
         Served::Reply {
             frame: f,
