@@ -306,37 +306,33 @@ impl Io {
     }
 }
 
-/// Whether a frame the engine originates may leave through `port`: the
-/// filter's output and postrouting hooks (counted when not). False too
-/// when the kernel took it, which sends it itself.
-fn allow(io: &Io, f: &judge::Local, snap: &Snapshot, frame: &[u8], port: usize) -> bool {
-    match f.originated(snap, frame, port) {
-        Egress::Send => true,
-        Egress::Drop => {
-            io.counters.count_drop(DropReason::FilterDrop);
-            false
-        }
-        Egress::Kernel => {
-            io.counters.to_kernel.add(1);
-            false
-        }
+/// The filter's output and postrouting hooks on a frame the engine
+/// originates, leaving through `port`: counted when it does not go (a
+/// drop, or the kernel took it and sends it itself).
+fn egress(io: &Io, f: &judge::Local, snap: &Snapshot, frame: &[u8], port: usize) -> Egress {
+    let e = f.originated(snap, frame, port);
+    match e {
+        Egress::Send => {}
+        Egress::Drop => io.counters.count_drop(DropReason::FilterDrop),
+        Egress::Kernel => io.counters.to_kernel.add(1),
     }
+    e
+}
+
+/// Whether a frame the engine originates may leave through `port`
+/// ([`egress`]). False too when the kernel took it.
+fn allow(io: &Io, f: &judge::Local, snap: &Snapshot, frame: &[u8], port: usize) -> bool {
+    egress(io, f, snap, frame, port) == Egress::Send
 }
 
 /// Copies a frame the engine originates into a free frame and queues it on
 /// `port`, if output and postrouting let it. True when it went, or the
 /// kernel took it.
 fn originate(io: &mut Io, f: &judge::Local, snap: &Snapshot, port: usize, bytes: &[u8]) -> bool {
-    match f.originated(snap, bytes, port) {
+    match egress(io, f, snap, bytes, port) {
         Egress::Send => io.emit(port, bytes),
-        Egress::Drop => {
-            io.counters.count_drop(DropReason::FilterDrop);
-            false
-        }
-        Egress::Kernel => {
-            io.counters.to_kernel.add(1);
-            true
-        }
+        Egress::Drop => false,
+        Egress::Kernel => true,
     }
 }
 
@@ -1261,21 +1257,17 @@ impl Running {
                 }
                 Served::Reply { frame, port } => (frame, port),
             };
-        let c = &*self.counters;
         // SAFETY: the reply's frame, from this worker's UMEM.
         let reply = unsafe { self.io.xsk.umem.bytes(&frame) };
-        match self.slow.filter.originated(snap, reply, port) {
+        match egress(&self.io, &self.slow.filter, snap, reply, port) {
             Egress::Send => self.io.send(port, frame),
             Egress::Drop => {
-                c.count_drop(DropReason::FilterDrop);
                 self.io.pool.put(frame);
                 return true;
             }
-            Egress::Kernel => {
-                c.to_kernel.add(1);
-                self.io.pool.put(frame);
-            }
+            Egress::Kernel => self.io.pool.put(frame),
         }
+        let c = &*self.counters;
         c.mib(Mib::OutRequests, 1);
         c.mib(Mib::UdpOutDatagrams, 1);
         true
