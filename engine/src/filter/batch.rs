@@ -21,7 +21,7 @@ pub(crate) enum Gate<'a> {
     Open,
     /// The one-pass form.
     Fast(&'a Program, &'a Fast),
-    /// Field by field (more than 64 rules, or too many combinations).
+    /// Field by field (64 rules or more, or too many combinations).
     Fields(&'a Program),
 }
 
@@ -74,7 +74,7 @@ impl Program {
     }
 }
 
-/// A hook of at most 64 rules as one pass over the packets: the small
+/// A hook of at most 63 rules as one pass over the packets: the small
 /// fields (interfaces, protocol, ICMP type and code, TTL, TOS) cross-
 /// producted into one table (Recursive Flow Classification: each value
 /// has a class, the classes index one mask), then the interval fields
@@ -132,11 +132,16 @@ const WIDE: [Field; 5] = [
 const COMBINED: usize = 4096;
 
 impl Fast {
-    /// The one-pass form of a one-word hook whose `tables` are these;
-    /// `None` when its small fields have too many combinations.
+    /// The one-pass form of a hook of `rules` rules whose `tables` are
+    /// these and whose base chains hold `base`; `None` for 64 rules or
+    /// more, or when its small fields have too many combinations.
     pub(crate) fn build(tables: &[Table], rules: usize, base: &[u64]) -> Option<Fast> {
         let base = *base.first()?;
-        if rules >= 64 {
+        if rules >= 64
+            || tables
+                .iter()
+                .any(|t| !SMALL.contains(&t.field) && !WIDE.contains(&t.field))
+        {
             return None;
         }
         let mut classes = Box::new([[0u32; 257]; 7]);
@@ -181,10 +186,10 @@ impl Fast {
         let mut wide = Vec::new();
         for (at, f) in WIDE.iter().enumerate() {
             if let Some(i) = tables.iter().position(|t| t.field == *f) {
-                if tables[i].starts.is_empty() {
+                let t = &tables[i];
+                if t.starts.is_empty() {
                     return None;
                 }
-                let t = &tables[i];
                 let buckets = t
                     .first
                     .iter()
@@ -204,12 +209,6 @@ impl Fast {
                 });
             }
         }
-        if tables
-            .iter()
-            .any(|t| !SMALL.contains(&t.field) && !WIDE.contains(&t.field))
-        {
-            return None;
-        }
         Some(Fast {
             classes,
             combined,
@@ -217,9 +216,7 @@ impl Fast {
             base,
         })
     }
-}
 
-impl Fast {
     /// The rules of the hook whose every field matches `m`: the mask
     /// [`Program::walk`](super::Program) walks.
     #[inline(always)]

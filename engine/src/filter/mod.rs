@@ -403,7 +403,7 @@ pub(crate) struct Table {
 }
 
 /// In [`Table::first`]: the bucket must be searched.
-pub(crate) const INSIDE: u32 = 1 << 31;
+const INSIDE: u32 = 1 << 31;
 
 impl Table {
     /// A direct table: `masks` holds one row per value.

@@ -582,7 +582,7 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
             // The filter's hooks, before the rewrite: prerouting sees the
             // packet as received, forward and postrouting as it will leave.
             if filtering {
-                match judge.pass(frame, i as u16, ingress, next.port) {
+                match judge.pass(frame, i as u16, ingress, next.adj.port) {
                     Passage::Through => {}
                     Passage::RefusedAsReceived => {
                         out[i] = Step::Refused;
@@ -603,7 +603,7 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
                 completed += crate::wire::l4csum::complete(ip) as u64;
             }
             out[i] = Step::Tx {
-                port: next.port,
+                port: next.adj.port,
                 len: len as u16,
             };
             forwarded += 1;
@@ -707,7 +707,6 @@ fn candidate(
 /// route.
 #[derive(Clone, Copy)]
 struct Next<'a> {
-    port: u8,
     /// Frame length to transmit (Ethernet padding trimmed).
     len: u16,
     adj: &'a Adjacency,
@@ -761,7 +760,6 @@ fn plan<'a>(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &'a Snapshot) -> Opti
         _ => return None,
     };
     Some(Next {
-        port: adj.port,
         len: ethernet::HEADER_LEN as u16 + total,
         adj,
         neighbour,

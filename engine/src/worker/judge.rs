@@ -345,8 +345,8 @@ impl<'a> Hooks<'a> {
         }
     }
 
-    /// Hook `at` of [`FORWARDED`] refuses `m`: the refusal is remembered
-    /// for frame `lane`.
+    /// Hook `at` of [`FORWARDED`] refuses `m` (never one without rules):
+    /// the refusal is remembered for frame `lane`.
     #[inline(always)]
     fn refuses(&mut self, at: usize, m: &Meta, lane: u16) -> bool {
         let v = self.gates[at].judge(m, self.counters);
@@ -376,7 +376,7 @@ impl crate::forward::Judge for Hooks<'_> {
         else {
             return Passage::Through;
         };
-        if self.gates[0].active() && self.refuses(0, &m, lane) {
+        if self.refuses(0, &m, lane) {
             return Passage::RefusedAsReceived;
         }
         // As ip_forward() hands it to the forward hook: TTL decremented,
@@ -384,7 +384,7 @@ impl crate::forward::Judge for Hooks<'_> {
         m.ttl = m.ttl.wrapping_sub(1);
         m.oif = oif;
         for at in 1..3 {
-            if self.gates[at].active() && self.refuses(at, &m, lane) {
+            if self.refuses(at, &m, lane) {
                 return Passage::RefusedAsForwarded;
             }
         }
