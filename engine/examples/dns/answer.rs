@@ -314,13 +314,11 @@ impl Responder {
     /// false when the query is dropped (then `out` is empty).
     pub fn respond(&mut self, query: &[u8], out: &mut Vec<u8>) -> bool {
         let c = &mut self.cache;
-        let cached = c.entries > 0 && query.len() >= 12 && {
+        let cached = c.entries > 0 && query.len() >= 12;
+        if cached {
             c.key.clear();
             c.key.extend_from_slice(query);
             c.key[..2].fill(0);
-            true
-        };
-        if cached {
             if let Some(hit) = c.answers.get(&c.key[..]) {
                 out.clear();
                 out.extend_from_slice(&hit.answer);
