@@ -598,7 +598,14 @@ fn run_live(cfg: &GenConfig, info: &sys::IfaceInfo, stop: &AtomicBool) -> Result
     let start = Instant::now();
     while !stop.load(Ordering::Relaxed) && start.elapsed() < cfg.duration {
         let mut n = chunk;
-        if let Some(c) = cfg.count {
+        // Paced, the run holds rate × duration frames: a last chunk that
+        // started just before the end would otherwise overshoot by 10%.
+        let limit = match (cfg.count, cfg.rate) {
+            (Some(c), _) => Some(c),
+            (None, Some(r)) => Some((r * cfg.duration.as_secs_f64()) as u64),
+            (None, None) => None,
+        };
+        if let Some(c) = limit {
             if runs >= c {
                 break;
             }
@@ -634,6 +641,11 @@ fn run_live(cfg: &GenConfig, info: &sys::IfaceInfo, stop: &AtomicBool) -> Result
             .into());
         }
         runs += n as u64;
+    }
+    // A paced chunk goes out in a burst at the start of its slot; the run
+    // ends with the last slot, so that the rate is frames over the slots.
+    if let Some(p) = pacer.as_mut() {
+        p.wait(0);
     }
     let seconds = start.elapsed().as_secs_f64();
     let built: u64 = seqs

@@ -142,13 +142,21 @@ fn assert_counts_agree(gen: &Value, sink: &Value, frames_per_datagram: u64) {
         sent,
         "sink's eth0 (ip -s link) counted other than the sink: {sink}"
     );
-    // The achieved rate is reported, and near the target (pacing).
+    // Pacing never overshoots the target. It may fall short when the host
+    // deschedules the generator (a loaded CI machine does), but then the
+    // report must say so: every shortfall of more than 1 ms is a slip.
     let pps = gen["pps"].as_f64().unwrap();
     let target = gen["target_pps"].as_f64().unwrap();
     assert!(
-        pps > target * 0.5 && pps < target * 1.2,
-        "achieved {pps} pps for a target of {target}: {gen}"
+        pps < target * 1.05,
+        "achieved {pps} pps, over the target of {target}: {gen}"
     );
+    if pps < target * 0.9 {
+        assert!(
+            n(&gen["pacing_slips"]) > 0,
+            "achieved {pps} pps for a target of {target}, and no pacing slip reported: {gen}"
+        );
+    }
 }
 
 #[test]
