@@ -495,6 +495,58 @@ struct RootEntry {
     short: u32,
 }
 
+/// A lookup's first stage done ([`Fib::prefetch_root`]): where the root
+/// entry of an address is, not read yet.
+#[derive(Debug, Clone, Copy)]
+pub struct Root<'a>(&'a RootEntry);
+
+/// A lookup's second stage done ([`Root::probe`]): the root entry of an
+/// address, read.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe<'a>(&'a RootEntry);
+
+/// The root entry of no route, for probes not yet made.
+static NO_ROOT: RootEntry = RootEntry {
+    block: None,
+    leaf: Leaf::NONE,
+    short: 0,
+};
+
+impl<'a> Root<'a> {
+    /// A root entry of no route, to fill arrays with.
+    pub const NONE: Root<'static> = Root(&NO_ROOT);
+
+    /// The second stage of the lookup of `dst`, the address this was made
+    /// for: reads the root entry and hints the entry of its block, if it
+    /// has one, to the cache.
+    #[inline(always)]
+    pub fn probe(self, dst: Ipv4Addr) -> Probe<'a> {
+        if let Some(b) = &self.0.block {
+            b.prefetch(u32::from(dst));
+        }
+        Probe(self.0)
+    }
+}
+
+impl Probe<'_> {
+    /// A probe that finds no route, to fill arrays of probes with.
+    pub const NONE: Probe<'static> = Probe(&NO_ROOT);
+
+    /// The last stage of the lookup: the leaf of the most specific route
+    /// for `dst`, the address this probe was made for.
+    #[inline(always)]
+    pub fn leaf(self, dst: Ipv4Addr) -> Leaf {
+        let e = self.0;
+        if let Some(b) = &e.block {
+            let l = b.leaf(u32::from(dst));
+            if l != Leaf::NONE {
+                return l;
+            }
+        }
+        e.leaf
+    }
+}
+
 /// Root entries of 256 consecutive /16s.
 #[derive(Debug, Clone)]
 struct RootChunk([RootEntry; 256]);
@@ -820,13 +872,31 @@ impl Fib {
         self.best(e.short)
     }
 
-    /// Hints the root entry of `dst` to the cache without reading it: the
-    /// forward path issues it while it validates a batch, so that the
-    /// batch's lookup finds the entries there ([`Fib::lookup_batch`]).
+    /// The first stage of a staged lookup of `dst`: hints its root entry
+    /// to the cache without reading it, and says where it is.
+    /// [`Root::probe`], a stage later, reads it; [`Probe::leaf`], a stage
+    /// after that, finishes the lookup. The forward path runs the stages
+    /// over a batch, so that the cache misses of its addresses overlap.
+    ///
+    /// ```
+    /// # use xdpip::fib::{Fib, Route, RouteKind};
+    /// # use std::net::Ipv4Addr;
+    /// let mut b = Fib::builder();
+    /// b.add(Route {
+    ///     prefix: Ipv4Addr::new(10, 0, 0, 0), len: 8, kind: RouteKind::Blackhole,
+    ///     nexthops: vec![].into(), metric: 0,
+    /// }).unwrap();
+    /// let fib = b.build();
+    /// let dst = Ipv4Addr::new(10, 1, 1, 1);
+    /// let root = fib.prefetch_root(dst);
+    /// let probe = root.probe(dst);
+    /// assert_eq!(probe.leaf(dst), fib.leaf(dst));
+    /// ```
     #[inline(always)]
-    pub fn prefetch_root(&self, dst: Ipv4Addr) {
-        let a = u32::from(dst);
-        prefetch(self.root(a));
+    pub fn prefetch_root(&self, dst: Ipv4Addr) -> Root<'_> {
+        let e = self.root(u32::from(dst));
+        prefetch(e);
+        Root(e)
     }
 
     /// Hints the first memory a lookup of `dst` reads to the cache, so that

@@ -21,7 +21,7 @@ pub mod fragment;
 pub mod icmp;
 pub mod reject;
 
-use crate::fib::{Leaf, RouteKind};
+use crate::fib::{Leaf, Probe, Root, RouteKind};
 use crate::iface::{Port, RpFilter};
 use crate::neigh::{AdjState, Adjacency};
 use crate::snapshot::Snapshot;
@@ -560,23 +560,32 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         // destinations.
         let mut lanes = [0u16; VECTOR];
         let mut dsts = [Ipv4Addr::UNSPECIFIED; VECTOR];
+        let mut roots = [Root::NONE; VECTOR];
         let mut m = 0;
         for i in base..end {
             if let Some(dst) = candidate(frames.frame(i), &mac, snap, check_own, port) {
-                snap.fib.prefetch_root(dst);
+                roots[m] = snap.fib.prefetch_root(dst);
                 lanes[m] = i as u16;
                 dsts[m] = dst;
                 m += 1;
             }
         }
-        // Stage 2: their leaves, the cache misses overlapped.
-        let mut leaves = [Leaf::NONE; VECTOR];
-        snap.fib.lookup_batch(&dsts[..m], &mut leaves[..m]);
-        // Stage 3: adjacency, TTL, MTU; rewrite.
+        // Stage 2: their root entries, prefetched in stage 1; the entries
+        // of their blocks prefetched for stage 3.
+        let mut probes = [Probe::NONE; VECTOR];
+        for j in 0..m {
+            probes[j] = roots[j].probe(dsts[j]);
+        }
+        // Stage 3: leaf, adjacency, TTL, MTU; rewrite.
         for j in 0..m {
             let i = lanes[j] as usize;
+            let leaf = probes[j].leaf(dsts[j]);
             let frame = frames.frame(i);
-            let Some(next) = plan(frame, leaves[j], dsts[j], snap) else {
+            // Stage 1 checked that the frame holds the header.
+            let Some(h) = frame.first_chunk::<34>() else {
+                continue;
+            };
+            let Some(next) = plan(h, leaf, dsts[j], snap) else {
                 continue;
             };
             // The filter's hooks, before the rewrite: prerouting sees the
@@ -643,6 +652,18 @@ fn reverse_path(snap: &Snapshot, src: Ipv4Addr, port: &Port) -> Result<(), DropR
     }
 }
 
+/// First bytes of the addresses the vector path leaves to the slow path:
+/// 0/8, 127/8 and 224/3.
+const ODD_FIRST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b == 0 || b == 127 || b >= 224;
+        b += 1;
+    }
+    t
+};
+
 /// The destination of a frame the vector path may forward: an IPv4 packet
 /// without options to this port's MAC, whole, with a good header checksum,
 /// from a source that is not a martian (nor possibly one of this host's
@@ -681,14 +702,10 @@ fn candidate(
     }
     let src = Ipv4Addr::new(h[26], h[27], h[28], h[29]);
     let dst = Ipv4Addr::new(h[30], h[31], h[32], h[33]);
-    // Loopback, multicast, class E and the limited broadcast by their
-    // first byte, and 0.0.0.0, at either end: all for the slow path,
-    // which tells martians from what it forwards.
-    let odd = |a: Ipv4Addr| {
-        let b0 = a.octets()[0];
-        (b0 == 127) | (b0 >= 224) | a.is_unspecified()
-    };
-    if odd(src) | odd(dst) {
+    // This network (0/8), loopback, multicast, class E and the limited
+    // broadcast, at either end, by their first byte: all for the slow
+    // path, which tells martians from what it forwards.
+    if ODD_FIRST_BYTE[h[26] as usize] | ODD_FIRST_BYTE[h[30] as usize] {
         return None;
     }
     if check_own && snap.own.may_contain(src) {
@@ -719,15 +736,18 @@ impl Next<'_> {
     /// as `ip_decrease_ttl()` updates it. Returns the frame's length.
     #[inline(always)]
     fn rewrite(&self, frame: &mut [u8]) -> usize {
+        let Some(h) = frame.first_chunk_mut::<26>() else {
+            return 0; // never: plan() read this header
+        };
         // Straight from the adjacency: no copy of the header on the way.
-        frame[..12].copy_from_slice(&self.adj.rewrite[..12]);
+        h[..12].copy_from_slice(&self.adj.rewrite[..12]);
         if let Some(mac) = self.neighbour {
-            frame[..6].copy_from_slice(&mac.0);
+            h[..6].copy_from_slice(&mac.0);
         }
-        let ttl = frame[22];
-        frame[22] = ttl - 1;
-        let check = ipv4::ttl_decremented_checksum(u16::from_be_bytes([frame[24], frame[25]]));
-        frame[24..26].copy_from_slice(&check.to_be_bytes());
+        // TTL − 1, and the checksum as ip_decrease_ttl() updates it.
+        h[22] -= 1;
+        let check = ipv4::ttl_decremented_checksum_bytes([h[24], h[25]]);
+        h[24..26].copy_from_slice(&check);
         self.len as usize
     }
 }
@@ -735,22 +755,41 @@ impl Next<'_> {
 /// Stage 3 for one frame, without touching it: its adjacency, TTL and
 /// MTU; where it goes when it is plain forwarding.
 #[inline(always)]
-fn plan<'a>(frame: &[u8], leaf: Leaf, dst: Ipv4Addr, snap: &'a Snapshot) -> Option<Next<'a>> {
+fn plan<'a>(h: &[u8; 34], leaf: Leaf, dst: Ipv4Addr, snap: &'a Snapshot) -> Option<Next<'a>> {
     if !leaf.is_unicast() {
         return None;
     }
     let adj = snap.adj.of_set(leaf.set_unchecked());
-    let adj = if adj.state == AdjState::Multipath {
-        path(
-            snap,
+    let ttl = h[22];
+    let total = u16::from_be_bytes([h[16], h[17]]);
+    // The common case first, in three tests: a complete header to send.
+    if adj.state == AdjState::Ready && ttl > 1 && total <= adj.mtu {
+        return Some(Next {
+            len: ethernet::HEADER_LEN as u16 + total,
             adj,
-            &Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]),
-        )
-    } else {
-        adj
-    };
-    let ttl = frame[22];
-    let total = u16::from_be_bytes([frame[16], frame[17]]);
+            neighbour: None,
+        });
+    }
+    plan_other(h, adj, dst, snap)
+}
+
+/// [`plan`] for an adjacency that is not [`AdjState::Ready`], or a packet
+/// it does not take as it is: a path of a multipath group, a connected
+/// route's neighbour.
+#[inline(never)]
+fn plan_other<'a>(
+    h: &[u8; 34],
+    adj: &'a Adjacency,
+    dst: Ipv4Addr,
+    snap: &'a Snapshot,
+) -> Option<Next<'a>> {
+    let adj = path(
+        snap,
+        adj,
+        &Packet::new_unchecked(&h[ethernet::HEADER_LEN..]),
+    );
+    let ttl = h[22];
+    let total = u16::from_be_bytes([h[16], h[17]]);
     if ttl <= 1 || total > adj.mtu {
         return None;
     }

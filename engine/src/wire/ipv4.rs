@@ -451,9 +451,41 @@ pub fn ttl_decremented_checksum(check: u16) -> u16 {
     (c + (c >= 0xffff) as u32) as u16
 }
 
+/// [`ttl_decremented_checksum`] on the checksum's two bytes as the header
+/// holds them, without byte swaps: a one's complement sum is the same
+/// whatever the order of its bytes, so the checksum read little-endian
+/// gains 1 where its big-endian value gains 0x0100.
+///
+/// ```
+/// use xdpip::wire::{checksum, ipv4};
+/// let mut hdr = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11,
+///                0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+/// hdr[8] -= 1;
+/// let c = ipv4::ttl_decremented_checksum_bytes([hdr[10], hdr[11]]);
+/// hdr[10..12].copy_from_slice(&c);
+/// assert_eq!(checksum::checksum(&hdr), 0);
+/// ```
+#[inline(always)]
+pub fn ttl_decremented_checksum_bytes(check: [u8; 2]) -> [u8; 2] {
+    let c = u16::from_le_bytes(check) as u32 + 1;
+    ((c + (c >= 0xffff) as u32) as u16).to_le_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_update_in_header_order_agrees_with_the_checksum_update_for_every_checksum() {
+        for check in 0..=u16::MAX {
+            let [hi, lo] = check.to_be_bytes();
+            assert_eq!(
+                u16::from_be_bytes(ttl_decremented_checksum_bytes([hi, lo])),
+                ttl_decremented_checksum(check),
+                "checksum {check:#06x}"
+            );
+        }
+    }
 
     fn sample() -> Vec<u8> {
         let repr = Repr {
