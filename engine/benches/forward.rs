@@ -172,8 +172,8 @@ fn record(means: &Means, id: &str, d: Duration, iters: u64) {
     }
 }
 
-/// Paired ratios by name: each round's time of one side over the other's.
-type Paired = Rc<RefCell<BTreeMap<&'static str, Vec<f64>>>>;
+/// Paired rounds by name: each round's ns per packet of the two sides.
+type Paired = Rc<RefCell<BTreeMap<&'static str, Vec<(f64, f64)>>>>;
 
 /// Rounds of a paired measurement, and batches per side in a round (about
 /// 2 ms at 30 ns a packet).
@@ -182,9 +182,13 @@ const ROUND_BATCHES: u64 = 1024;
 
 /// Times the two sides of `side` in turns (`side(true, ..)` is the
 /// numerator), `ROUND_BATCHES` batches each per round over the same
-/// destinations, the order alternating; the rounds' ratios. Each side runs
-/// with what the other left in the caches, as in a worker.
-fn paired(pool: &[Ipv4Addr], mut side: impl FnMut(bool, &[Ipv4Addr]) -> Duration) -> Vec<f64> {
+/// destinations, the order alternating; each round's ns per packet of the
+/// two. Each side runs with what the other left in the caches, as in a
+/// worker.
+fn paired(
+    pool: &[Ipv4Addr],
+    mut side: impl FnMut(bool, &[Ipv4Addr]) -> Duration,
+) -> Vec<(f64, f64)> {
     let mut at = 0;
     (0..ROUNDS)
         .map(|r| {
@@ -194,7 +198,8 @@ fn paired(pool: &[Ipv4Addr], mut side: impl FnMut(bool, &[Ipv4Addr]) -> Duration
             at = from;
             let t2 = timed(pool, ROUND_BATCHES, &mut at, |d| side(!first, d));
             let (a, b) = if first { (t1, t2) } else { (t2, t1) };
-            a.as_secs_f64() / b.as_secs_f64()
+            let ns = |t: Duration| t.as_secs_f64() * 1e9 / (ROUND_BATCHES as usize * BATCH) as f64;
+            (ns(a), ns(b))
         })
         .collect()
 }
@@ -405,14 +410,16 @@ fn main() {
     }
     for (name, op, target) in targets {
         let Some(v) = pairs.get(name) else { continue };
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
-        let r = q(0.5);
+        let quartiles = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+            [q(0.25), q(0.5), q(0.75)]
+        };
+        let [r1, r, r3] = quartiles(v.iter().map(|(a, b)| a / b).collect());
+        let [_, a, _] = quartiles(v.iter().map(|p| p.0).collect());
+        let [_, b, _] = quartiles(v.iter().map(|p| p.1).collect());
         println!(
-            "  {name:<46} {r:.2} [{:.2}, {:.2}] (target {op} {target}: {})",
-            q(0.25),
-            q(0.75),
+            "  {name:<46} {r:.2} [{r1:.2}, {r3:.2}] ({a:.1} / {b:.1} ns; target {op} {target}: {})",
             if r <= target { "met" } else { "missed" }
         );
     }

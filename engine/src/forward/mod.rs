@@ -573,19 +573,19 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         // Stage 2: their root entries, prefetched in stage 1; the entries
         // of their blocks prefetched for stage 3.
         let mut probes = [Probe::NONE; VECTOR];
-        for j in 0..m {
-            probes[j] = roots[j].probe(dsts[j]);
+        for ((p, r), &dst) in probes.iter_mut().zip(&roots[..m]).zip(&dsts[..m]) {
+            *p = r.probe(dst);
         }
         // Stage 3: leaf, adjacency, TTL, MTU; rewrite.
-        for j in 0..m {
-            let i = lanes[j] as usize;
-            let leaf = probes[j].leaf(dsts[j]);
+        for ((&lane, p), &dst) in lanes[..m].iter().zip(&probes[..m]).zip(&dsts[..m]) {
+            let i = lane as usize;
+            let leaf = p.leaf(dst);
             let frame = frames.frame(i);
             // Stage 1 checked that the frame holds the header.
             let Some(h) = frame.first_chunk::<34>() else {
                 continue;
             };
-            let Some(next) = plan(h, leaf, dsts[j], snap) else {
+            let Some(next) = plan(h, leaf, dst, snap) else {
                 continue;
             };
             // The filter's hooks, before the rewrite: prerouting sees the
