@@ -564,18 +564,21 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         let mut m = 0;
         for i in base..end {
             if let Some(dst) = candidate(frames.frame(i), &mac, snap, check_own, port) {
-                roots[m] = snap.fib.prefetch_root(dst);
-                lanes[m] = i as u16;
-                dsts[m] = dst;
+                // m < VECTOR here (one lane per frame of the vector): the
+                // mask is what tells the compiler, without a branch.
+                let k = m % VECTOR;
+                roots[k] = snap.fib.prefetch_root(dst);
+                lanes[k] = i as u16;
+                dsts[k] = dst;
                 m += 1;
             }
         }
         // Stage 2: their root entries, prefetched in stage 1; the entries
         // of their blocks prefetched for stage 3.
-        let mut probes = [Probe::NONE; VECTOR];
-        for ((p, r), &dst) in probes.iter_mut().zip(&roots[..m]).zip(&dsts[..m]) {
-            *p = r.probe(dst);
-        }
+        let probes: [Probe; VECTOR] = std::array::from_fn(|j| match roots[..m].get(j) {
+            Some(r) => r.probe(dsts[j]),
+            None => Probe::NONE,
+        });
         // Stage 3: leaf, adjacency, TTL, MTU; rewrite.
         for ((&lane, p), &dst) in lanes[..m].iter().zip(&probes[..m]).zip(&dsts[..m]) {
             let i = lane as usize;
@@ -605,17 +608,23 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
                 }
             }
             let len = next.rewrite(frame);
-            // A local stack's partial UDP/TCP checksum is finished before
-            // the packet leaves, as its device would have.
-            if partial {
-                let ip = &mut frame[ethernet::HEADER_LEN..len];
-                completed += crate::wire::l4csum::complete(ip) as u64;
-            }
             out[i] = Step::Tx {
                 port: next.adj.port,
                 len: len as u16,
             };
             forwarded += 1;
+        }
+        // A local stack's partial UDP/TCP checksum is finished before the
+        // packet leaves, as its device would have: a pass of its own, on
+        // the ports that take such packets only.
+        if partial {
+            for &lane in &lanes[..m] {
+                let i = lane as usize;
+                if let Step::Tx { len, .. } = out[i] {
+                    let ip = &mut frames.frame(i)[ethernet::HEADER_LEN..len as usize];
+                    completed += crate::wire::l4csum::complete(ip) as u64;
+                }
+            }
         }
         base = end;
     }
