@@ -16,7 +16,9 @@
 //! lookup reads one root entry (the root, 1 MiB, stays in a core's L2) and
 //! at most two table entries, whatever the size of the table; a batch of
 //! lookups goes in stages with prefetches so that their cache misses
-//! overlap ([`Fib::lookup_batch`]). The root is cut into chunks of 256
+//! overlap ([`Fib::lookup_batch`], or, interleaved with other work as the
+//! forward path does, [`Fib::prefetch_root`], [`Root::probe`] and
+//! [`Probe::leaf`]). The root is cut into chunks of 256
 //! behind [`Arc`]s so that an update copies only the chunks and blocks it
 //! changes; the routes of /0 to /16 are kept by prefix so that removing one
 //! finds the route it uncovers.
