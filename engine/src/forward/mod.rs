@@ -547,6 +547,27 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     if !port.forwarding {
         return 0;
     }
+    // With rp_filter on, the route back to each source is looked up in
+    // the same stages as the destination's: a copy of the stages for it.
+    if port.rp_filter == RpFilter::Off {
+        vectors::<F, J, false>(frames, n, ingress, snap, judge, out)
+    } else {
+        vectors::<F, J, true>(frames, n, ingress, snap, judge, out)
+    }
+}
+
+/// [`forward_batch`] on the first `n` frames, received on port `ingress`,
+/// in vectors; `RP` when the port checks sources by reverse path.
+#[inline(always)]
+fn vectors<F: Frames + ?Sized, J: Judge, const RP: bool>(
+    frames: &mut F,
+    n: usize,
+    ingress: usize,
+    snap: &Snapshot,
+    judge: &mut J,
+    out: &mut [Step],
+) -> usize {
+    let port = &snap.ports[ingress];
     let mac = port.mac.0;
     let check_own = !port.accept_local;
     let partial = port.partial_csum;
@@ -561,15 +582,23 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
         let mut lanes = [0u16; VECTOR];
         let mut dsts = [Ipv4Addr::UNSPECIFIED; VECTOR];
         let mut roots = [Root::NONE; VECTOR];
+        // With RP, the same for the sources (the compiler drops them
+        // without).
+        let mut srcs = [Ipv4Addr::UNSPECIFIED; VECTOR];
+        let mut src_roots = [Root::NONE; VECTOR];
         let mut m = 0;
         for i in base..end {
-            if let Some(dst) = candidate(frames.frame(i), &mac, snap, check_own, port) {
+            if let Some((src, dst)) = candidate(frames.frame(i), &mac, snap, check_own) {
                 // m < VECTOR here (one lane per frame of the vector): the
                 // mask is what tells the compiler, without a branch.
                 let k = m % VECTOR;
                 roots[k] = snap.fib.prefetch_root(dst);
                 lanes[k] = i as u16;
                 dsts[k] = dst;
+                if RP {
+                    src_roots[k] = snap.fib.prefetch_root(src);
+                    srcs[k] = src;
+                }
                 m += 1;
             }
         }
@@ -579,9 +608,23 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
             Some(r) => r.probe(dsts[j]),
             None => Probe::NONE,
         });
+        let src_probes: [Probe; VECTOR] = std::array::from_fn(|j| match src_roots[..m].get(j) {
+            Some(r) if RP => r.probe(srcs[j]),
+            _ => Probe::NONE,
+        });
         // Stage 3: leaf, adjacency, TTL, MTU; rewrite.
-        for ((&lane, p), &dst) in lanes[..m].iter().zip(&probes[..m]).zip(&dsts[..m]) {
+        for (j, ((&lane, p), &dst)) in lanes[..m]
+            .iter()
+            .zip(&probes[..m])
+            .zip(&dsts[..m])
+            .enumerate()
+        {
             let i = lane as usize;
+            // A source that fails the reverse path check is for the slow
+            // path, which drops and counts it.
+            if RP && reverse_path_of(snap, src_probes[j].leaf(srcs[j]), port).is_err() {
+                continue;
+            }
             let leaf = p.leaf(dst);
             let frame = frames.frame(i);
             // Stage 1 checked that the frame holds the header.
@@ -642,7 +685,13 @@ fn reverse_path(snap: &Snapshot, src: Ipv4Addr, port: &Port) -> Result<(), DropR
     if port.rp_filter == RpFilter::Off {
         return Ok(());
     }
-    let leaf = snap.fib.leaf(src);
+    reverse_path_of(snap, snap.fib.leaf(src), port)
+}
+
+/// [`reverse_path`] with the leaf of the route back to the source looked
+/// up, for a port with `rp_filter` on.
+#[inline(always)]
+fn reverse_path_of(snap: &Snapshot, leaf: Leaf, port: &Port) -> Result<(), DropReason> {
     match leaf.kind() {
         Some(RouteKind::Unicast) => {
             let adj = snap.adj.of_set(leaf.set_unchecked());
@@ -673,19 +722,18 @@ const ODD_FIRST_BYTE: [bool; 256] = {
     t
 };
 
-/// The destination of a frame the vector path may forward: an IPv4 packet
-/// without options to this port's MAC, whole, with a good header checksum,
-/// from a source that is not a martian (nor possibly one of this host's
-/// addresses) and passes the port's reverse path filter, to a unicast
-/// destination. Anything else is for [`forward`].
+/// The source and destination of a frame the vector path may forward: an
+/// IPv4 packet without options to this port's MAC, whole, with a good
+/// header checksum, from a source that is not a martian (nor possibly one
+/// of this host's addresses), to a unicast destination. Anything else is
+/// for [`forward`]. The reverse path check comes in stage 3.
 #[inline(always)]
 fn candidate(
     frame: &[u8],
     mac: &[u8; 6],
     snap: &Snapshot,
     check_own: bool,
-    port: &Port,
-) -> Option<Ipv4Addr> {
+) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let h: &[u8; 34] = frame.get(..34)?.try_into().ok()?;
     let u32_at = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
     let u16_at = |i: usize| u16::from_ne_bytes([h[i], h[i + 1]]);
@@ -720,12 +768,7 @@ fn candidate(
     if check_own && snap.own.may_contain(src) {
         return None;
     }
-    // A source that fails the reverse path check (rp_filter on) is for the
-    // slow path, which drops and counts it.
-    if port.rp_filter != RpFilter::Off && reverse_path(snap, src, port).is_err() {
-        return None;
-    }
-    Some(dst)
+    Some((src, dst))
 }
 
 /// Where a frame the vector path forwards goes, and its new Ethernet
