@@ -232,6 +232,24 @@ fn forward_timed<J: xdpip::forward::Judge>(
     t.elapsed()
 }
 
+/// Paired rounds of the forward path (one source, no filter) against bare
+/// lookups by `lookup` of the same destinations.
+fn against_lookups<R>(
+    pool: &[Ipv4Addr],
+    buf: &mut [u8],
+    snap: &Snapshot,
+    steps: &mut [Step],
+    lookup: impl Fn(Ipv4Addr) -> R,
+) -> Vec<(f64, f64)> {
+    paired(pool, |fwd, dsts| {
+        if fwd {
+            forward_timed(buf, snap, &mut (), steps, dsts, Sources::One)
+        } else {
+            lookups_timed(dsts, &lookup)
+        }
+    })
+}
+
 /// Bare lookups of a batch, timed.
 fn lookups_timed<R>(dsts: &[Ipv4Addr], lookup: impl Fn(Ipv4Addr) -> R) -> Duration {
     let t = Instant::now();
@@ -331,13 +349,7 @@ fn forwarding(c: &mut Criterion, means: &Means, pairs: &Paired) {
                 })
             });
             if pairs_on() {
-                let v = paired(&pool, |fwd, dsts| {
-                    if fwd {
-                        forward_timed(&mut buf, &snap, &mut (), &mut steps, dsts, Sources::One)
-                    } else {
-                        lookups_timed(dsts, |d| trie.lookup(d))
-                    }
-                });
+                let v = against_lookups(&pool, &mut buf, &snap, &mut steps, |d| trie.lookup(d));
                 pairs.borrow_mut().insert(POPTRIE, v);
                 let v = paired(&pool, |filtered, dsts| {
                     if filtered {
@@ -364,13 +376,7 @@ fn forwarding(c: &mut Criterion, means: &Means, pairs: &Paired) {
                 })
             });
             if pairs_on() {
-                let v = paired(&pool, |fwd, dsts| {
-                    if fwd {
-                        forward_timed(&mut buf, &snap, &mut (), &mut steps, dsts, Sources::One)
-                    } else {
-                        lookups_timed(dsts, |d| dir.lookup(d))
-                    }
-                });
+                let v = against_lookups(&pool, &mut buf, &snap, &mut steps, |d| dir.lookup(d));
                 pairs.borrow_mut().insert(FLOOR, v);
                 // rp_filter 2 (loose), the default of many distributions:
                 // the route back to every source looked up too. Random
