@@ -807,15 +807,7 @@ impl Fib {
     /// Lock-free and allocation-free; at most three memory reads.
     #[inline]
     pub fn leaf(&self, dst: Ipv4Addr) -> Leaf {
-        let a = u32::from(dst);
-        let e = self.root(a);
-        if let Some(b) = &e.block {
-            let l = b.leaf(a);
-            if l != Leaf::NONE {
-                return l;
-            }
-        }
-        e.leaf
+        Probe(self.root(u32::from(dst))).leaf(dst)
     }
 
     /// The next-hop set numbered `id`, while a route uses it.
@@ -916,11 +908,7 @@ impl Fib {
     /// ```
     #[inline]
     pub fn prefetch(&self, dst: Ipv4Addr) {
-        let a = u32::from(dst);
-        let e = self.root(a);
-        if let Some(b) = &e.block {
-            b.prefetch(a);
-        }
+        Root(self.root(u32::from(dst))).probe(dst);
     }
 
     /// Looks up `dsts` into `out` (as many as the shorter of the two
@@ -945,31 +933,15 @@ impl Fib {
     pub fn lookup_batch(&self, dsts: &[Ipv4Addr], out: &mut [Leaf]) {
         for (dsts, out) in dsts.chunks(LANES).zip(out.chunks_mut(LANES)) {
             let n = dsts.len().min(out.len());
-            let mut entries: [&RootEntry; LANES] = [self.root(0); LANES];
+            let mut probes = [Probe::NONE; LANES];
             // The root entries (1 MiB, mostly in L2), and a hint for each
             // block's first table: the miss of a large table, overlapped
             // with the others of the batch.
             for i in 0..n {
-                let a = u32::from(dsts[i]);
-                let e = self.root(a);
-                if let Some(b) = &e.block {
-                    b.prefetch(a);
-                }
-                entries[i] = e;
+                probes[i] = Root(self.root(u32::from(dsts[i]))).probe(dsts[i]);
             }
             for i in 0..n {
-                let e = entries[i];
-                out[i] = match &e.block {
-                    Some(b) => {
-                        let l = b.leaf(u32::from(dsts[i]));
-                        if l == Leaf::NONE {
-                            e.leaf
-                        } else {
-                            l
-                        }
-                    }
-                    None => e.leaf,
-                };
+                out[i] = probes[i].leaf(dsts[i]);
             }
         }
     }
