@@ -550,24 +550,25 @@ pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     // With rp_filter on, the route back to each source is looked up in
     // the same stages as the destination's: a copy of the stages for it.
     if port.rp_filter == RpFilter::Off {
-        vectors::<F, J, false>(frames, n, ingress, snap, judge, out)
+        vectors::<F, J, false>(frames, n, ingress, port, snap, judge, out)
     } else {
-        vectors::<F, J, true>(frames, n, ingress, snap, judge, out)
+        vectors::<F, J, true>(frames, n, ingress, port, snap, judge, out)
     }
 }
 
-/// [`forward_batch`] on the first `n` frames, received on port `ingress`,
-/// in vectors; `RP` when the port checks sources by reverse path.
+/// [`forward_batch`] on the first `n` frames, received on `port` (number
+/// `ingress`), in vectors; `RP` when the port checks sources by reverse
+/// path.
 #[inline(always)]
 fn vectors<F: Frames + ?Sized, J: Judge, const RP: bool>(
     frames: &mut F,
     n: usize,
     ingress: usize,
+    port: &Port,
     snap: &Snapshot,
     judge: &mut J,
     out: &mut [Step],
 ) -> usize {
-    let port = &snap.ports[ingress];
     let mac = port.mac.0;
     let check_own = !port.accept_local;
     let partial = port.partial_csum;
