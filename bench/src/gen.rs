@@ -596,15 +596,15 @@ fn run_live(cfg: &GenConfig, info: &sys::IfaceInfo, stop: &AtomicBool) -> Result
     let mut ctx = [0u32, data.len() as u32, 0, info.ifindex, cfg.queue, 0];
     let mut runs = 0u64;
     let start = Instant::now();
+    // Paced, the run holds rate × duration frames: a last chunk that
+    // started just before the end would otherwise overshoot by 10%.
+    let limit = match (cfg.count, cfg.rate) {
+        (Some(c), _) => Some(c),
+        (None, Some(r)) => Some((r * cfg.duration.as_secs_f64()) as u64),
+        (None, None) => None,
+    };
     while !stop.load(Ordering::Relaxed) && start.elapsed() < cfg.duration {
         let mut n = chunk;
-        // Paced, the run holds rate × duration frames: a last chunk that
-        // started just before the end would otherwise overshoot by 10%.
-        let limit = match (cfg.count, cfg.rate) {
-            (Some(c), _) => Some(c),
-            (None, Some(r)) => Some((r * cfg.duration.as_secs_f64()) as u64),
-            (None, None) => None,
-        };
         if let Some(c) = limit {
             if runs >= c {
                 break;
