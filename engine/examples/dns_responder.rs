@@ -141,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let engine = b.start()?;
     if mode == SendMode::Worker {
-        return serve_in_workers(engine, bind, &ifaces, (zone, cache), &stop);
+        return serve_in_workers(engine, bind, &ifaces, zone, cache, &stop);
     }
     let n = threads.unwrap_or(engine.info().workers.len().max(1));
     let mut socks = Vec::with_capacity(n);
@@ -240,7 +240,8 @@ fn serve_in_workers(
     engine: xdpip::Engine,
     bind: SocketAddrV4,
     ifaces: &[String],
-    (zone, cache): (Arc<Zone>, usize),
+    zone: Arc<Zone>,
+    cache: usize,
     stop: &AtomicBool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let sock = engine.udp_socket()?;
