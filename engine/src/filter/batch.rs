@@ -67,7 +67,7 @@ impl Gate<'_> {
         match self {
             Gate::Open => Verdict::Accept,
             Gate::Fast(p, f) => f.judge(p, x, counters),
-            Gate::Fields(p) => p.run(&x.meta(), counters),
+            Gate::Fields(p) => x.run(p, counters),
         }
     }
 }
@@ -107,6 +107,13 @@ pub(crate) trait Fields: Copy {
             len: self.len(),
             l4: Some(self.l4()),
         }
+    }
+
+    /// Judged by `p` field by field, for the rare packet the one-pass
+    /// form does not judge alone.
+    #[inline(always)]
+    fn run(self, p: &Program, counters: Option<&RuleCounters>) -> Verdict {
+        p.run(&self.meta(), counters)
     }
 }
 
@@ -252,6 +259,28 @@ impl Fields for Plain<'_> {
     fn l4(self) -> u32 {
         self.be32(34)
     }
+
+    #[inline(always)]
+    fn run(self, p: &Program, counters: Option<&RuleCounters>) -> Verdict {
+        run_frame(p, self.h, self.iif, self.oif, self.hops, counters)
+    }
+}
+
+/// [`Fields::run`] of a [`Plain`], out of line and given its parts, not
+/// the struct (which would be stored for it on the way of every packet):
+/// the hot path keeps none of the fields it read.
+#[cold]
+#[inline(never)]
+fn run_frame(
+    p: &Program,
+    h: &[u8; 38],
+    iif: u8,
+    oif: u8,
+    hops: u8,
+    counters: Option<&RuleCounters>,
+) -> Verdict {
+    let x = Plain { h, iif, oif, hops };
+    p.run(&x.meta(), counters)
 }
 
 /// A hook of at most 63 rules as one pass over a packet's fields, with no
@@ -445,7 +474,7 @@ impl Fast {
             p.nothing
         } else if mask & CLEAR == 0 {
             // A field's bucket must be searched: field by field.
-            p.run(&x.meta(), counters)
+            x.run(p, counters)
         } else {
             p.matched(mask & !CLEAR, x.len(), counters)
         }
