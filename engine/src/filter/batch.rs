@@ -298,14 +298,8 @@ fn run_frame(
 /// by field form.
 #[derive(Debug, Clone)]
 pub(crate) struct Fast {
-    /// Per small field, in [`SMALL`] order: the class of each value,
-    /// times the field's stride in `combined`.
-    classes: Box<[[u32; 257]; 7]>,
-    /// The mask of each combination of classes, [`CLEAR`] set; only the
-    /// first combinations are used.
-    combined: Box<[u64; COMBINED]>,
-    /// Destination port, source port and length: 16-bit fields.
-    narrow: [Narrow; 3],
+    /// The small fields and the 16-bit ones.
+    t: Box<Tables>,
     /// Source and destination addresses.
     addrs: [Addr; 2],
     /// The rules of the hook's base chains, and [`CLEAR`]: the packet
@@ -314,14 +308,22 @@ pub(crate) struct Fast {
     test: u64,
 }
 
-/// A 16-bit field as [`Fast`] looks it up: 4,096 buckets of 16 values (the
-/// buckets of its [`Table`]).
+/// The tables of [`Fast`] of a fixed size, in one allocation: every load
+/// of a packet's lookup is at an offset from one address.
 #[derive(Debug, Clone)]
-struct Narrow {
-    /// `0xfff`, or 0 when no rule looks at the field: then only the first
-    /// bucket, of all rules, is read.
-    pick: usize,
-    buckets: Box<[u64; 4096]>,
+struct Tables {
+    /// Per small field, in [`SMALL`] order: the class of each value,
+    /// times the field's stride in `combined`.
+    classes: [[u32; 257]; 7],
+    /// The mask of each combination of classes, [`CLEAR`] set; only the
+    /// first combinations are used.
+    combined: [u64; COMBINED],
+    /// The 16-bit fields, in [`NARROW`] order, as 4,096 buckets of 16
+    /// values (the buckets of their [`Table`]).
+    narrow: [[u64; 4096]; 3],
+    /// Per 16-bit field, `0xfff`, or 0 when no rule looks at it: then
+    /// only its first bucket, of all rules, is read.
+    pick: [usize; 3],
 }
 
 /// An address as [`Fast`] looks it up: the buckets of its [`Table`], from
@@ -348,7 +350,7 @@ impl Addr {
 /// the one-pass form is for hooks of at most 63 rules.
 const CLEAR: u64 = 1 << 63;
 
-/// The small fields, as [`Fast::classes`] holds them.
+/// The small fields, as [`Tables::classes`] holds them.
 const SMALL: [Field; 7] = [
     Field::Iif,
     Field::Oif,
@@ -358,7 +360,7 @@ const SMALL: [Field; 7] = [
     Field::Ttl,
     Field::Tos,
 ];
-/// The 16-bit interval fields, as [`Fast::narrow`] holds them.
+/// The 16-bit interval fields, as [`Tables::narrow`] holds them.
 const NARROW: [Field; 3] = [Field::Dport, Field::Sport, Field::Length];
 /// The addresses, as [`Fast::addrs`] holds them.
 const ADDRS: [Field; 2] = [Field::Src, Field::Dst];
@@ -376,10 +378,15 @@ impl Fast {
             return None;
         }
         let table = |f: Field| tables.iter().find(|t| t.field == f);
-        let mut classes = Box::new([[0u32; 257]; 7]);
+        let mut tables = Box::new(Tables {
+            classes: [[0; 257]; 7],
+            combined: [0; COMBINED],
+            narrow: [[u64::MAX; 4096]; 3],
+            pick: [0; 3],
+        });
         let mut reps: Vec<Vec<u64>> = Vec::new();
         let mut stride = 1usize;
-        for (f, class) in SMALL.iter().zip(classes.iter_mut()) {
+        for (f, class) in SMALL.iter().zip(tables.classes.iter_mut()) {
             let Some(t) = table(*f) else {
                 reps.push(vec![u64::MAX]);
                 continue;
@@ -404,8 +411,7 @@ impl Fast {
             }
             reps.push(distinct);
         }
-        let mut combined = Box::new([0u64; COMBINED]);
-        for (k, c) in combined.iter_mut().enumerate().take(stride) {
+        for (k, c) in tables.combined.iter_mut().enumerate().take(stride) {
             let mut at = k;
             let mut mask = u64::MAX;
             for r in &reps {
@@ -422,11 +428,10 @@ impl Fast {
                 t.masks[e as usize] | CLEAR
             }
         };
-        let mut narrow = Vec::new();
-        for f in NARROW {
-            let mut buckets = Box::new([u64::MAX; 4096]);
-            let pick = match table(f) {
-                None => 0,
+        let Tables { narrow, pick, .. } = &mut *tables;
+        for ((f, buckets), pick) in NARROW.iter().zip(narrow).zip(pick) {
+            match table(*f) {
+                None => {}
                 Some(t) if t.starts.is_empty() || t.shift != 4 || t.first.len() < 4096 => {
                     return None
                 }
@@ -434,10 +439,9 @@ impl Fast {
                     for (b, &e) in buckets.iter_mut().zip(&t.first) {
                         *b = bucket(t, e);
                     }
-                    0xfff
+                    *pick = 0xfff;
                 }
-            };
-            narrow.push(Narrow { pick, buckets });
+            }
         }
         let mut addrs = Vec::new();
         for f in ADDRS {
@@ -457,9 +461,7 @@ impl Fast {
             });
         }
         Some(Fast {
-            classes,
-            combined,
-            narrow: narrow.try_into().ok()?,
+            t: tables,
             addrs: addrs.try_into().ok()?,
             test: base | CLEAR,
         })
@@ -485,7 +487,8 @@ impl Fast {
     /// [`Program::walk`](super::Program) walks.
     #[inline(always)]
     fn mask<F: Fields>(&self, x: F) -> u64 {
-        let c = &*self.classes;
+        let t = &*self.t;
+        let c = &t.classes;
         let l4 = x.l4();
         let (itype, icode) = ((l4 >> 24) as u8, (l4 >> 16) as u8);
         let k = c[0][x.iif() as usize]
@@ -497,13 +500,12 @@ impl Fast {
             + c[6][x.tos() as usize];
         // Each index below its table's length by construction: masks, no
         // bounds checks.
-        let [dport, sport, len] = &self.narrow;
-        let at = |n: &Narrow, v: u16| n.buckets[(v >> 4) as usize & n.pick];
+        let at = |i: usize, v: u16| t.narrow[i][(v >> 4) as usize & t.pick[i]];
         let [src, dst] = &self.addrs;
-        self.combined[k as usize & (COMBINED - 1)]
-            & at(dport, l4 as u16)
-            & at(sport, (l4 >> 16) as u16)
-            & at(len, x.len())
+        t.combined[k as usize & (COMBINED - 1)]
+            & at(0, l4 as u16)
+            & at(1, (l4 >> 16) as u16)
+            & at(2, x.len())
             & src.row(x.src())
             & dst.row(x.dst())
     }
