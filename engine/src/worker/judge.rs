@@ -9,7 +9,7 @@
 //! postrouting; when either is the kernel's, the engine hands the packet to
 //! the kernel through a raw socket, so the kernel's filter judges it there.
 
-use crate::filter::batch::Gate;
+use crate::filter::batch::{Gate, Plain};
 use crate::filter::{Hook, Meta, Reject, RuleCounters, Verdict, NO_IFACE};
 use crate::forward::icmp::{self, IcmpState, Origin};
 use crate::forward::reject;
@@ -345,11 +345,10 @@ impl<'a> Hooks<'a> {
         }
     }
 
-    /// Hook `at` of [`FORWARDED`] refuses `m` (never one without rules):
-    /// the refusal is remembered for frame `lane`.
+    /// Hook `at` of [`FORWARDED`] gave `v` (never one without rules):
+    /// a refusal is remembered for frame `lane`.
     #[inline(always)]
-    fn refuses(&mut self, at: usize, m: &Meta, lane: u16) -> bool {
-        let v = self.gates[at].judge(m, self.counters);
+    fn refuses(&mut self, at: usize, v: Verdict, lane: u16) -> bool {
         if v == Verdict::Accept {
             return false;
         }
@@ -357,6 +356,39 @@ impl<'a> Hooks<'a> {
             *r = Some((FORWARDED[at], v));
         }
         true
+    }
+
+    /// Hook `at` of [`FORWARDED`] refuses the frame `p`: one test when
+    /// the hook has no rules.
+    #[inline(always)]
+    fn refuses_frame(&mut self, at: usize, p: Plain, lane: u16) -> bool {
+        let gate = self.gates[at];
+        gate.active() && self.refuses(at, gate.judge_frame(p, self.counters), lane)
+    }
+
+    /// [`Judge::pass`](crate::forward::Judge::pass) for a frame
+    /// [`Plain::read`] does not read (header options, a later fragment,
+    /// no transport header): parsed into a [`Meta`].
+    #[cold]
+    #[inline(never)]
+    fn pass_parsed(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage {
+        let Some(mut m) = frame
+            .get(14..)
+            .and_then(|ip| Meta::parse(ip, iif as u8, NO_IFACE))
+        else {
+            return Passage::Through;
+        };
+        if self.refuses(0, self.gates[0].judge(&m, self.counters), lane) {
+            return Passage::RefusedAsReceived;
+        }
+        m.ttl = m.ttl.wrapping_sub(1);
+        m.oif = oif;
+        for at in 1..3 {
+            if self.refuses(at, self.gates[at].judge(&m, self.counters), lane) {
+                return Passage::RefusedAsForwarded;
+            }
+        }
+        Passage::Through
     }
 }
 
@@ -368,25 +400,19 @@ impl crate::forward::Judge for Hooks<'_> {
 
     #[inline(always)]
     fn pass(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage {
-        // The vector path's frames have a valid header: one parse serves
-        // every hook.
-        let Some(mut m) = frame
-            .get(14..)
-            .and_then(|ip| Meta::parse(ip, iif as u8, NO_IFACE))
-        else {
-            return Passage::Through;
+        // The vector path's frames have a header without options: their
+        // fields are read where the frame holds them, once for every hook.
+        let Some(p) = Plain::read(frame, iif as u8) else {
+            return self.pass_parsed(frame, lane, iif, oif);
         };
-        if self.refuses(0, &m, lane) {
+        if self.refuses_frame(0, p, lane) {
             return Passage::RefusedAsReceived;
         }
         // As ip_forward() hands it to the forward hook: TTL decremented,
         // the output interface known.
-        m.ttl = m.ttl.wrapping_sub(1);
-        m.oif = oif;
-        for at in 1..3 {
-            if self.refuses(at, &m, lane) {
-                return Passage::RefusedAsForwarded;
-            }
+        let p = p.forwarded(oif);
+        if self.refuses_frame(1, p, lane) || self.refuses_frame(2, p, lane) {
+            return Passage::RefusedAsForwarded;
         }
         Passage::Through
     }
