@@ -800,6 +800,71 @@ mod tests {
         assert_eq!(one.totals(), batch.totals());
     }
 
+    /// What the worker's `Hooks` say of a forwarded frame: prerouting,
+    /// then forward and postrouting as the packet leaves, asked in order
+    /// on the parsed packet.
+    fn passage(r: &Ruleset, m: &Meta, oif: u8) -> (crate::forward::Passage, Option<Hook>) {
+        use crate::forward::Passage;
+        let v = r.judge(Hook::Prerouting, m, 0);
+        if v != Verdict::Accept {
+            return (Passage::RefusedAsReceived, Some(Hook::Prerouting));
+        }
+        let out = Meta {
+            ttl: m.ttl.wrapping_sub(1),
+            oif,
+            ..*m
+        };
+        for hook in [Hook::Forward, Hook::Postrouting] {
+            if r.judge(hook, &out, 0) != Verdict::Accept {
+                return (Passage::RefusedAsForwarded, Some(hook));
+            }
+        }
+        (Passage::Through, None)
+    }
+
+    #[test]
+    fn hooks_pass_frames_as_the_hooks_judge_them_in_order() {
+        use crate::forward::{Judge, Passage};
+        use crate::worker::Hooks;
+        // The forward chain alone (the one gate the hooks then ask), and
+        // base chains at prerouting and forward (one of them with a drop
+        // policy: nothing goes through).
+        let makes: [(&dyn Fn() -> Ruleset, bool); 2] = [
+            (&|| crate::filter::sample::twenty_rules(3), true),
+            (&chains, false),
+        ];
+        for (make, through) in makes {
+            let (one, batch) = (by_fields(make()), make());
+            let mut x = XorShift(0xcafe);
+            let mut refused = [None; 1];
+            // Through, refused at prerouting, refused later.
+            let mut seen = [0usize; 3];
+            for _ in 0..5_000 {
+                let m = packet(&mut x);
+                if m.iif == NO_IFACE || m.oif == NO_IFACE {
+                    continue;
+                }
+                let f = frame_of(&m);
+                refused[0] = None;
+                let got = Hooks::new(&batch, 0, &mut refused).pass(&f, 0, m.iif as usize, m.oif);
+                let meta = Meta::parse(&f[14..], m.iif, NO_IFACE).unwrap();
+                let (want, hook) = passage(&one, &meta, m.oif);
+                assert_eq!(got, want, "{meta:?}");
+                assert_eq!(refused[0].map(|(h, _)| h), hook, "{meta:?}");
+                seen[match got {
+                    Passage::Through => 0,
+                    Passage::RefusedAsReceived => 1,
+                    Passage::RefusedAsForwarded => 2,
+                }] += 1;
+            }
+            let prerouting = batch.active(Hook::Prerouting);
+            assert!(
+                (seen[0] > 100) == through && seen[2] > 100 && (seen[1] > 100) == prerouting,
+                "{seen:?}"
+            );
+        }
+    }
+
     #[test]
     fn batch_judges_jumps_policies_and_wide_hooks_as_packet_by_packet() {
         same(&chains, 0xfeed);

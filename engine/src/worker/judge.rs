@@ -324,6 +324,9 @@ pub struct Hooks<'a> {
     refused: &'a mut [Option<(Hook, Verdict)>],
     /// Prerouting, forward and postrouting, looked up once for the batch.
     gates: [Gate<'a>; 3],
+    /// Only the forward hook has rules (the usual router ruleset): one
+    /// gate to ask, not three.
+    forward_only: bool,
     counters: Option<&'a RuleCounters>,
 }
 
@@ -338,9 +341,11 @@ impl<'a> Hooks<'a> {
         worker: usize,
         refused: &'a mut [Option<(Hook, Verdict)>],
     ) -> Self {
+        let gates = FORWARDED.map(|h| rules.gate(h));
         Hooks {
             refused,
-            gates: FORWARDED.map(|h| rules.gate(h)),
+            gates,
+            forward_only: gates.map(|g| g.active()) == [false, true, false],
             counters: rules.counters_of(worker),
         }
     }
@@ -405,6 +410,14 @@ impl crate::forward::Judge for Hooks<'_> {
         let Some(p) = Plain::read(frame, iif as u8) else {
             return self.pass_parsed(frame, lane, iif, oif);
         };
+        if self.forward_only {
+            let v = self.gates[1].judge_frame(p.forwarded(oif), self.counters);
+            return if self.refuses(1, v, lane) {
+                Passage::RefusedAsForwarded
+            } else {
+                Passage::Through
+            };
+        }
         if self.refuses_frame(0, p, lane) {
             return Passage::RefusedAsReceived;
         }
