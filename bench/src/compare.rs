@@ -1142,12 +1142,14 @@ pub fn run(a: CompareArgs) -> Result<()> {
             }
         })
         .collect();
+    // In the default placement, the run without --cores.
+    fn summary_in(sum: &[SystemSummary], p: Placement, s: System) -> Option<&SystemSummary> {
+        sum.iter().find(|x| {
+            x.system == s && x.placement == p && (p != Placement::Default || x.cores.is_none())
+        })
+    }
     let rate_in = |sum: &[SystemSummary], p: Placement, s: System| {
-        sum.iter()
-            .find(|x| {
-                x.system == s && x.placement == p && (p != Placement::Default || x.cores.is_none())
-            })
-            .and_then(|x| x.rate_pps)
+        summary_in(sum, p, s).and_then(|x| x.rate_pps)
     };
     let rate_of = |sum: &[SystemSummary], s: System| rate_in(sum, Placement::OneCore, s);
     let base = a.base_rate.or(rate_of(&summary, System::Kernel));
@@ -1305,14 +1307,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
     };
     let split_engine = rate_in(&summary, Placement::Split, System::Engine);
     let split_floor = rate_in(&summary, Placement::Split, System::Floor);
-    let runs_in = |p: Placement, s: System| {
-        summary
-            .iter()
-            .find(|x| {
-                x.system == s && x.placement == p && (p != Placement::Default || x.cores.is_none())
-            })
-            .map_or(&[][..], |x| &x.rate_runs[..])
-    };
+    let runs_in =
+        |p: Placement, s: System| summary_in(&summary, p, s).map_or(&[][..], |x| &x.rate_runs[..]);
     let split_paired = paired(
         runs_in(Placement::Split, System::Engine),
         runs_in(Placement::Split, System::Floor),
