@@ -574,7 +574,11 @@ fn bad_datagrams_are_counted_and_a_full_socket_drops() {
         assert_eq!(idle.queued(), xdpip::socket::RECV_QUEUE);
         (mib, got, e.report().mib)
     });
-    assert_eq!(got, vec![b"good".to_vec(), b"no checksum".to_vec()]);
+    assert_eq!(
+        got,
+        vec![b"good".to_vec(), b"no checksum".to_vec()],
+        "{mib:?}"
+    );
     assert_eq!(mib["UdpInCsumErrors"], 1, "{mib:?}");
     assert_eq!(mib["UdpInErrors"], 2, "{mib:?}");
     assert_eq!(mib["UdpInDatagrams"], 2, "{mib:?}");

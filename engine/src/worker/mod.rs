@@ -673,7 +673,6 @@ impl Running {
         // Acquire pairs with the Release of the stop.
         let last = self.stop.load(Ordering::Acquire);
         let snap = self.snapshot.load();
-        let demux = self.local.demux.load();
         self.slow.clock.tick(self.started);
         let state = &self.io.state;
         self.idle.drive_napi(
@@ -682,31 +681,35 @@ impl Running {
             &self.counters,
         );
 
-        let mut work = self.handoffs(&snap, &demux);
+        let mut work = self.handoffs(&snap);
         for si in 0..self.io.xsk.sockets.len() {
-            work += self.receive(si, &snap, &demux);
+            work += self.receive(si, &snap);
         }
         self.retry_held(&snap);
-        work += self.originate(&snap, &demux);
+        work += self.originate(&snap);
         work += self.io.transmit();
         self.io.refill();
         drop(snap);
-        drop(demux);
         self.housekeeping(work);
         !last
     }
 
     /// Fragments other workers received for datagrams this one owns, and
     /// reassembly timeouts.
-    fn handoffs(&mut self, snap: &Snapshot, demux: &Demux) -> usize {
+    fn handoffs(&mut self, snap: &Snapshot) -> usize {
         // Taken out while its fragments are reassembled (which needs the
         // whole worker), rather than cloned: a clone per round would bounce
         // the shared reference count between the workers' cores.
         let Some(handoff) = self.handoff.take() else {
             return 0;
         };
+        // The sockets' table is loaded after a fragment was taken, never
+        // before: a datagram that arrived after bind() returned finds its
+        // socket.
+        let mut demux = None;
         let work = handoff.receive(self.id, 4 * self.io.batch, |frame, ingress| {
-            self.reassemble(frame, ingress, snap, demux);
+            let d = demux.get_or_insert_with(|| self.local.demux.load());
+            self.reassemble(frame, ingress, snap, d);
         });
         self.handoff = Some(handoff);
         let now = self.slow.clock.now_ms;
@@ -845,7 +848,7 @@ impl Running {
 
     /// Receives a batch on socket `si` and takes it through the vector
     /// path; the frames it leaves go through the slow path.
-    fn receive(&mut self, si: usize, snap: &Snapshot, demux: &Demux) -> usize {
+    fn receive(&mut self, si: usize, snap: &Snapshot) -> usize {
         let mut rx = std::mem::take(&mut self.rx);
         let io = &mut self.io;
         let n = io.xsk.sockets[si].receive(&mut rx, &mut io.descs, io.batch);
@@ -860,6 +863,10 @@ impl Running {
         if st.fill_level < st.fill_target / 4 {
             st.fill_target = (st.fill_target * 2).min(io.xsk.ring_size);
         }
+        // Loaded once the batch is taken, not at the start of the round:
+        // a datagram that arrived after bind() returned finds its socket,
+        // even when this thread was preempted in between.
+        let demux = self.local.demux.load();
         let ingress = io.xsk.sockets[si].port;
         let bytes: u64 = rx.iter().map(|f| f.len() as u64).sum();
 
@@ -888,7 +895,7 @@ impl Running {
                     f.set_len(len as usize);
                     self.io.send(port as usize, f);
                 }
-                Step::Slow => self.slow(f, ingress, snap, demux),
+                Step::Slow => self.slow(f, ingress, snap, &demux),
                 Step::Refused => {
                     let (hook, verdict) = self.refused[i]
                         .take()
@@ -1276,7 +1283,7 @@ impl Running {
     /// Datagrams of the engine's sockets: parked ones again when the
     /// tables changed (a neighbour may have been resolved), then new ones,
     /// a batch per round.
-    fn originate(&mut self, snap: &Snapshot, demux: &Demux) -> usize {
+    fn originate(&mut self, snap: &Snapshot) -> usize {
         let s = &mut self.slow;
         if !s.parked.is_empty() && snap.generation != s.parked_generation {
             s.parked_generation = snap.generation;
@@ -1291,6 +1298,9 @@ impl Running {
         let mut retry = std::mem::take(&mut self.slow.retry);
         let mut work = 0;
         let mut now = None;
+        // After the queue was drained, as for received frames: a datagram
+        // sent to a socket bound before the send finds it.
+        let mut demux = None;
         for dg in retry.drain(..).chain(fresh.drain(..)) {
             let t = *now.get_or_insert_with(|| self.local.now_ms());
             if t.saturating_sub(dg.queued_ms) > PARKED_MS {
@@ -1299,7 +1309,8 @@ impl Running {
                 sock.recycle_tx(buf);
                 continue;
             }
-            self.send_datagram(dg, snap, demux);
+            let d = demux.get_or_insert_with(|| self.local.demux.load());
+            self.send_datagram(dg, snap, d);
             work += 1;
         }
         // Empty, with their room kept.
