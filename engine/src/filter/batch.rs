@@ -72,6 +72,48 @@ impl Gate<'_> {
     }
 }
 
+/// A hook in its one-pass form whose packets that no rule matches pass
+/// (its policies accept): the vector path asks it first whether a packet
+/// passes with no rule matched, which costs the masks and one test, and
+/// only for the others what its verdict is ([`Quick::verdict`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quick<'a> {
+    p: &'a Program,
+    f: &'a Fast,
+}
+
+impl<'a> Gate<'a> {
+    /// The gate as a [`Quick`] one, when it is one.
+    pub(crate) fn quick(self) -> Option<Quick<'a>> {
+        match self {
+            Gate::Fast(p, f) if p.nothing == Verdict::Accept => Some(Quick { p, f }),
+            _ => None,
+        }
+    }
+}
+
+impl Quick<'_> {
+    /// `None` when `x` passes with no rule matched; otherwise its mask,
+    /// for [`Quick::verdict`].
+    #[inline(always)]
+    pub(crate) fn mask<F: Fields>(self, x: F) -> Option<u64> {
+        let mask = self.f.mask(x);
+        ((mask ^ CLEAR) & self.f.test != 0).then_some(mask)
+    }
+
+    /// The verdict on `x`, whose mask [`Quick::mask`] gave: as
+    /// [`Gate::judge_frame`] gives it.
+    #[inline(always)]
+    pub(crate) fn verdict<F: Fields>(
+        self,
+        mask: u64,
+        x: F,
+        counters: Option<&RuleCounters>,
+    ) -> Verdict {
+        self.f.decide(self.p, mask, x, counters)
+    }
+}
+
 impl Program {
     /// The chains walked for a packet some rule matched: rare, out of line.
     #[inline(never)]
@@ -474,7 +516,22 @@ impl Fast {
         let mask = self.mask(x);
         if (mask ^ CLEAR) & self.test == 0 {
             p.nothing
-        } else if mask & CLEAR == 0 {
+        } else {
+            self.decide(p, mask, x, counters)
+        }
+    }
+
+    /// The verdict on `x`, whose `mask` holds a rule of a base chain or
+    /// needs a search.
+    #[inline(always)]
+    fn decide<F: Fields>(
+        &self,
+        p: &Program,
+        mask: u64,
+        x: F,
+        counters: Option<&RuleCounters>,
+    ) -> Verdict {
+        if mask & CLEAR == 0 {
             // A field's bucket must be searched: field by field.
             x.run(p, counters)
         } else {

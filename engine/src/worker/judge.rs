@@ -9,7 +9,7 @@
 //! postrouting; when either is the kernel's, the engine hands the packet to
 //! the kernel through a raw socket, so the kernel's filter judges it there.
 
-use crate::filter::batch::{Gate, Plain};
+use crate::filter::batch::{Gate, Plain, Quick};
 use crate::filter::{Hook, Meta, Reject, RuleCounters, Verdict, NO_IFACE};
 use crate::forward::icmp::{self, IcmpState, Origin};
 use crate::forward::reject;
@@ -324,9 +324,10 @@ pub struct Hooks<'a> {
     refused: &'a mut [Option<(Hook, Verdict)>],
     /// Prerouting, forward and postrouting, looked up once for the batch.
     gates: [Gate<'a>; 3],
-    /// Only the forward hook has rules (the usual router ruleset): one
-    /// gate to ask, not three.
-    forward_only: bool,
+    /// Only the forward hook has rules and its policy accepts (the usual
+    /// router ruleset): one gate to ask, not three, and a packet no rule
+    /// matches passes with one test.
+    forward_only: Option<Quick<'a>>,
     counters: Option<&'a RuleCounters>,
 }
 
@@ -345,7 +346,11 @@ impl<'a> Hooks<'a> {
         Hooks {
             refused,
             gates,
-            forward_only: gates.map(|g| g.active()) == [false, true, false],
+            forward_only: if gates.map(|g| g.active()) == [false, true, false] {
+                gates[1].quick()
+            } else {
+                None
+            },
             counters: rules.counters_of(worker),
         }
     }
@@ -369,6 +374,29 @@ impl<'a> Hooks<'a> {
     fn refuses_frame(&mut self, at: usize, p: Plain, lane: u16) -> bool {
         let gate = self.gates[at];
         gate.active() && self.refuses(at, gate.judge_frame(p, self.counters), lane)
+    }
+
+    /// The forward hook's say on `frame`, which a rule may match
+    /// (`mask`), when it alone has rules: out of line, as few packets need
+    /// it. Given the frame, not its [`Plain`], which the hot path would
+    /// otherwise build in memory for the call.
+    #[inline(never)]
+    fn forward_verdict(
+        &mut self,
+        q: Quick,
+        mask: u64,
+        frame: &[u8],
+        lane: u16,
+        (iif, oif): (u8, u8),
+    ) -> Passage {
+        let Some(p) = Plain::read(frame, iif) else {
+            unreachable!("read before the mask was taken")
+        };
+        if self.refuses(1, q.verdict(mask, p.forwarded(oif), self.counters), lane) {
+            Passage::RefusedAsForwarded
+        } else {
+            Passage::Through
+        }
     }
 
     /// [`Judge::pass`](crate::forward::Judge::pass) for a frame
@@ -410,12 +438,10 @@ impl crate::forward::Judge for Hooks<'_> {
         let Some(p) = Plain::read(frame, iif as u8) else {
             return self.pass_parsed(frame, lane, iif, oif);
         };
-        if self.forward_only {
-            let v = self.gates[1].judge_frame(p.forwarded(oif), self.counters);
-            return if self.refuses(1, v, lane) {
-                Passage::RefusedAsForwarded
-            } else {
-                Passage::Through
+        if let Some(q) = self.forward_only {
+            return match q.mask(p.forwarded(oif)) {
+                None => Passage::Through,
+                Some(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
             };
         }
         if self.refuses_frame(0, p, lane) {
