@@ -837,6 +837,69 @@ fn unix_time() -> u64 {
 }
 
 /// A date as `YYYY-MM-DD HH:MM UTC`.
+/// What the plot of a `compare` run shows, read from its JSON (as
+/// written by `--json`): the same for a run that just ended and for
+/// `xdpip-bench plot` redrawing an old one. Errors name the missing key.
+pub fn plot_data(run: &serde_json::Value) -> std::result::Result<plot::PlotData, String> {
+    fn key<'a>(
+        v: &'a serde_json::Value,
+        k: &str,
+    ) -> std::result::Result<&'a serde_json::Value, String> {
+        v.get(k).ok_or_else(|| format!("no \"{k}\" in the JSON"))
+    }
+    let summary = key(run, "summary")?
+        .as_array()
+        .ok_or("\"summary\" is not a list")?;
+    let config = key(run, "config")?;
+    let loads: Vec<u32> = key(config, "loads")?
+        .as_array()
+        .ok_or("\"config.loads\" is not a list")?
+        .iter()
+        .filter_map(|l| l.as_u64().map(|l| l as u32))
+        .collect();
+    let mut data = plot::PlotData {
+        title: format!(
+            "xdpip-bench compare, {}, {}-byte frames, Linux {}",
+            utc(key(run, "unix_time")?.as_u64().unwrap_or(0)),
+            key(config, "size")?.as_u64().unwrap_or(0),
+            key(run, "machine")?
+                .get("kernel")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+        ),
+        systems: Vec::new(),
+        rates_mpps: Vec::new(),
+        loads: loads.clone(),
+        latency_us: Vec::new(),
+    };
+    for s in summary {
+        let label = key(s, "label")?.as_str().unwrap_or("?");
+        data.systems.push(match key(s, "placement")?.as_str() {
+            Some("one-core") | None => label.to_string(),
+            Some(p) => format!("{label} ({p})"),
+        });
+        let mpps = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1e6;
+        data.rates_mpps.push((
+            mpps(key(s, "rate_pps")?),
+            key(s, "rate_runs")?
+                .as_array()
+                .map_or_else(Vec::new, |r| r.iter().map(mpps).collect()),
+        ));
+        let latency = key(s, "latency")?;
+        data.latency_us.push(
+            loads
+                .iter()
+                .map(|l| {
+                    let at = latency.get(l.to_string())?;
+                    let us = |k: &str| at.get(k).and_then(|v| v.as_f64()).map(|ns| ns / 1e3);
+                    Some([us("p50_ns")?, us("p90_ns")?, us("p99_ns")?, us("p999_ns")?])
+                })
+                .collect(),
+        );
+    }
+    Ok(data)
+}
+
 fn utc(secs: u64) -> String {
     let days = (secs / 86400) as i64;
     let (h, m) = ((secs % 86400) / 3600, (secs % 3600) / 60);
@@ -1455,44 +1518,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     if let Some(path) = &a.png {
-        let data = plot::PlotData {
-            title: format!(
-                "xdpip-bench compare, {}, {}-byte frames, Linux {}",
-                utc(started),
-                args.size,
-                machine["kernel"].as_str().unwrap_or("")
-            ),
-            systems: summary
-                .iter()
-                .map(|s| match s.placement {
-                    Placement::OneCore => s.label.clone(),
-                    p => format!("{} ({})", s.label, p.label()),
-                })
-                .collect(),
-            rates_mpps: summary
-                .iter()
-                .map(|s| {
-                    (
-                        s.rate_pps.unwrap_or(0.0) / 1e6,
-                        s.rate_runs.iter().map(|r| r / 1e6).collect(),
-                    )
-                })
-                .collect(),
-            loads: args.loads.clone(),
-            latency_us: summary
-                .iter()
-                .map(|s| {
-                    args.loads
-                        .iter()
-                        .map(|l| {
-                            s.latency.get(l).map(|l| {
-                                [l.p50_ns, l.p90_ns, l.p99_ns, l.p999_ns].map(|x| x as f64 / 1e3)
-                            })
-                        })
-                        .collect()
-                })
-                .collect(),
-        };
+        let data = plot_data(&result)?;
         plot::write_png(path, &data).map_err(|e| format!("writing {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
@@ -1504,6 +1530,37 @@ pub fn run(a: CompareArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plot_is_read_from_the_runs_json() {
+        let run = json!({
+            "unix_time": 1_796_185_000u64,
+            "config": {"size": 64, "loads": [10, 50]},
+            "machine": {"kernel": "6.18"},
+            "summary": [
+                {"label": "kernel router", "placement": "one-core", "rate_pps": 2.0e6,
+                 "rate_runs": [1.0e6, 2.0e6],
+                 "latency": {"10": {"p50_ns": 1000, "p90_ns": 2000, "p99_ns": 3000, "p999_ns": 4000}}},
+                {"label": "xdpip", "placement": "split", "rate_pps": null, "rate_runs": [],
+                 "latency": {}},
+            ],
+        });
+        let d = plot_data(&run).unwrap();
+        assert_eq!(
+            d.title,
+            "xdpip-bench compare, 2026-12-02 04:16 UTC, 64-byte frames, Linux 6.18"
+        );
+        assert_eq!(d.systems, ["kernel router", "xdpip (split)"]);
+        assert_eq!(d.rates_mpps, [(2.0, vec![1.0, 2.0]), (0.0, vec![])]);
+        assert_eq!(d.loads, [10, 50]);
+        assert_eq!(
+            d.latency_us,
+            [vec![Some([1.0, 2.0, 3.0, 4.0]), None], vec![None, None]]
+        );
+        let mut broken = run.clone();
+        broken["config"].as_object_mut().unwrap().remove("loads");
+        assert_eq!(plot_data(&broken).unwrap_err(), "no \"loads\" in the JSON");
+    }
 
     #[test]
     fn paired_ratios_are_taken_run_by_run() {

@@ -76,6 +76,16 @@ enum Cmd {
     /// (bpf_fib_lookup) and xdpip: forwarding rate, and latency at 10, 50
     /// and 90% of the kernel's rate. Prints a table with ratios.
     Compare(compare::CompareArgs),
+    /// Draw the plot of a `compare` run again from its JSON (`compare
+    /// --json`), as `compare --png` draws it.
+    Plot {
+        /// The JSON `compare --json` wrote.
+        #[arg(long)]
+        json: PathBuf,
+        /// The PNG to write.
+        #[arg(long)]
+        png: PathBuf,
+    },
     /// Receive throughput of one multicast group joined by N sockets in
     /// dut: N kernel sockets against N engine sockets, same generator, one
     /// run, on a veth topology it builds and removes.
@@ -210,6 +220,18 @@ struct SinkArgs {
     json: bool,
 }
 
+/// `xdpip-bench plot`: a compare run's JSON drawn again.
+fn replot(json: &std::path::Path, png: &std::path::Path) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(json).map_err(|e| format!("reading {}: {e}", json.display()))?;
+    let run: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    let data = compare::plot_data(&run).map_err(|e| format!("{}: {e}", json.display()))?;
+    plot::write_png(png, &data).map_err(|e| format!("writing {}: {e}", png.display()))?;
+    println!("wrote {}", png.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, result) = match cli.command {
@@ -225,6 +247,7 @@ fn main() -> ExitCode {
         Cmd::Gen(a) => ("gen", run_gen(a).map_err(|e| e.to_string())),
         Cmd::Sink(a) => ("sink", run_sink(a).map_err(|e| e.to_string())),
         Cmd::Compare(a) => ("compare", compare::run(a).map_err(|e| e.to_string())),
+        Cmd::Plot { json, png } => ("plot", replot(&json, &png)),
         Cmd::Mcast(a) => ("mcast", mcast::run(a)),
         Cmd::Dns(a) => ("dns", dns::run(a)),
         Cmd::XskForward {
