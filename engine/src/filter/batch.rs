@@ -1,7 +1,7 @@
 //! The one-pass form of a hook: every field of a packet looked up with no
 //! loop and no branch but the last, as the worker's vector path asks it
 //! for each frame of a vector, reading the fields where the frame holds
-//! them ([`Plain`]).
+//! them (`Plain`).
 //!
 //! Looking the fields up one at a time, each lookup ends in a branch (is a
 //! rule left?) and the next waits for the last one's result. Here the
@@ -9,9 +9,9 @@
 //! looked up in their bucket index, independently, so the CPU overlaps
 //! them (and the lookups of the next packets); only a packet that still
 //! holds a rule of a base chain then walks the chains, in order, and only
-//! one whose value falls in a bucket that must be searched is judged field
-//! by field, so verdicts and per-rule counts are those of the
-//! field-by-field form.
+//! one whose value falls in a bucket that must be searched has its
+//! interval fields looked up again, searching that bucket, so verdicts
+//! and per-rule counts are those of the field-by-field form.
 
 use super::{Field, Hook, Meta, Program, RuleCounters, Ruleset, Table, Verdict, INSIDE, NO_IFACE};
 
@@ -336,8 +336,8 @@ fn run_frame(
 /// Bit 63, a bit no rule has ([`CLEAR`]), is set in every mask but those
 /// of the buckets with an interval start inside, which must be searched:
 /// the AND of the masks keeps it only when no field needs a search, and
-/// one test at the end sends the rare packet that needs one to the field
-/// by field form.
+/// one test at the end sends the rare packet that needs one to
+/// [`Fast::searched`].
 #[derive(Debug, Clone)]
 pub(crate) struct Fast {
     /// The small fields and the 16-bit ones.
@@ -348,6 +348,10 @@ pub(crate) struct Fast {
     /// needs more than the masks when its mask, [`CLEAR`] flipped,
     /// has any of these.
     test: u64,
+    /// Per interval field, [`NARROW`] then [`ADDRS`]: its table among the
+    /// hook's, which a packet whose bucket must be searched is looked up
+    /// in; `None` when no rule looks at the field.
+    searched: [Option<u8>; 5],
 }
 
 /// The tables of [`Fast`] of a fixed size, in one allocation: every load
@@ -420,6 +424,9 @@ impl Fast {
             return None;
         }
         let table = |f: Field| tables.iter().find(|t| t.field == f);
+        // A hook has a table per field at most: an index fits in a byte.
+        let searched = [NARROW[0], NARROW[1], NARROW[2], ADDRS[0], ADDRS[1]]
+            .map(|f| tables.iter().position(|t| t.field == f).map(|i| i as u8));
         let mut tables = Box::new(Tables {
             classes: [[0; 257]; 7],
             combined: [0; COMBINED],
@@ -506,6 +513,7 @@ impl Fast {
             t: tables,
             addrs: addrs.try_into().ok()?,
             test: base | CLEAR,
+            searched,
         })
     }
 
@@ -532,10 +540,44 @@ impl Fast {
         counters: Option<&RuleCounters>,
     ) -> Verdict {
         if mask & CLEAR == 0 {
-            // A field's bucket must be searched: field by field.
-            x.run(p, counters)
+            // A field's bucket must be searched.
+            self.searched(p, x, counters)
         } else {
             p.matched(mask & !CLEAR, x.len(), counters)
+        }
+    }
+
+    /// The verdict on `x`, whose bucket in some interval field must be
+    /// searched (it holds a set's address or a range's end): the small
+    /// fields' classes again, and each interval field looked up in its
+    /// table, searching where it must; not every field again, as the
+    /// field-by-field form would.
+    #[cold]
+    #[inline(never)]
+    fn searched<F: Fields>(&self, p: &Program, x: F, counters: Option<&RuleCounters>) -> Verdict {
+        let (t, l4) = (&*self.t, x.l4());
+        let c = &t.classes;
+        let small = [
+            x.iif(),
+            x.oif(),
+            x.proto(),
+            (l4 >> 24) as u8,
+            (l4 >> 16) as u8,
+            x.ttl(),
+            x.tos(),
+        ];
+        let k: u32 = small.iter().zip(c).map(|(&v, c)| c[v as usize]).sum();
+        let mut mask = t.combined[k as usize & (COMBINED - 1)] & !CLEAR;
+        let values = [l4 & 0xffff, l4 >> 16, x.len() as u32, x.src(), x.dst()];
+        for (at, v) in self.searched.iter().zip(values) {
+            if let Some(t) = at.and_then(|i| p.tables.get(i as usize)) {
+                mask &= t.row(v, 1)[0];
+            }
+        }
+        if mask & self.test == 0 {
+            p.nothing
+        } else {
+            p.matched(mask, x.len(), counters)
         }
     }
 
