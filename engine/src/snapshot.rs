@@ -102,10 +102,17 @@ impl std::fmt::Debug for OwnAddrs {
     }
 }
 
+/// The filter of no address: what a port that accepts its own addresses
+/// as sources ([`Port::accept_local`]) checks them against, so that the
+/// vector path asks one filter or the other and never tests a flag.
+static NO_OWN: [u64; 1024] = [0; 1024];
+
 impl OwnAddrs {
+    /// The address's bit, hashed as the header holds it (network byte
+    /// order read natively): no byte swap on the vector path.
     #[inline(always)]
-    fn bit(a: u32) -> usize {
-        (a.wrapping_mul(0x9e37_79b1) >> 16) as usize
+    fn bit(a: Ipv4Addr) -> usize {
+        (u32::from_ne_bytes(a.octets()).wrapping_mul(0x9e37_79b1) >> 16) as usize
     }
 
     /// The filter of `addrs`: the addresses of every interface of the
@@ -113,7 +120,7 @@ impl OwnAddrs {
     pub fn of(addrs: impl IntoIterator<Item = Ipv4Addr>) -> OwnAddrs {
         let mut f = OwnAddrs::default();
         for a in addrs {
-            let b = Self::bit(u32::from(a));
+            let b = Self::bit(a);
             f.bits[b / 64] |= 1 << (b % 64);
         }
         f
@@ -122,8 +129,24 @@ impl OwnAddrs {
     /// False when `a` is certainly not an own address.
     #[inline(always)]
     pub fn may_contain(&self, a: Ipv4Addr) -> bool {
-        let b = Self::bit(u32::from(a));
-        self.bits[b / 64] & 1 << (b % 64) != 0
+        Self::may_hold(&self.bits, a)
+    }
+
+    /// These bits, or those of no address when `check` is false.
+    #[inline(always)]
+    pub(crate) fn bits_if(&self, check: bool) -> &[u64; 1024] {
+        if check {
+            &self.bits
+        } else {
+            &NO_OWN
+        }
+    }
+
+    /// [`OwnAddrs::may_contain`] on the bits [`OwnAddrs::bits_if`] gave.
+    #[inline(always)]
+    pub(crate) fn may_hold(bits: &[u64; 1024], a: Ipv4Addr) -> bool {
+        let b = Self::bit(a);
+        bits[b / 64] & 1 << (b % 64) != 0
     }
 }
 

@@ -24,7 +24,7 @@ pub mod reject;
 use crate::fib::{Leaf, Probe, Root, RouteKind};
 use crate::iface::{Port, RpFilter};
 use crate::neigh::{AdjState, Adjacency};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{OwnAddrs, Snapshot};
 use crate::stats::DropReason;
 use crate::wire::ethernet::{self, ethertype};
 use crate::wire::icmp::RouterError;
@@ -570,7 +570,7 @@ fn vectors<F: Frames + ?Sized, J: Judge, const RP: bool>(
     out: &mut [Step],
 ) -> usize {
     let mac = port.mac.0;
-    let check_own = !port.accept_local;
+    let own = snap.own.bits_if(!port.accept_local);
     let partial = port.partial_csum;
     let filtering = judge.active();
     let mut completed = 0;
@@ -589,7 +589,7 @@ fn vectors<F: Frames + ?Sized, J: Judge, const RP: bool>(
         let mut src_roots = [Root::NONE; VECTOR];
         let mut m = 0;
         for i in base..end {
-            if let Some((src, dst)) = candidate(frames.frame(i), &mac, snap, check_own) {
+            if let Some((src, dst)) = candidate(frames.frame(i), &mac, own) {
                 // m < VECTOR here (one lane per frame of the vector): the
                 // mask is what tells the compiler, without a branch.
                 let k = m % VECTOR;
@@ -729,12 +729,7 @@ const ODD_FIRST_BYTE: [bool; 256] = {
 /// of this host's addresses), to a unicast destination. Anything else is
 /// for [`forward`]. The reverse path check comes in stage 3.
 #[inline(always)]
-fn candidate(
-    frame: &[u8],
-    mac: &[u8; 6],
-    snap: &Snapshot,
-    check_own: bool,
-) -> Option<(Ipv4Addr, Ipv4Addr)> {
+fn candidate(frame: &[u8], mac: &[u8; 6], own: &[u64; 1024]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let h: &[u8; 34] = frame.get(..34)?.try_into().ok()?;
     let u32_at = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
     let u16_at = |i: usize| u16::from_ne_bytes([h[i], h[i + 1]]);
@@ -766,7 +761,7 @@ fn candidate(
     if ODD_FIRST_BYTE[h[26] as usize] | ODD_FIRST_BYTE[h[30] as usize] {
         return None;
     }
-    if check_own && snap.own.may_contain(src) {
+    if OwnAddrs::may_hold(own, src) {
         return None;
     }
     Some((src, dst))
