@@ -836,7 +836,6 @@ fn unix_time() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A date as `YYYY-MM-DD HH:MM UTC`.
 /// What the plot of a `compare` run shows, read from its JSON (as
 /// written by `--json`): the same for a run that just ended and for
 /// `xdpip-bench plot` redrawing an old one. Errors name the missing key.
@@ -875,8 +874,8 @@ pub fn plot_data(run: &serde_json::Value) -> std::result::Result<plot::PlotData,
     for s in summary {
         let label = key(s, "label")?.as_str().unwrap_or("?");
         data.systems.push(match key(s, "placement")?.as_str() {
-            Some("one-core") | None => label.to_string(),
-            Some(p) => format!("{label} ({p})"),
+            Some(p) if p != Placement::OneCore.label() => format!("{label} ({p})"),
+            _ => label.to_string(),
         });
         let mpps = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1e6;
         data.rates_mpps.push((
@@ -900,6 +899,7 @@ pub fn plot_data(run: &serde_json::Value) -> std::result::Result<plot::PlotData,
     Ok(data)
 }
 
+/// A date as `YYYY-MM-DD HH:MM UTC`.
 fn utc(secs: u64) -> String {
     let days = (secs / 86400) as i64;
     let (h, m) = ((secs % 86400) / 3600, (secs % 3600) / 60);
