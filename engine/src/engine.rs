@@ -653,7 +653,7 @@ impl EngineBuilder {
         }
 
         let control_counters = Arc::new(ControlCounters::default());
-        let control = Control::new(
+        let mut control = Control::new(
             opened,
             ifindexes,
             self.fib_gate,
@@ -666,6 +666,7 @@ impl EngineBuilder {
                 filter: filter.clone(),
             },
         );
+        control.prime();
         let cstop = stop.clone();
         let control = std::thread::Builder::new()
             .name("xdpip-control".into())

@@ -648,6 +648,31 @@ fn without_the_gate_an_unresolved_neighbour_is_resolved_by_the_kernel() {
     assert!(report["xdp"]["pass_no_neigh"].as_u64().unwrap() == 0);
 }
 
+/// When `start()` returns (and `xdpip run` says it started), the control
+/// plane has published its first snapshot: the XDP program's gate and port
+/// MTUs are set from it. Before, they were set a moment later by the
+/// control thread, and a packet sent at once went to the kernel (the
+/// default gate asked the kernel's FIB; an oversize fragment found no port
+/// MTU): `tools::ping_with_fragments` saw the kernel forward two.
+#[test]
+fn the_first_snapshot_is_published_before_start_returns() {
+    let t = topology();
+    for _ in 0..5 {
+        let gate = testbed::in_ns(t.dut.name(), || {
+            let e = xdpip::Engine::builder()
+                .interface("eth0")
+                .interface("eth1")
+                .start()
+                .expect("engine start");
+            // At once: no other thread has had to run.
+            let gate = e.report().mode.fib_gate;
+            e.stop();
+            gate
+        });
+        assert_eq!(gate, "auto (off)");
+    }
+}
+
 /// The gate an operator gets by default (`--fib-gate auto`): none while
 /// every route leaves through the engine's interfaces (the XDP program then
 /// skips `bpf_fib_lookup`), the neighbour gate as soon as a route leaves

@@ -774,10 +774,23 @@ impl Control {
         }
     }
 
-    /// Follows the kernel until `stop` is set.
-    pub fn run(mut self, stop: Arc<AtomicBool>) {
+    /// The first publication, before the engine says it started: the
+    /// sysctls followed, the mirror's snapshot given to the workers, and
+    /// the XDP program's gate, local addresses and port MTUs set from it.
+    /// Until then the program asks the kernel's FIB for every packet and
+    /// hands the kernel what exceeds an MTU the workers do not know, so a
+    /// packet sent right after `started` would reach the kernel.
+    pub fn prime(&mut self) {
         self.sync_sysctls();
         self.publish();
+    }
+
+    /// Follows the kernel until `stop` is set; primes first
+    /// ([`Control::prime`]) when that was not done.
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        if self.generation == 0 {
+            self.prime();
+        }
         let mut last_sysctl = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let mut changed = false;
