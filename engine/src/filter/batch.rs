@@ -93,12 +93,40 @@ impl<'a> Gate<'a> {
 }
 
 impl Quick<'_> {
-    /// `None` when `x` passes with no rule matched; otherwise its mask,
-    /// for [`Quick::verdict`].
+    /// What the gate makes of `frame`, received on port `iif` and leaving
+    /// on `oif` (TTL decremented, as the forward hook sees it): as
+    /// [`Quick::mask`] on its [`Plain`], with the part of the mask its
+    /// fields but the addresses give taken from `memo` when the last frame
+    /// had the same ones (the next packet of a burst of one flow).
     #[inline(always)]
-    pub(crate) fn mask<F: Fields>(self, x: F) -> Option<u64> {
-        let mask = self.f.mask(x);
-        (!self.f.clear(mask)).then_some(mask)
+    pub(crate) fn judge_frame(self, memo: &mut Memo, frame: &[u8], iif: u8, oif: u8) -> Judged {
+        let Some(h) = frame.first_chunk::<38>() else {
+            return Judged::NotPlain;
+        };
+        let key = Memo::key(h, iif, oif);
+        let part = if memo.holds(key) {
+            memo.part
+        } else {
+            let Some(p) = Plain::read(frame, iif) else {
+                return Judged::NotPlain;
+            };
+            let q = p.forwarded(oif);
+            let part = self.f.part(q) & self.f.addrs[0].row(q.src());
+            *memo = Memo { key, part };
+            part
+        };
+        let x = Plain {
+            h,
+            iif,
+            oif,
+            hops: 1,
+        };
+        let mask = part & self.f.addrs[1].row(x.dst());
+        if self.f.clear(mask) {
+            Judged::Passes
+        } else {
+            Judged::Rules(mask)
+        }
     }
 
     /// The verdict on `x`, whose mask [`Quick::mask`] gave: as
@@ -111,6 +139,61 @@ impl Quick<'_> {
         counters: Option<&RuleCounters>,
     ) -> Verdict {
         self.f.decide(self.p, mask, x, counters)
+    }
+}
+
+/// What [`Quick::judge_frame`] makes of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Judged {
+    /// No rule matched: it passes.
+    Passes,
+    /// This mask holds a rule or needs a search: [`Quick::verdict`].
+    Rules(u64),
+    /// Not a plain header: for the field-by-field judge.
+    NotPlain,
+}
+
+/// The fields but the addresses of the last frame a [`Quick`] gate judged
+/// in this batch, as the frame holds them, and the part of its mask they
+/// gave ([`Fast::part`]). A NIC queue delivers bursts of one flow: their
+/// later frames are judged on their addresses alone. Lives with the
+/// worker's hooks, so never outlives the ruleset it was computed on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Memo {
+    /// Bytes 14-17 (version and header length, TOS, total length), 20-23
+    /// (fragment offset and flags, TTL, protocol) and 34-37 (ports; ICMP
+    /// type and code) of the frame, and its interfaces: every field the
+    /// part reads, and all that makes the header plain.
+    key: [u64; 3],
+    part: u64,
+}
+
+impl Default for Memo {
+    /// Matches no frame: byte 14 of a plain header is 0x45.
+    fn default() -> Self {
+        Memo {
+            key: [u64::MAX; 3],
+            part: 0,
+        }
+    }
+}
+
+impl Memo {
+    #[inline(always)]
+    fn key(h: &[u8; 38], iif: u8, oif: u8) -> [u64; 3] {
+        let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
+        [
+            w(14) | w(20) << 32,
+            w(34) | w(26) << 32,
+            u16::from_ne_bytes([iif, oif]) as u64,
+        ]
+    }
+
+    /// True when `key` is the memo's: without a branch per word.
+    #[inline(always)]
+    fn holds(&self, key: [u64; 3]) -> bool {
+        let [a, b, c] = self.key;
+        (a ^ key[0]) | (b ^ key[1]) | (c ^ key[2]) == 0
     }
 }
 
@@ -591,6 +674,13 @@ impl Fast {
     /// [`Program::walk`](super::Program) walks.
     #[inline(always)]
     fn mask<F: Fields>(&self, x: F) -> u64 {
+        self.part(x) & self.addresses(x)
+    }
+
+    /// [`Fast::mask`] but for the addresses: the small fields' combination
+    /// and the 16-bit fields' buckets.
+    #[inline(always)]
+    fn part<F: Fields>(&self, x: F) -> u64 {
         let t = &*self.t;
         let c = &t.classes;
         let l4 = x.l4();
@@ -605,13 +695,17 @@ impl Fast {
         // Each index below its table's length by construction: masks, no
         // bounds checks.
         let at = |i: usize, v: u16| t.narrow[i][(v >> 4) as usize & t.pick[i]];
-        let [src, dst] = &self.addrs;
         t.combined[k as usize & (COMBINED - 1)]
             & at(0, l4 as u16)
             & at(1, (l4 >> 16) as u16)
             & at(2, x.len())
-            & src.row(x.src())
-            & dst.row(x.dst())
+    }
+
+    /// The addresses' part of [`Fast::mask`]: their buckets.
+    #[inline(always)]
+    fn addresses<F: Fields>(&self, x: F) -> u64 {
+        let [src, dst] = &self.addrs;
+        src.row(x.src()) & dst.row(x.dst())
     }
 
     /// True when `mask` holds no rule of a base chain and no field needs
@@ -974,6 +1068,75 @@ mod tests {
                 "{seen:?}"
             );
         }
+    }
+
+    /// A batch through one `Hooks`, as the worker asks it: runs of frames
+    /// of one flow to many destinations (judged on the memo of the one
+    /// before), frames that differ from the one before in one field the
+    /// memo keys on, and new flows; verdicts and refusals as the hooks
+    /// judge each frame alone.
+    #[test]
+    fn a_batch_is_judged_with_its_memo_as_frame_by_frame() {
+        use crate::forward::{Judge, Passage};
+        use crate::worker::Hooks;
+        let make = || crate::filter::sample::twenty_rules(3);
+        let (one, batch) = (by_fields(make()), make());
+        let mut x = XorShift(0x5eed);
+        let mut refused = vec![None; 64];
+        let mut seen = [0usize; 3];
+        for _ in 0..400 {
+            let mut want = Vec::new();
+            let mut hooks = Hooks::new(&batch, 0, &mut refused);
+            let mut prev = packet(&mut x);
+            for lane in 0..64u16 {
+                let new = packet(&mut x);
+                let r = x.next();
+                let mut m = match r % 8 {
+                    0 | 1 => new,
+                    2..=4 => Meta {
+                        dst: new.dst,
+                        ..prev
+                    },
+                    5 => Meta {
+                        src: new.src,
+                        ..prev
+                    },
+                    6 => Meta {
+                        ttl: new.ttl,
+                        tos: new.tos,
+                        ..prev
+                    },
+                    _ => Meta {
+                        len: new.len,
+                        l4: new.l4,
+                        oif: new.oif,
+                        ..prev
+                    },
+                };
+                // The vector path's frames come from a port and leave
+                // through one.
+                m.iif = m.iif.min(2);
+                m.oif = m.oif.min(1);
+                let f = frame_of(&m);
+                let got = hooks.pass(&f, lane, m.iif as usize, m.oif);
+                let meta = Meta::parse(&f[14..], m.iif, NO_IFACE).unwrap();
+                let (passage, hook) = passage(&one, &meta, m.oif);
+                assert_eq!(got, passage, "{meta:?}");
+                seen[match got {
+                    Passage::Through => 0,
+                    Passage::RefusedAsReceived => 1,
+                    Passage::RefusedAsForwarded => 2,
+                }] += 1;
+                want.push(hook);
+                prev = m;
+            }
+            // The hooks' borrow of `refused` ends here.
+            for (lane, hook) in want.into_iter().enumerate() {
+                assert_eq!(refused[lane].take().map(|(h, _)| h), hook);
+            }
+        }
+        assert!(seen[0] > 5_000 && seen[2] > 1_000, "{seen:?}");
+        assert_eq!(one.totals(), batch.totals());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! postrouting; when either is the kernel's, the engine hands the packet to
 //! the kernel through a raw socket, so the kernel's filter judges it there.
 
-use crate::filter::batch::{Gate, Plain, Quick};
+use crate::filter::batch::{Gate, Judged, Memo, Plain, Quick};
 use crate::filter::{Hook, Meta, Reject, RuleCounters, Verdict, NO_IFACE};
 use crate::forward::icmp::{self, IcmpState, Origin};
 use crate::forward::reject;
@@ -328,6 +328,8 @@ pub struct Hooks<'a> {
     /// router ruleset): one gate to ask, not three, and a packet no rule
     /// matches passes with one test.
     forward_only: Option<Quick<'a>>,
+    /// The last frame `forward_only` judged, for the next one.
+    memo: Memo,
     counters: Option<&'a RuleCounters>,
 }
 
@@ -351,6 +353,7 @@ impl<'a> Hooks<'a> {
             } else {
                 None
             },
+            memo: Memo::default(),
             counters: rules.counters_of(worker),
         }
     }
@@ -435,15 +438,16 @@ impl crate::forward::Judge for Hooks<'_> {
     fn pass(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage {
         // The vector path's frames have a header without options: their
         // fields are read where the frame holds them, once for every hook.
+        if let Some(q) = self.forward_only {
+            return match q.judge_frame(&mut self.memo, frame, iif as u8, oif) {
+                Judged::Passes => Passage::Through,
+                Judged::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
+                Judged::NotPlain => self.pass_parsed(frame, lane, iif, oif),
+            };
+        }
         let Some(p) = Plain::read(frame, iif as u8) else {
             return self.pass_parsed(frame, lane, iif, oif);
         };
-        if let Some(q) = self.forward_only {
-            return match q.mask(p.forwarded(oif)) {
-                None => Passage::Through,
-                Some(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
-            };
-        }
         if self.refuses_frame(0, p, lane) {
             return Passage::RefusedAsReceived;
         }
