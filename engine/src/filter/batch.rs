@@ -94,10 +94,10 @@ impl<'a> Gate<'a> {
 
 impl Quick<'_> {
     /// What the gate makes of `frame`, received on port `iif` and leaving
-    /// on `oif` (TTL decremented, as the forward hook sees it): as
-    /// [`Quick::mask`] on its [`Plain`], with the part of the mask its
-    /// fields but the addresses give taken from `memo` when the last frame
-    /// had the same ones (the next packet of a burst of one flow).
+    /// on `oif` (TTL decremented, as the forward hook sees it): its
+    /// [`Plain`] fields' mask and one test, with the part of the mask its
+    /// fields but the destination give taken from `memo` when the last
+    /// frame had the same ones (the next packet of a burst of one flow).
     #[inline(always)]
     pub(crate) fn judge_frame(self, memo: &mut Memo, frame: &[u8], iif: u8, oif: u8) -> Judged {
         let Some(h) = frame.first_chunk::<38>() else {
@@ -129,7 +129,7 @@ impl Quick<'_> {
         }
     }
 
-    /// The verdict on `x`, whose mask [`Quick::mask`] gave: as
+    /// The verdict on `x`, whose mask [`Quick::judge_frame`] gave: as
     /// [`Gate::judge_frame`] gives it.
     #[inline(always)]
     pub(crate) fn verdict<F: Fields>(
@@ -153,17 +153,19 @@ pub(crate) enum Judged {
     NotPlain,
 }
 
-/// The fields but the addresses of the last frame a [`Quick`] gate judged
-/// in this batch, as the frame holds them, and the part of its mask they
-/// gave ([`Fast::part`]). A NIC queue delivers bursts of one flow: their
-/// later frames are judged on their addresses alone. Lives with the
-/// worker's hooks, so never outlives the ruleset it was computed on.
+/// The fields but the destination of the last frame a [`Quick`] gate
+/// judged in this batch, as the frame holds them, and the part of its
+/// mask they gave ([`Fast::part`] and the source's bucket). A NIC queue
+/// delivers bursts of one flow: their later frames are judged on their
+/// destination alone. Lives with the worker's hooks, so never outlives
+/// the ruleset it was computed on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Memo {
     /// Bytes 14-17 (version and header length, TOS, total length), 20-23
-    /// (fragment offset and flags, TTL, protocol) and 34-37 (ports; ICMP
-    /// type and code) of the frame, and its interfaces: every field the
-    /// part reads, and all that makes the header plain.
+    /// (fragment offset and flags, TTL, protocol), 26-29 (source) and
+    /// 34-37 (ports; ICMP type and code) of the frame, and its
+    /// interfaces: every field the part reads, and all that makes the
+    /// header plain.
     key: [u64; 3],
     part: u64,
 }
@@ -179,6 +181,8 @@ impl Default for Memo {
 }
 
 impl Memo {
+    /// The key of the frame whose first bytes are `h`, received on port
+    /// `iif` and leaving on `oif`: what the memo's `key` holds.
     #[inline(always)]
     fn key(h: &[u8; 38], iif: u8, oif: u8) -> [u64; 3] {
         let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;

@@ -558,7 +558,7 @@ impl Ruleset {
         self.gate(hook).judge(m, self.counters_of(worker))
     }
 
-    /// Worker `worker`'s counter row, for [`Gate::judge`].
+    /// Worker `worker`'s counter row, for [`batch::Gate::judge`].
     #[inline(always)]
     pub(crate) fn counters_of(&self, worker: usize) -> Option<&RuleCounters> {
         self.counters.get(worker)
