@@ -221,18 +221,36 @@ fn paired(
         .collect()
 }
 
+/// What a batch goes through: no filter (`()`), or the host's filter's
+/// hooks, as the worker runs them.
+trait Through {
+    fn forward(&mut self, frames: &mut Slots, snap: &Snapshot, steps: &mut [Step]) -> usize;
+}
+
+impl Through for () {
+    fn forward(&mut self, frames: &mut Slots, snap: &Snapshot, steps: &mut [Step]) -> usize {
+        forward_batch(frames, 0, snap, self, steps)
+    }
+}
+
+impl Through for Hooks<'_> {
+    fn forward(&mut self, frames: &mut Slots, snap: &Snapshot, steps: &mut [Step]) -> usize {
+        Hooks::forward(self, frames, 0, snap, steps)
+    }
+}
+
 /// One batch through `forward_batch`, timed; the frames written first.
-fn forward_timed<J: xdpip::forward::Judge>(
+fn forward_timed<T: Through>(
     buf: &mut [u8],
     snap: &Snapshot,
-    judge: &mut J,
+    through: &mut T,
     steps: &mut [Step],
     dsts: &[Ipv4Addr],
     sources: Sources,
 ) -> Duration {
     fill(buf, snap.ports[0].mac, dsts, sources);
     let t = Instant::now();
-    black_box(forward_batch(&mut Slots(buf), 0, snap, judge, steps));
+    black_box(through.forward(&mut Slots(buf), snap, steps));
     t.elapsed()
 }
 
@@ -317,7 +335,7 @@ fn forwarding(c: &mut Criterion, means: &Means, pairs: &Paired) {
             let mut refused = vec![None; BATCH];
             fill(&mut buf, mac, &pool[..BATCH], Sources::One);
             let hooks = &mut Hooks::new(&rules, 0, &mut refused);
-            let sent = forward_batch(&mut Slots(&mut buf), 0, &snap, hooks, &mut steps);
+            let sent = hooks.forward(&mut Slots(&mut buf), 0, &snap, &mut steps);
             assert!(
                 sent > BATCH / 2,
                 "{sent} frames forwarded through the filter"

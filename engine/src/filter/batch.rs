@@ -97,36 +97,43 @@ impl Quick<'_> {
     /// on `oif` (TTL decremented, as the forward hook sees it): its
     /// [`Plain`] fields' mask and one test, with the part of the mask its
     /// fields but the destination give taken from `memo` when the last
-    /// frame had the same ones (the next packet of a burst of one flow).
+    /// frame had the same ones (the next packet of a burst of one flow):
+    /// then it costs a compare of the header, the destination's bucket
+    /// and one test.
     #[inline(always)]
     pub(crate) fn judge_frame(self, memo: &mut Memo, frame: &[u8], iif: u8, oif: u8) -> Judged {
         let Some(h) = frame.first_chunk::<38>() else {
             return Judged::NotPlain;
         };
         let key = Memo::key(h, iif, oif);
-        let part = if memo.holds(key) {
-            memo.part
-        } else {
-            let Some(p) = Plain::read(frame, iif) else {
-                return Judged::NotPlain;
-            };
-            let q = p.forwarded(oif);
-            let part = self.f.part(q) & self.f.addrs[0].row(q.src());
-            *memo = Memo { key, part };
-            part
-        };
-        let x = Plain {
-            h,
-            iif,
-            oif,
-            hops: 1,
-        };
-        let mask = part & self.f.addrs[1].row(x.dst());
-        if self.f.clear(mask) {
+        if !memo.holds(&key) && !self.learn(memo, key, frame, iif, oif) {
+            return Judged::NotPlain;
+        }
+        let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+        let row = self.f.addrs[1].row(dst);
+        if row & memo.rules == 0 {
             Judged::Passes
         } else {
-            Judged::Rules(mask)
+            Judged::Rules(memo.part & row)
         }
+    }
+
+    /// `memo` for a frame of a flow new in the batch, with key `key`:
+    /// false when its header is not plain. Out of line, to leave the
+    /// registers of the vector path's stage to the frames of a burst.
+    #[inline(never)]
+    fn learn(self, memo: &mut Memo, key: Key, frame: &[u8], iif: u8, oif: u8) -> bool {
+        let Some(p) = Plain::read(frame, iif) else {
+            return false;
+        };
+        let q = p.forwarded(oif);
+        let part = self.f.part(q) & self.f.addrs[0].row(q.src());
+        *memo = Memo {
+            key,
+            part,
+            rules: part & self.f.base,
+        };
+        true
     }
 
     /// The verdict on `x`, whose mask [`Quick::judge_frame`] gave: as
@@ -161,43 +168,90 @@ pub(crate) enum Judged {
 /// the ruleset it was computed on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Memo {
-    /// Bytes 14-17 (version and header length, TOS, total length), 20-23
-    /// (fragment offset and flags, TTL, protocol), 26-29 (source) and
-    /// 34-37 (ports; ICMP type and code) of the frame, and its
-    /// interfaces: every field the part reads, and all that makes the
-    /// header plain.
-    key: [u64; 3],
+    key: Key,
     part: u64,
+    /// The rules of the base chains in `part`: a frame whose
+    /// destination's bucket has none of them passes.
+    rules: u64,
 }
 
+/// What [`Memo`] compares of a frame: every field the part reads, and all
+/// that makes the header plain.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(16))]
+pub(crate) struct Key {
+    /// Bytes 14-29 of the frame, the IPv4 header up to the destination:
+    /// version and header length, TOS, total length, identification,
+    /// fragment offset and flags, TTL, protocol, checksum, source. All
+    /// are compared but the identification and the checksum ([`HEAD`]).
+    head: [u8; 16],
+    /// Bytes 34-37 (ports; ICMP type and code), then the input and output
+    /// ports.
+    rest: u64,
+}
+
+/// The bytes of [`Key::head`] compared, a bit each: all but the
+/// identification (bytes 4-5) and the checksum (10-11).
+const HEAD: u16 = !(0b11 << 4 | 0b11 << 10);
+
 impl Default for Memo {
-    /// Matches no frame: byte 14 of a plain header is 0x45.
+    /// Matches no frame: the top bytes of a key's `rest` are 0.
     fn default() -> Self {
         Memo {
-            key: [u64::MAX; 3],
+            key: Key {
+                head: [0xff; 16],
+                rest: u64::MAX,
+            },
             part: 0,
+            rules: 0,
         }
     }
 }
 
 impl Memo {
     /// The key of the frame whose first bytes are `h`, received on port
-    /// `iif` and leaving on `oif`: what the memo's `key` holds.
+    /// `iif` and leaving on `oif`.
     #[inline(always)]
-    fn key(h: &[u8; 38], iif: u8, oif: u8) -> [u64; 3] {
-        let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
-        [
-            w(14) | w(20) << 32,
-            w(34) | w(26) << 32,
-            u16::from_ne_bytes([iif, oif]) as u64,
-        ]
+    fn key(h: &[u8; 38], iif: u8, oif: u8) -> Key {
+        let mut head = [0; 16];
+        head.copy_from_slice(&h[14..30]);
+        let ports = u32::from_ne_bytes([h[34], h[35], h[36], h[37]]) as u64;
+        Key {
+            head,
+            rest: ports | (iif as u64) << 32 | (oif as u64) << 40,
+        }
     }
 
-    /// True when `key` is the memo's: without a branch per word.
+    /// True when `key` is the memo's.
     #[inline(always)]
-    fn holds(&self, key: [u64; 3]) -> bool {
-        let [a, b, c] = self.key;
-        (a ^ key[0]) | (b ^ key[1]) | (c ^ key[2]) == 0
+    fn holds(&self, key: &Key) -> bool {
+        (same(&self.key.head, &key.head) | !HEAD == u16::MAX) & (self.key.rest == key.rest)
+    }
+}
+
+/// The bytes of `a` equal to those of `b`, a bit each: on x86-64, one
+/// compare of the 16 at once (SSE2, which every x86-64 CPU has).
+#[inline(always)]
+fn same(a: &[u8; 16], b: &[u8; 16]) -> u16 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+        // SAFETY: SSE2 is part of x86-64; each load reads the 16 bytes
+        // of its array, at any alignment.
+        unsafe {
+            let (a, b) = (
+                _mm_loadu_si128(a.as_ptr().cast()),
+                _mm_loadu_si128(b.as_ptr().cast()),
+            );
+            _mm_movemask_epi8(_mm_cmpeq_epi8(a, b)) as u16
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        a.iter()
+            .zip(b)
+            .enumerate()
+            .fold(0, |m, (i, (x, y))| m | ((x == y) as u16) << i)
     }
 }
 
@@ -420,10 +474,13 @@ fn run_frame(
 /// one load of the mask of its bucket of values. A field no rule looks at
 /// has a bucket of all rules, so every hook has the same five loads.
 ///
-/// Bit 63, a bit no rule has ([`CLEAR`]), is set in every mask but those
-/// of the buckets with an interval start inside, which must be searched:
-/// the AND of the masks keeps it only when no field needs a search, and
-/// one test at the end sends the rare packet that needs one to
+/// A bucket with an interval start inside must be searched: its mask holds
+/// the rules of every interval in it, so that the AND of the masks holds
+/// every rule that may match. A packet whose mask holds no rule of a base
+/// chain passes with one test, searched or not. Bit 63, a bit no rule has
+/// ([`CLEAR`]), is set in every mask but those of the buckets to search:
+/// the AND keeps it only when the rules it holds are those that match, and
+/// the rare packet whose mask holds a rule without it is sent to
 /// [`Fast::searched`].
 #[derive(Debug, Clone)]
 pub(crate) struct Fast {
@@ -431,10 +488,9 @@ pub(crate) struct Fast {
     t: Box<Tables>,
     /// Source and destination addresses.
     addrs: [Addr; 2],
-    /// The rules of the hook's base chains, and [`CLEAR`]: the packet
-    /// needs more than the masks when its mask, [`CLEAR`] flipped,
-    /// has any of these.
-    test: u64,
+    /// The rules of the hook's base chains: a packet whose mask holds
+    /// none of these passes.
+    base: u64,
     /// Per interval field, [`NARROW`] then [`ADDRS`]: its table among the
     /// hook's, which a packet whose bucket must be searched is looked up
     /// in; `None` when no rule looks at the field.
@@ -556,10 +612,13 @@ impl Fast {
             }
             *c = mask | CLEAR;
         }
-        // A bucket's mask: its interval's, or 0 (no CLEAR) to search it.
-        let bucket = |t: &Table, e: u32| {
+        // Bucket `b`'s mask: its interval's; for a bucket to search, the
+        // rules of all its intervals, without CLEAR.
+        let bucket = |t: &Table, b: usize, e: u32| {
             if e & INSIDE != 0 {
-                0
+                let at = (e & !INSIDE) as usize;
+                let end = t.index[b + 1] as usize;
+                t.masks[at..end].iter().fold(0, |m, r| m | r) & !CLEAR
             } else {
                 t.masks[e as usize] | CLEAR
             }
@@ -572,8 +631,8 @@ impl Fast {
                     return None
                 }
                 Some(t) => {
-                    for (b, &e) in buckets.iter_mut().zip(&t.first) {
-                        *b = bucket(t, e);
+                    for (b, (m, &e)) in buckets.iter_mut().zip(&t.first).enumerate() {
+                        *m = bucket(t, b, e);
                     }
                     *pick = 0xfff;
                 }
@@ -592,14 +651,19 @@ impl Fast {
                 // The length `Addr::row` relies on, checked above.
                 Some(t) => Addr {
                     shift: t.shift,
-                    buckets: t.first.iter().map(|&e| bucket(t, e)).collect(),
+                    buckets: t
+                        .first
+                        .iter()
+                        .enumerate()
+                        .map(|(b, &e)| bucket(t, b, e))
+                        .collect(),
                 },
             });
         }
         Some(Fast {
             t: tables,
             addrs: addrs.try_into().ok()?,
-            test: base | CLEAR,
+            base: base & !CLEAR,
             searched,
         })
     }
@@ -616,8 +680,7 @@ impl Fast {
         }
     }
 
-    /// The verdict on `x`, whose `mask` holds a rule of a base chain or
-    /// needs a search.
+    /// The verdict on `x`, whose `mask` holds a rule of a base chain.
     #[inline(always)]
     fn decide<F: Fields>(
         &self,
@@ -665,17 +728,16 @@ impl Fast {
                 mask &= t.row(v, 1)[0];
             }
         }
-        // `mask` has no CLEAR: put back, it holds no search either.
-        if self.clear(mask | CLEAR) {
+        if self.clear(mask) {
             p.nothing
         } else {
             p.matched(mask, x.len(), counters)
         }
     }
 
-    /// The rules of the hook whose every field matches `x`, with
-    /// [`CLEAR`] when no field needs a search: the mask
-    /// [`Program::walk`](super::Program) walks.
+    /// Every rule of the hook that may match `x`; with [`CLEAR`] when no
+    /// field needs a search, and then exactly those whose every field
+    /// matches: the mask [`Program::walk`](super::Program) walks.
     #[inline(always)]
     fn mask<F: Fields>(&self, x: F) -> u64 {
         self.part(x) & self.addresses(x)
@@ -712,11 +774,11 @@ impl Fast {
         src.row(x.src()) & dst.row(x.dst())
     }
 
-    /// True when `mask` holds no rule of a base chain and no field needs
-    /// a search: the packet passes with no rule matched.
+    /// True when `mask` holds no rule of a base chain: no rule matches the
+    /// packet, whether a field needs a search or not.
     #[inline(always)]
     fn clear(&self, mask: u64) -> bool {
-        (mask ^ CLEAR) & self.test == 0
+        mask & self.base == 0
     }
 }
 

@@ -13,7 +13,7 @@ use crate::filter::batch::{Gate, Judged, Memo, Plain, Quick};
 use crate::filter::{Hook, Meta, Reject, RuleCounters, Verdict, NO_IFACE};
 use crate::forward::icmp::{self, IcmpState, Origin};
 use crate::forward::reject;
-use crate::forward::Passage;
+use crate::forward::{forward_batch, Frames, Passage, Step};
 use crate::snapshot::Snapshot;
 use crate::wire::icmp::RouterError;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -358,6 +358,58 @@ impl<'a> Hooks<'a> {
         }
     }
 
+    /// [`forward_batch`](crate::forward::forward_batch) of `frames`,
+    /// received on port `ingress`, through these hooks: the usual router
+    /// ruleset (rules at the forward hook alone, its policy accepting) in
+    /// an instantiation of its own, which asks no other hook and tests
+    /// nothing else for each frame.
+    ///
+    /// ```
+    /// # use xdpip::forward::Step;
+    /// # use xdpip::worker::Hooks;
+    /// # fn run(snap: &xdpip::snapshot::Snapshot, frames: &mut [&mut [u8]]) {
+    /// let mut refused = vec![None; frames.len()];
+    /// let mut out = vec![Step::Slow; frames.len()];
+    /// let forwarded = Hooks::new(&snap.filter, 0, &mut refused).forward(frames, 0, snap, &mut out);
+    /// # }
+    /// ```
+    #[inline]
+    pub fn forward<F: Frames + ?Sized>(
+        &mut self,
+        frames: &mut F,
+        ingress: usize,
+        snap: &Snapshot,
+        out: &mut [Step],
+    ) -> usize {
+        match self.forward_only {
+            Some(q) => forward_batch(
+                frames,
+                ingress,
+                snap,
+                &mut ForwardOnly { q, hooks: self },
+                out,
+            ),
+            None => forward_batch(frames, ingress, snap, self, out),
+        }
+    }
+
+    /// [`Judge::pass`](crate::forward::Judge::pass) when the forward hook
+    /// alone has rules and its policy accepts (`q`).
+    #[inline(always)]
+    fn pass_forward_only(
+        &mut self,
+        q: Quick,
+        frame: &[u8],
+        lane: u16,
+        (iif, oif): (usize, u8),
+    ) -> Passage {
+        match q.judge_frame(&mut self.memo, frame, iif as u8, oif) {
+            Judged::Passes => Passage::Through,
+            Judged::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
+            Judged::NotPlain => self.pass_parsed(frame, lane, iif, oif),
+        }
+    }
+
     /// Hook `at` of [`FORWARDED`] gave `v` (never one without rules):
     /// a refusal is remembered for frame `lane`.
     #[inline(always)]
@@ -439,11 +491,7 @@ impl crate::forward::Judge for Hooks<'_> {
         // The vector path's frames have a header without options: their
         // fields are read where the frame holds them, once for every hook.
         if let Some(q) = self.forward_only {
-            return match q.judge_frame(&mut self.memo, frame, iif as u8, oif) {
-                Judged::Passes => Passage::Through,
-                Judged::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
-                Judged::NotPlain => self.pass_parsed(frame, lane, iif, oif),
-            };
+            return self.pass_forward_only(q, frame, lane, (iif, oif));
         }
         let Some(p) = Plain::read(frame, iif as u8) else {
             return self.pass_parsed(frame, lane, iif, oif);
@@ -458,5 +506,26 @@ impl crate::forward::Judge for Hooks<'_> {
             return Passage::RefusedAsForwarded;
         }
         Passage::Through
+    }
+}
+
+/// [`Hooks`] whose forward hook alone has rules, its policy accepting, as
+/// [`Hooks::forward`] hands them to the vector path: known active, with
+/// no other hook to test.
+struct ForwardOnly<'h, 'a> {
+    q: Quick<'a>,
+    hooks: &'h mut Hooks<'a>,
+}
+
+impl crate::forward::Judge for ForwardOnly<'_, '_> {
+    #[inline(always)]
+    fn active(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn pass(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage {
+        self.hooks
+            .pass_forward_only(self.q, frame, lane, (iif, oif))
     }
 }

@@ -24,7 +24,7 @@ pub mod idle;
 mod judge;
 
 use crate::filter::{self, Hook};
-use crate::forward::{self, forward, fragment, icmp, Frames, Step, Verdict};
+use crate::forward::{forward, fragment, icmp, Frames, Step, Verdict};
 use crate::reasm::{self, handoff::Handoff, Outcome, Reassembler};
 use crate::snapshot::{Snapshot, SnapshotCell, MAX_PORTS};
 use crate::socket::demux::Demux;
@@ -870,14 +870,13 @@ impl Running {
         let ingress = io.xsk.sockets[si].port;
         let bytes: u64 = rx.iter().map(|f| f.len() as u64).sum();
 
-        let forwarded = forward::forward_batch(
+        let forwarded = Hooks::new(&snap.filter, self.id, &mut self.refused).forward(
             &mut InUmem {
                 umem: &io.xsk.umem,
                 frames: &mut rx,
             },
             ingress,
             snap,
-            &mut Hooks::new(&snap.filter, self.id, &mut self.refused),
             &mut self.steps,
         );
         let c = &*self.counters;
