@@ -98,18 +98,24 @@ impl Quick<'_> {
     /// [`Plain`] fields' mask and one test, with the part of the mask its
     /// fields but the destination give taken from `memo` when the last
     /// frame had the same ones (the next packet of a burst of one flow):
-    /// then it costs a compare of the header, the destination's bucket
-    /// and one test.
+    /// then it costs a compare of the header and a test of the
+    /// destination against the span of the rules left ([`Fast::spans`]),
+    /// and, inside it, its bucket and one test.
     #[inline(always)]
     pub(crate) fn judge_frame(self, memo: &mut Memo, frame: &[u8], iif: u8, oif: u8) -> Judged {
         let Some(h) = frame.first_chunk::<38>() else {
             return Judged::NotPlain;
         };
         let key = Memo::key(h, iif, oif);
-        if !memo.holds(&key) && !self.learn(memo, key, frame, iif, oif) {
+        if !memo.holds(&key) && !self.learn(memo, key, frame) {
             return Judged::NotPlain;
         }
         let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+        // Outside the span of the memo's rules, none of them matches: no
+        // bucket to load.
+        if dst.wrapping_sub(memo.lo) > memo.width {
+            return Judged::Passes;
+        }
         let row = self.f.addrs[1].row(dst);
         if row & memo.rules == 0 {
             Judged::Passes
@@ -122,16 +128,37 @@ impl Quick<'_> {
     /// false when its header is not plain. Out of line, to leave the
     /// registers of the vector path's stage to the frames of a burst.
     #[inline(never)]
-    fn learn(self, memo: &mut Memo, key: Key, frame: &[u8], iif: u8, oif: u8) -> bool {
+    fn learn(self, memo: &mut Memo, key: Key, frame: &[u8]) -> bool {
+        let (iif, oif) = key.ifaces();
         let Some(p) = Plain::read(frame, iif) else {
             return false;
         };
         let q = p.forwarded(oif);
         let part = self.f.part(q) & self.f.addrs[0].row(q.src());
+        let rules = part & self.f.base;
+        // The span of the one rule left (the common case: a flow that only
+        // a rule on destinations may still match); with more, all
+        // destinations: a loop over their spans made every new flow of
+        // the bench's random sources dearer. With none, [0, 0], where the
+        // bucket says the same.
+        let span = if rules & rules.wrapping_sub(1) != 0 {
+            Span::ALL
+        } else {
+            // One rule, or none: then bit 63's, never a rule's, and
+            // empty.
+            self.f.spans[rules.trailing_zeros().min(63) as usize]
+        };
+        let (lo, width) = if span.lo <= span.hi {
+            (span.lo, span.hi - span.lo)
+        } else {
+            (0, 0)
+        };
         *memo = Memo {
             key,
             part,
-            rules: part & self.f.base,
+            rules,
+            lo,
+            width,
         };
         true
     }
@@ -173,6 +200,10 @@ pub(crate) struct Memo {
     /// The rules of the base chains in `part`: a frame whose
     /// destination's bucket has none of them passes.
     rules: u64,
+    /// The destinations those rules may match lie in `lo` to `lo +
+    /// width` ([`Fast::spans`]): a frame to another passes.
+    lo: u32,
+    width: u32,
 }
 
 /// What [`Memo`] compares of a frame: every field the part reads, and all
@@ -194,6 +225,14 @@ pub(crate) struct Key {
 /// identification (bytes 4-5) and the checksum (10-11).
 const HEAD: u16 = !(0b11 << 4 | 0b11 << 10);
 
+impl Key {
+    /// The input and output ports the key holds.
+    #[inline(always)]
+    fn ifaces(&self) -> (u8, u8) {
+        ((self.rest >> 32) as u8, (self.rest >> 40) as u8)
+    }
+}
+
 impl Default for Memo {
     /// Matches no frame: the top bytes of a key's `rest` are 0.
     fn default() -> Self {
@@ -204,6 +243,8 @@ impl Default for Memo {
             },
             part: 0,
             rules: 0,
+            lo: 0,
+            width: 0,
         }
     }
 }
@@ -491,6 +532,9 @@ pub(crate) struct Fast {
     /// The rules of the hook's base chains: a packet whose mask holds
     /// none of these passes.
     base: u64,
+    /// Per rule of a base chain (by bit), the destinations it may match
+    /// lie in this span: what the memo tests a destination against first.
+    spans: Box<[Span; 64]>,
     /// Per interval field, [`NARROW`] then [`ADDRS`]: its table among the
     /// hook's, which a packet whose bucket must be searched is looked up
     /// in; `None` when no rule looks at the field.
@@ -533,6 +577,25 @@ impl Addr {
         // and a 32-bit value shifted right by `shift` is below that.
         unsafe { *self.buckets.get_unchecked(b) }
     }
+}
+
+/// The lowest and highest value of the intervals of a field a rule
+/// matches: empty when `lo > hi`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    lo: u32,
+    hi: u32,
+}
+
+impl Span {
+    const ALL: Span = Span {
+        lo: 0,
+        hi: u32::MAX,
+    };
+    const NONE: Span = Span {
+        lo: u32::MAX,
+        hi: 0,
+    };
 }
 
 /// In the masks of [`Fast`]: no field needs a search. A bit no rule has:
@@ -660,10 +723,26 @@ impl Fast {
                 },
             });
         }
+        // Per rule, the lowest and highest destination it may match.
+        let mut spans = Box::new([Span::ALL; 64]);
+        if let Some(t) = table(Field::Dst) {
+            spans.fill(Span::NONE);
+            for (k, &from) in t.starts.iter().enumerate() {
+                let to = t.starts.get(k + 1).map_or(u32::MAX, |&s| s - 1);
+                let mut m = t.masks[k] & base & !CLEAR;
+                while m != 0 {
+                    let s = &mut spans[m.trailing_zeros() as usize];
+                    (s.lo, s.hi) = (s.lo.min(from), s.hi.max(to));
+                    m &= m - 1;
+                }
+            }
+        }
+        spans[63] = Span::NONE;
         Some(Fast {
             t: tables,
             addrs: addrs.try_into().ok()?,
             base: base & !CLEAR,
+            spans,
             searched,
         })
     }
