@@ -113,7 +113,7 @@ impl Quick<'_> {
         let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
         // Outside the span of the memo's rules, none of them matches: no
         // bucket to load.
-        if dst.wrapping_sub(memo.lo) > memo.width {
+        if !memo.span.holds(dst) {
             return Judged::Passes;
         }
         let row = self.f.addrs[1].row(dst);
@@ -139,26 +139,18 @@ impl Quick<'_> {
         // The span of the one rule left (the common case: a flow that only
         // a rule on destinations may still match); with more, all
         // destinations: a loop over their spans made every new flow of
-        // the bench's random sources dearer. With none, [0, 0], where the
-        // bucket says the same.
+        // the bench's random sources dearer.
         let span = if rules & rules.wrapping_sub(1) != 0 {
             Span::ALL
         } else {
-            // One rule, or none: then bit 63's, never a rule's, and
-            // empty.
+            // One rule, or none: then bit 63's, never a rule's.
             self.f.spans[rules.trailing_zeros().min(63) as usize]
-        };
-        let (lo, width) = if span.lo <= span.hi {
-            (span.lo, span.hi - span.lo)
-        } else {
-            (0, 0)
         };
         *memo = Memo {
             key,
             part,
             rules,
-            lo,
-            width,
+            span,
         };
         true
     }
@@ -181,7 +173,7 @@ impl Quick<'_> {
 pub(crate) enum Judged {
     /// No rule matched: it passes.
     Passes,
-    /// This mask holds a rule or needs a search: [`Quick::verdict`].
+    /// This mask holds a rule of a base chain: [`Quick::verdict`].
     Rules(u64),
     /// Not a plain header: for the field-by-field judge.
     NotPlain,
@@ -200,10 +192,9 @@ pub(crate) struct Memo {
     /// The rules of the base chains in `part`: a frame whose
     /// destination's bucket has none of them passes.
     rules: u64,
-    /// The destinations those rules may match lie in `lo` to `lo +
-    /// width` ([`Fast::spans`]): a frame to another passes.
-    lo: u32,
-    width: u32,
+    /// The destinations those rules may match lie in this span
+    /// ([`Fast::spans`]): a frame to another passes.
+    span: Span,
 }
 
 /// What [`Memo`] compares of a frame: every field the part reads, and all
@@ -243,8 +234,7 @@ impl Default for Memo {
             },
             part: 0,
             rules: 0,
-            lo: 0,
-            width: 0,
+            span: Span::NONE,
         }
     }
 }
@@ -579,23 +569,26 @@ impl Addr {
     }
 }
 
-/// The lowest and highest value of the intervals of a field a rule
-/// matches: empty when `lo > hi`.
+/// Destinations from `lo` to `lo + width`: those a rule may match.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     lo: u32,
-    hi: u32,
+    width: u32,
 }
 
 impl Span {
     const ALL: Span = Span {
         lo: 0,
-        hi: u32::MAX,
+        width: u32::MAX,
     };
-    const NONE: Span = Span {
-        lo: u32::MAX,
-        hi: 0,
-    };
+    /// For no destination: 0.0.0.0 alone, whose bucket then says that no
+    /// rule matches, as a span cannot be empty.
+    const NONE: Span = Span { lo: 0, width: 0 };
+
+    #[inline(always)]
+    fn holds(self, v: u32) -> bool {
+        v.wrapping_sub(self.lo) <= self.width
+    }
 }
 
 /// In the masks of [`Fast`]: no field needs a search. A bit no rule has:
@@ -723,20 +716,25 @@ impl Fast {
                 },
             });
         }
-        // Per rule, the lowest and highest destination it may match.
-        let mut spans = Box::new([Span::ALL; 64]);
+        // Per rule, from the lowest to the highest destination it may
+        // match (none while `lo > hi`).
+        let mut ends = [(0, u32::MAX); 64];
         if let Some(t) = table(Field::Dst) {
-            spans.fill(Span::NONE);
+            ends.fill((u32::MAX, 0));
             for (k, &from) in t.starts.iter().enumerate() {
                 let to = t.starts.get(k + 1).map_or(u32::MAX, |&s| s - 1);
                 let mut m = t.masks[k] & base & !CLEAR;
                 while m != 0 {
-                    let s = &mut spans[m.trailing_zeros() as usize];
-                    (s.lo, s.hi) = (s.lo.min(from), s.hi.max(to));
+                    let (lo, hi) = &mut ends[m.trailing_zeros() as usize];
+                    (*lo, *hi) = ((*lo).min(from), (*hi).max(to));
                     m &= m - 1;
                 }
             }
         }
+        let mut spans = Box::new(ends.map(|(lo, hi)| match hi.checked_sub(lo) {
+            Some(width) => Span { lo, width },
+            None => Span::NONE,
+        }));
         spans[63] = Span::NONE;
         Some(Fast {
             t: tables,
