@@ -100,14 +100,22 @@ impl Quick<'_> {
     /// frame had the same ones (the next packet of a burst of one flow):
     /// then it costs a compare of the header and a test of the
     /// destination against the span of the rules left ([`Fast::spans`]),
-    /// and, inside it, its bucket and one test.
+    /// and, inside it, its bucket and one test. `OIF` false leaves the
+    /// output port out of the key, when the gate does not read it
+    /// ([`Quick::reads_oif`]).
     #[inline(always)]
-    pub(crate) fn judge_frame(self, memo: &mut Memo, frame: &[u8], iif: u8, oif: u8) -> Judged {
+    pub(crate) fn judge_frame<const OIF: bool>(
+        self,
+        memo: &mut Memo,
+        frame: &[u8],
+        iif: u8,
+        oif: u8,
+    ) -> Judged {
         let Some(h) = frame.first_chunk::<38>() else {
             return Judged::NotPlain;
         };
-        let key = Memo::key(h, iif, oif);
-        if !memo.holds(&key) && !self.learn(memo, key, frame) {
+        let key = Memo::key(h, iif, if OIF { oif } else { 0 });
+        if !memo.holds(&key) && !self.learn(memo, key, frame, (iif, oif)) {
             return Judged::NotPlain;
         }
         let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
@@ -124,12 +132,19 @@ impl Quick<'_> {
         }
     }
 
-    /// `memo` for a frame of a flow new in the batch, with key `key`:
-    /// false when its header is not plain. Out of line, to leave the
-    /// registers of the vector path's stage to the frames of a burst.
+    /// True when a rule of the gate may read the output port: the key of
+    /// its memo must hold it.
+    #[inline(always)]
+    pub(crate) fn reads_oif(self) -> bool {
+        self.f.oif
+    }
+
+    /// `memo` for a frame of a flow new in the batch, received on `iif`
+    /// and leaving on `oif`, with key `key`: false when its header is not
+    /// plain. Out of line, to leave the registers of the vector path's
+    /// stage to the frames of a burst.
     #[inline(never)]
-    fn learn(self, memo: &mut Memo, key: Key, frame: &[u8]) -> bool {
-        let (iif, oif) = key.ifaces();
+    fn learn(self, memo: &mut Memo, key: Key, frame: &[u8], (iif, oif): (u8, u8)) -> bool {
         let Some(p) = Plain::read(frame, iif) else {
             return false;
         };
@@ -205,24 +220,20 @@ pub(crate) struct Key {
     /// Bytes 14-29 of the frame, the IPv4 header up to the destination:
     /// version and header length, TOS, total length, identification,
     /// fragment offset and flags, TTL, protocol, checksum, source. All
-    /// are compared but the identification and the checksum ([`HEAD`]).
+    /// are compared but the identification and the checksum ([`IGNORED`]).
     head: [u8; 16],
     /// Bytes 34-37 (ports; ICMP type and code), then the input and output
-    /// ports.
+    /// ports (0 for the output port a gate does not read).
     rest: u64,
 }
 
-/// The bytes of [`Key::head`] compared, a bit each: all but the
-/// identification (bytes 4-5) and the checksum (10-11).
-const HEAD: u16 = !(0b11 << 4 | 0b11 << 10);
-
-impl Key {
-    /// The input and output ports the key holds.
-    #[inline(always)]
-    fn ifaces(&self) -> (u8, u8) {
-        ((self.rest >> 32) as u8, (self.rest >> 40) as u8)
-    }
-}
+/// The bytes of [`Key::head`] not compared, 0xff: the identification
+/// (bytes 4-5) and the checksum (10-11).
+const IGNORED: [u8; 16] = {
+    let mut m = [0; 16];
+    (m[4], m[5], m[10], m[11]) = (0xff, 0xff, 0xff, 0xff);
+    m
+};
 
 impl Default for Memo {
     /// Matches no frame: the top bytes of a key's `rest` are 0.
@@ -256,33 +267,31 @@ impl Memo {
     /// True when `key` is the memo's.
     #[inline(always)]
     fn holds(&self, key: &Key) -> bool {
-        (same(&self.key.head, &key.head) | !HEAD == u16::MAX) & (self.key.rest == key.rest)
+        same(&self.key.head, &key.head, &IGNORED) & (self.key.rest == key.rest)
     }
 }
 
-/// The bytes of `a` equal to those of `b`, a bit each: on x86-64, one
-/// compare of the 16 at once (SSE2, which every x86-64 CPU has).
+/// True when the bytes of `a` equal those of `b` but where `ignored` is
+/// 0xff: on x86-64, one compare of the 16 at once (SSE2, which every
+/// x86-64 CPU has), the ignored bytes set in its result, and one test.
 #[inline(always)]
-fn same(a: &[u8; 16], b: &[u8; 16]) -> u16 {
+fn same(a: &[u8; 16], b: &[u8; 16], ignored: &[u8; 16]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128};
         // SAFETY: SSE2 is part of x86-64; each load reads the 16 bytes
         // of its array, at any alignment.
         unsafe {
-            let (a, b) = (
-                _mm_loadu_si128(a.as_ptr().cast()),
-                _mm_loadu_si128(b.as_ptr().cast()),
-            );
-            _mm_movemask_epi8(_mm_cmpeq_epi8(a, b)) as u16
+            let [a, b, i] = [a, b, ignored].map(|x| _mm_loadu_si128(x.as_ptr().cast()));
+            _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(a, b), i)) == 0xffff
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         a.iter()
             .zip(b)
-            .enumerate()
-            .fold(0, |m, (i, (x, y))| m | ((x == y) as u16) << i)
+            .zip(ignored)
+            .all(|((x, y), i)| x | i == y | i)
     }
 }
 
@@ -525,6 +534,8 @@ pub(crate) struct Fast {
     /// Per rule of a base chain (by bit), the destinations it may match
     /// lie in this span: what the memo tests a destination against first.
     spans: Box<[Span; 64]>,
+    /// Some rule may read the output port: the memo's key holds it.
+    oif: bool,
     /// Per interval field, [`NARROW`] then [`ADDRS`]: its table among the
     /// hook's, which a packet whose bucket must be searched is looked up
     /// in; `None` when no rule looks at the field.
@@ -736,11 +747,15 @@ impl Fast {
             None => Span::NONE,
         }));
         spans[63] = Span::NONE;
+        // The first output port's class is 0: another one's differs only
+        // when a rule tells them apart.
+        let oif = tables.classes[1].iter().any(|&c| c != 0);
         Some(Fast {
             t: tables,
             addrs: addrs.try_into().ok()?,
             base: base & !CLEAR,
             spans,
+            oif,
             searched,
         })
     }

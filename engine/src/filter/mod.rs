@@ -578,6 +578,16 @@ impl Ruleset {
         t
     }
 
+    /// The ruleset judged field by field, without its one-pass forms: what
+    /// the tests compare those with.
+    #[cfg(test)]
+    pub(crate) fn field_by_field(mut self) -> Self {
+        for p in self.programs.iter_mut().flatten() {
+            p.fast = None;
+        }
+        self
+    }
+
     /// Adds `n` workers' counter rows (done once, when it is compiled).
     pub(crate) fn with_counters(mut self, workers: usize, carried: &[(u64, u64)]) -> Self {
         let n = self.rules.len();

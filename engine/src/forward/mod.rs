@@ -531,7 +531,11 @@ impl Frames for [&mut [u8]] {
 /// assert_eq!(frame[14 + 8], 63);
 /// assert!(ipv4::Packet::new_checked(&frame[14..]).unwrap().verify_checksum());
 /// ```
-#[inline]
+// Never inlined: a function of its own per judge, whose registers the
+// caller's code does not share (inlined into `Hooks::forward`, the
+// filter's path took nine instructions more a packet, spills and
+// reloads).
+#[inline(never)]
 pub fn forward_batch<F: Frames + ?Sized, J: Judge>(
     frames: &mut F,
     ingress: usize,
@@ -632,31 +636,17 @@ fn vectors<F: Frames + ?Sized, J: Judge, const RP: bool>(
             let Some(h) = frame.first_chunk::<34>() else {
                 continue;
             };
-            let Some(next) = plan(h, leaf, dst, snap) else {
-                continue;
-            };
-            // The filter's hooks, before the rewrite: prerouting sees the
-            // packet as received, forward and postrouting as it will leave.
-            if filtering {
-                match judge.pass(frame, i as u16, ingress, next.adj.port) {
-                    Passage::Through => {}
-                    Passage::RefusedAsReceived => {
-                        out[i] = Step::Refused;
-                        continue;
-                    }
-                    Passage::RefusedAsForwarded => {
-                        next.rewrite(frame);
-                        out[i] = Step::Refused;
-                        continue;
-                    }
+            let next = match plan(h, leaf, snap) {
+                Plan::Ready(next) => next,
+                Plan::Other(adj) => {
+                    let to = (ingress, i as u16, &mut out[i]);
+                    forwarded += other(frame, adj, dst, snap, judge, to) as usize;
+                    continue;
                 }
-            }
-            let len = next.rewrite(frame);
-            out[i] = Step::Tx {
-                port: next.adj.port,
-                len: len as u16,
+                Plan::Slow => continue,
             };
-            forwarded += 1;
+            let to = (ingress, i as u16, &mut out[i]);
+            forwarded += send(frame, next, filtering, judge, to) as usize;
         }
         // A local stack's partial UDP/TCP checksum is finished before the
         // packet leaves, as its device would have: a pass of its own, on
@@ -800,25 +790,94 @@ impl Next<'_> {
     }
 }
 
+/// What stage 3 makes of a frame, before touching it.
+enum Plan<'a> {
+    /// Plain forwarding to a ready adjacency: the hot path.
+    Ready(Next<'a>),
+    /// A unicast route whose adjacency or packet needs more: [`other`].
+    Other(&'a Adjacency),
+    /// Not a unicast route: for the slow path.
+    Slow,
+}
+
 /// Stage 3 for one frame, without touching it: its adjacency, TTL and
-/// MTU; where it goes when it is plain forwarding.
+/// MTU; where it goes when it is plain forwarding to a ready adjacency.
 #[inline(always)]
-fn plan<'a>(h: &[u8; 34], leaf: Leaf, dst: Ipv4Addr, snap: &'a Snapshot) -> Option<Next<'a>> {
+fn plan<'a>(h: &[u8; 34], leaf: Leaf, snap: &'a Snapshot) -> Plan<'a> {
     if !leaf.is_unicast() {
-        return None;
+        return Plan::Slow;
     }
     let adj = snap.adj.of_set(leaf.set_unchecked());
     let ttl = h[22];
     let total = u16::from_be_bytes([h[16], h[17]]);
     // The common case first, in three tests: a complete header to send.
     if adj.state == AdjState::Ready && ttl > 1 && total <= adj.mtu {
-        return Some(Next {
+        return Plan::Ready(Next {
             len: ethernet::HEADER_LEN as u16 + total,
             adj,
             neighbour: None,
         });
     }
-    plan_other(h, adj, dst, snap)
+    Plan::Other(adj)
+}
+
+/// The filter's hooks on a frame to send as `next`, then its rewrite;
+/// `to` holds the port the frame came in on, its number in the batch and
+/// its step. True when it is sent.
+#[inline(always)]
+fn send<J: Judge>(
+    frame: &mut [u8],
+    next: Next,
+    filtering: bool,
+    judge: &mut J,
+    (ingress, lane, out): (usize, u16, &mut Step),
+) -> bool {
+    // Before the rewrite: prerouting sees the packet as received, forward
+    // and postrouting as it will leave.
+    if filtering {
+        match judge.pass(frame, lane, ingress, next.adj.port) {
+            Passage::Through => {}
+            Passage::RefusedAsReceived => {
+                *out = Step::Refused;
+                return false;
+            }
+            Passage::RefusedAsForwarded => {
+                next.rewrite(frame);
+                *out = Step::Refused;
+                return false;
+            }
+        }
+    }
+    let len = next.rewrite(frame);
+    *out = Step::Tx {
+        port: next.adj.port,
+        len: len as u16,
+    };
+    true
+}
+
+/// Stage 3 and [`send`] for a frame [`plan`] leaves to a path of a
+/// multipath group, a connected route's neighbour, or the checks of TTL
+/// and MTU: out of line, so that the hot path's [`Next`] is known to
+/// need no neighbour's MAC. Merged into the hot path, that MAC was kept
+/// across the filter's judgement: stored, copied and tested, nine
+/// instructions a packet.
+#[inline(never)]
+fn other<J: Judge>(
+    frame: &mut [u8],
+    adj: &Adjacency,
+    dst: Ipv4Addr,
+    snap: &Snapshot,
+    judge: &mut J,
+    to: (usize, u16, &mut Step),
+) -> bool {
+    let Some(h) = frame.first_chunk::<34>() else {
+        return false;
+    };
+    match plan_other(h, adj, dst, snap) {
+        Some(next) => send(frame, next, judge.active(), judge, to),
+        None => false,
+    }
 }
 
 /// [`plan`] for an adjacency that is not [`AdjState::Ready`], or a packet
@@ -1409,6 +1468,181 @@ mod tests {
                 f[14] = 0x45;
             }
             let _ = forward(&mut f, 0, &s, 0);
+        }
+    }
+
+    /// The snapshot with a third port, eth2, and 10.8.0.0/16 through it
+    /// (gateway 10.3.0.5), and 192.168.0.0/16 through the gateway of eth1.
+    fn three_ports() -> Snapshot {
+        let mut s = snapshot();
+        s.ports.push(Port {
+            name: "eth2".into(),
+            ifindex: 12,
+            mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            addrs: vec![(Ipv4Addr::new(10, 3, 0, 254), 24)],
+            ..Port::default()
+        });
+        let mut t = (*s.neigh).clone();
+        let gw2 = Ipv4Addr::new(10, 3, 0, 5);
+        let mac = MacAddr([2, 0, 0, 0, 9, 5]);
+        t.insert(
+            12,
+            gw2,
+            Neighbour {
+                mac,
+                state: nud::REACHABLE,
+            },
+        );
+        s.neigh = std::sync::Arc::new(t);
+        let via = |prefix: [u8; 4], gateway, ifindex| Route {
+            prefix: Ipv4Addr::from(prefix),
+            len: 16,
+            kind: RouteKind::Unicast,
+            metric: 0,
+            nexthops: vec![NextHop {
+                gateway: Some(gateway),
+                ifindex,
+                weight: 1,
+            }]
+            .into(),
+        };
+        let s = with_route(s, via([10, 8, 0, 0], gw2, 12));
+        with_route(s, via([192, 168, 0, 0], GW, 11))
+    }
+
+    /// The forward chain the vector path's filter test judges with; with
+    /// `oif`, a rule on the output port too.
+    fn forward_rules(oif: bool) -> crate::filter::Ruleset {
+        use crate::filter::compile::{compile, Iface};
+        use crate::filter::nft::build::*;
+        use crate::filter::nft::{family::IPV4, Ruleset as Nft};
+        let net = |offset, addr: [u8; 4], len: u32| {
+            let mask = (u32::MAX << (32 - len)).to_be_bytes();
+            vec![payload(1, offset, 4), bitwise(&mask), cmp(0, &addr)]
+        };
+        let l4 = |proto: u8| vec![meta(16), cmp(0, &[proto])];
+        let dport = |p: u16| vec![payload(2, 2, 2), cmp(0, &p.to_be_bytes())];
+        let drop = || vec![counter(), verdict(0, None)];
+        let mut rules = vec![
+            [net(16, [192, 168, 0, 0], 16), drop()].concat(),
+            [
+                net(12, [10, 1, 0, 0], 16),
+                l4(17),
+                dport(5555),
+                vec![reject(0, 10)],
+            ]
+            .concat(),
+            [
+                l4(17),
+                vec![
+                    payload(2, 2, 2),
+                    range(0, &6000u16.to_be_bytes(), &6999u16.to_be_bytes()),
+                ],
+                drop(),
+            ]
+            .concat(),
+            [net(16, [10, 9, 7, 0], 24), l4(6), dport(80), drop()].concat(),
+        ];
+        if oif {
+            let mut name = [0u8; 16];
+            name[..4].copy_from_slice(b"eth2");
+            rules.push([vec![meta(7), cmp(0, &name)], l4(17), dport(53), drop()].concat());
+        }
+        let mut rs = Nft::default();
+        rs.chains
+            .push(base_chain(IPV4, "filter", "forward", 2, 0, true));
+        for (i, e) in rules.into_iter().enumerate() {
+            rs.rules
+                .push(rule(IPV4, "filter", "forward", i as u64 + 1, e));
+        }
+        let ports: Vec<Iface> = (0..3)
+            .map(|i| Iface {
+                name: format!("eth{i}"),
+                ifindex: 10 + i,
+            })
+            .collect();
+        compile(&rs, &ports).with_counters(1, &[])
+    }
+
+    /// Batches of runs of one flow to many destinations (the frames after
+    /// the first judged on the memo of the one before), through ports
+    /// with and without a rule on them, some to a connected neighbour
+    /// (out of the hot path): every frame forwarded or refused as the
+    /// ruleset judges it field by field, alone, with the same counts.
+    #[test]
+    fn the_vector_path_filters_frames_as_judged_alone() {
+        use crate::filter::Hook;
+        use crate::testutil::XorShift;
+        use crate::worker::Hooks;
+        let snap = three_ports();
+        for oif in [false, true] {
+            let (one, batch) = (forward_rules(oif).field_by_field(), forward_rules(oif));
+            let quick = batch
+                .gate(Hook::Forward)
+                .quick()
+                .expect("a forward-only ruleset");
+            assert_eq!(quick.reads_oif(), oif);
+            let mut x = XorShift(7 + oif as u64);
+            let mut seen = [0usize; 3];
+            for _ in 0..200 {
+                let mut frames = Vec::new();
+                let mut ports = Vec::new();
+                let (mut src, mut proto, mut sport, mut dport, mut ttl) =
+                    ([0; 4], 0, 0u16, 0u16, 0);
+                for k in 0..64 {
+                    let r = x.next();
+                    if k == 0 || r.is_multiple_of(4) {
+                        src =
+                            [[10, 1, 0, 7], [10, 1, 200, 1], [10, 3, 9, 9]][(r >> 4) as usize % 3];
+                        proto = [17, 6][(r >> 8) as usize % 2];
+                        dport = [53, 80, 5555, 6500, 9999][(r >> 12) as usize % 5];
+                        sport = (r >> 16) as u16;
+                        ttl = [64, 30][(r >> 32) as usize % 2];
+                    }
+                    let b = (r >> 40) as u8;
+                    let (dst, port) = match (r >> 48) % 5 {
+                        0 => ([10, 9, b, k], 1),
+                        1 => ([10, 9, 7, b], 1),
+                        2 => ([10, 8, b, k], 2),
+                        3 => ([192, 168, b, k], 1),
+                        _ => ([10, 2, 0, 2], 1),
+                    };
+                    let mut f = frame(src, dst, ttl, 8);
+                    f[14 + 9] = proto;
+                    f[34..36].copy_from_slice(&sport.to_be_bytes());
+                    f[36..38].copy_from_slice(&dport.to_be_bytes());
+                    let mut p = Packet::new_unchecked(&mut f[14..]);
+                    p.fill_checksum();
+                    frames.push(f);
+                    ports.push(port);
+                }
+                let want: Vec<_> = frames
+                    .iter()
+                    .zip(&ports)
+                    .map(|(f, &port)| {
+                        let mut refused = [None];
+                        let passage = Hooks::new(&one, 0, &mut refused).pass(f, 0, 0, port);
+                        (passage, refused[0])
+                    })
+                    .collect();
+                let mut bufs: Vec<&mut [u8]> = frames.iter_mut().map(|f| &mut f[..]).collect();
+                let mut refused = vec![None; 64];
+                let mut out = vec![Step::Slow; 64];
+                Hooks::new(&batch, 0, &mut refused).forward(&mut bufs[..], 0, &snap, &mut out);
+                for (i, (passage, why)) in want.into_iter().enumerate() {
+                    let step = match passage {
+                        Passage::Through => Step::Tx {
+                            port: ports[i],
+                            len: 14 + 28,
+                        },
+                        _ => Step::Refused,
+                    };
+                    assert_eq!((out[i], refused[i]), (step, why), "frame {i}");
+                    seen[passage as usize] += 1;
+                }
+            }
+            assert!(seen[0] > 3_000 && seen[2] > 1_000, "{seen:?}");
+            assert_eq!(one.totals(), batch.totals());
         }
     }
 }

@@ -382,11 +382,20 @@ impl<'a> Hooks<'a> {
         out: &mut [Step],
     ) -> usize {
         match self.forward_only {
+            // Without a rule on the output port, the memo's key leaves it
+            // out: two instructions less a frame, for a copy of the path.
+            Some(q) if q.reads_oif() => forward_batch(
+                frames,
+                ingress,
+                snap,
+                &mut ForwardOnly::<true> { q, hooks: self },
+                out,
+            ),
             Some(q) => forward_batch(
                 frames,
                 ingress,
                 snap,
-                &mut ForwardOnly { q, hooks: self },
+                &mut ForwardOnly::<false> { q, hooks: self },
                 out,
             ),
             None => forward_batch(frames, ingress, snap, self, out),
@@ -394,16 +403,17 @@ impl<'a> Hooks<'a> {
     }
 
     /// [`Judge::pass`](crate::forward::Judge::pass) when the forward hook
-    /// alone has rules and its policy accepts (`q`).
+    /// alone has rules and its policy accepts (`q`); `OIF` as
+    /// [`Quick::judge_frame`] takes it.
     #[inline(always)]
-    fn pass_forward_only(
+    fn pass_forward_only<const OIF: bool>(
         &mut self,
         q: Quick,
         frame: &[u8],
         lane: u16,
         (iif, oif): (usize, u8),
     ) -> Passage {
-        match q.judge_frame(&mut self.memo, frame, iif as u8, oif) {
+        match q.judge_frame::<OIF>(&mut self.memo, frame, iif as u8, oif) {
             Judged::Passes => Passage::Through,
             Judged::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
             Judged::NotPlain => self.pass_parsed(frame, lane, iif, oif),
@@ -491,7 +501,7 @@ impl crate::forward::Judge for Hooks<'_> {
         // The vector path's frames have a header without options: their
         // fields are read where the frame holds them, once for every hook.
         if let Some(q) = self.forward_only {
-            return self.pass_forward_only(q, frame, lane, (iif, oif));
+            return self.pass_forward_only::<true>(q, frame, lane, (iif, oif));
         }
         let Some(p) = Plain::read(frame, iif as u8) else {
             return self.pass_parsed(frame, lane, iif, oif);
@@ -511,13 +521,13 @@ impl crate::forward::Judge for Hooks<'_> {
 
 /// [`Hooks`] whose forward hook alone has rules, its policy accepting, as
 /// [`Hooks::forward`] hands them to the vector path: known active, with
-/// no other hook to test.
-struct ForwardOnly<'h, 'a> {
+/// no other hook to test; `OIF` when a rule may read the output port.
+struct ForwardOnly<'h, 'a, const OIF: bool> {
     q: Quick<'a>,
     hooks: &'h mut Hooks<'a>,
 }
 
-impl crate::forward::Judge for ForwardOnly<'_, '_> {
+impl<const OIF: bool> crate::forward::Judge for ForwardOnly<'_, '_, OIF> {
     #[inline(always)]
     fn active(&self) -> bool {
         true
@@ -526,6 +536,6 @@ impl crate::forward::Judge for ForwardOnly<'_, '_> {
     #[inline(always)]
     fn pass(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage {
         self.hooks
-            .pass_forward_only(self.q, frame, lane, (iif, oif))
+            .pass_forward_only::<OIF>(self.q, frame, lane, (iif, oif))
     }
 }
