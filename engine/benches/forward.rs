@@ -14,8 +14,9 @@
 //! And `forward/1000/x64/filter20`: `forward/1000/x64` with the host's
 //! filter judging the forward hook, 20 rules and a 1,000-address set
 //! (`xdpip::filter::sample`, the filter bench's ruleset). Its frames are
-//! one flow but for their destinations, so the filter judges all but the
-//! first on the memo of the frame before and their destination; the
+//! one flow but for their destinations, so the filter judges them on the
+//! memo of the frame before and their destination, the memo carried from
+//! batch to batch as a worker carries it (`xdpip::worker::Carry`); the
 //! paired rounds also time the same with a random source per frame, a new
 //! flow every packet, where the memo never serves.
 //!
@@ -47,7 +48,7 @@ use xdpip::forward::{forward_batch, Frames, Step};
 use xdpip::neigh::{nud, NeighTable, Neighbour};
 use xdpip::snapshot::{Port, Snapshot, Sysctl};
 use xdpip::wire::{ipv4, MacAddr};
-use xdpip::worker::Hooks;
+use xdpip::worker::{Carry, Hooks};
 
 const BATCH: usize = 64;
 /// Room for each frame in the batch buffer, as in UMEM.
@@ -333,6 +334,9 @@ fn forwarding(c: &mut Criterion, means: &Means, pairs: &Paired) {
             // few to 192.168.0.0/16. As the worker asks it.
             let rules = xdpip::filter::sample::twenty_rules(0x5eed_f11e);
             let mut refused = vec![None; BATCH];
+            // The memo of the last flow, from batch to batch, as a worker
+            // keeps it.
+            let mut carry = Carry::default();
             fill(&mut buf, mac, &pool[..BATCH], Sources::One);
             let hooks = &mut Hooks::new(&rules, 0, &mut refused);
             let sent = hooks.forward(&mut Slots(&mut buf), 0, &snap, &mut steps);
@@ -348,7 +352,7 @@ fn forwarding(c: &mut Criterion, means: &Means, pairs: &Paired) {
             g.bench_function("1000/x64/filter20", |b| {
                 b.iter_custom(|iters| {
                     let total = timed(&pool, iters, &mut at, |dsts| {
-                        let hooks = &mut Hooks::new(&rules, 0, &mut refused);
+                        let hooks = &mut Hooks::new(&rules, 0, &mut refused).carrying(&mut carry);
                         forward_timed(&mut buf, &snap, hooks, &mut steps, dsts, Sources::One)
                     });
                     record(means, id, total, iters);
@@ -380,7 +384,8 @@ fn forwarding(c: &mut Criterion, means: &Means, pairs: &Paired) {
                 for (name, sources) in [(FILTER, Sources::One), (FILTER_FLOWS, Sources::Random)] {
                     let v = paired(&pool, |filtered, dsts| {
                         if filtered {
-                            let hooks = &mut Hooks::new(&rules, 0, &mut refused);
+                            let hooks =
+                                &mut Hooks::new(&rules, 0, &mut refused).carrying(&mut carry);
                             forward_timed(&mut buf, &snap, hooks, &mut steps, dsts, sources)
                         } else {
                             forward_timed(&mut buf, &snap, &mut (), &mut steps, dsts, sources)

@@ -92,46 +92,7 @@ impl<'a> Gate<'a> {
     }
 }
 
-impl Quick<'_> {
-    /// What the gate makes of `frame`, received on port `iif` and leaving
-    /// on `oif` (TTL decremented, as the forward hook sees it): its
-    /// [`Plain`] fields' mask and one test, with the part of the mask its
-    /// fields but the destination give taken from `memo` when the last
-    /// frame had the same ones (the next packet of a burst of one flow):
-    /// then it costs a compare of the header and a test of the
-    /// destination against the span of the rules left ([`Fast::spans`]),
-    /// and, inside it, its bucket and one test. `OIF` false leaves the
-    /// output port out of the key, when the gate does not read it
-    /// ([`Quick::reads_oif`]).
-    #[inline(always)]
-    pub(crate) fn judge_frame<const OIF: bool>(
-        self,
-        memo: &mut Memo,
-        frame: &[u8],
-        iif: u8,
-        oif: u8,
-    ) -> Judged {
-        let Some(h) = frame.first_chunk::<38>() else {
-            return Judged::NotPlain;
-        };
-        let key = Memo::key(h, iif, if OIF { oif } else { 0 });
-        if !memo.holds(&key) && !self.learn(memo, key, frame, (iif, oif)) {
-            return Judged::NotPlain;
-        }
-        let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
-        // Outside the span of the memo's rules, none of them matches: no
-        // bucket to load.
-        if !memo.span.holds(dst) {
-            return Judged::Passes;
-        }
-        let row = self.f.addrs[1].row(dst);
-        if row & memo.rules == 0 {
-            Judged::Passes
-        } else {
-            Judged::Rules(memo.part & row)
-        }
-    }
-
+impl<'a> Quick<'a> {
     /// True when a rule of the gate may read the output port: the key of
     /// its memo must hold it.
     #[inline(always)]
@@ -139,15 +100,22 @@ impl Quick<'_> {
         self.f.oif
     }
 
-    /// `memo` for a frame of a flow new in the batch, received on `iif`
-    /// and leaving on `oif`, with key `key`: false when its header is not
-    /// plain. Out of line, to leave the registers of the vector path's
-    /// stage to the frames of a burst.
-    #[inline(never)]
-    fn learn(self, memo: &mut Memo, key: Key, frame: &[u8], (iif, oif): (u8, u8)) -> bool {
-        let Some(p) = Plain::read(frame, iif) else {
-            return false;
+    /// `memo` learns the flow of `frame`, received on `iif` and leaving
+    /// on `oif`, which it did not hold ([`Seen::New`]): what the gate
+    /// makes of the frame, [`Judged::NotPlain`] for a header that is not
+    /// plain. For a path that calls it out of line, to leave the
+    /// registers of the vector path's stage to the frames of a burst.
+    #[inline(always)]
+    pub(crate) fn learn<const OIF: bool>(
+        self,
+        memo: &mut Memo<'a>,
+        frame: &[u8],
+        (iif, oif): (u8, u8),
+    ) -> Judged {
+        let (Some(h), Some(p)) = (frame.first_chunk::<38>(), Plain::read(frame, iif)) else {
+            return Judged::NotPlain;
         };
+        let key = Memo::key(h, iif, if OIF { oif } else { 0 });
         let q = p.forwarded(oif);
         let part = self.f.part(q) & self.f.addrs[0].row(q.src());
         let rules = part & self.f.base;
@@ -166,11 +134,16 @@ impl Quick<'_> {
             part,
             rules,
             span,
+            dsts: self.f.addrs[1].view(),
         };
-        true
+        match memo.seen::<OIF>(frame, iif, oif) {
+            Seen::Passes => Judged::Passes,
+            Seen::Rules(mask) => Judged::Rules(mask),
+            Seen::New => unreachable!("a memo holds the frame it learned"),
+        }
     }
 
-    /// The verdict on `x`, whose mask [`Quick::judge_frame`] gave: as
+    /// The verdict on `x`, whose mask [`Memo::seen`] or [`Quick::learn`] gave: as
     /// [`Gate::judge_frame`] gives it.
     #[inline(always)]
     pub(crate) fn verdict<F: Fields>(
@@ -183,7 +156,18 @@ impl Quick<'_> {
     }
 }
 
-/// What [`Quick::judge_frame`] makes of a frame.
+/// What [`Memo::seen`] makes of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// No rule matched: it passes.
+    Passes,
+    /// This mask holds a rule of a base chain: [`Quick::verdict`].
+    Rules(u64),
+    /// Not of the memo's flow: for [`Quick::learn`].
+    New,
+}
+
+/// What [`Quick::learn`] makes of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Judged {
     /// No rule matched: it passes.
@@ -195,13 +179,14 @@ pub(crate) enum Judged {
 }
 
 /// The fields but the destination of the last frame a [`Quick`] gate
-/// judged in this batch, as the frame holds them, and the part of its
-/// mask they gave ([`Fast::part`] and the source's bucket). A NIC queue
-/// delivers bursts of one flow: their later frames are judged on their
-/// destination alone. Lives with the worker's hooks, so never outlives
-/// the ruleset it was computed on.
+/// judged, as the frame holds them, and the part of its mask they gave
+/// ([`Fast::part`] and the source's bucket). A NIC queue delivers bursts
+/// of one flow: their later frames are judged on their destination
+/// alone. Lives with the worker's hooks, which borrow the ruleset it was
+/// computed on; carried to the next batch [`Memo::detached`] from it, and
+/// attached again only to the same ruleset (`worker::Carry`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Memo {
+pub(crate) struct Memo<'a> {
     key: Key,
     part: u64,
     /// The rules of the base chains in `part`: a frame whose
@@ -210,6 +195,9 @@ pub(crate) struct Memo {
     /// The destinations those rules may match lie in this span
     /// ([`Fast::spans`]): a frame to another passes.
     span: Span,
+    /// The destinations' buckets: held here, so that a frame of the flow
+    /// is judged on the memo alone.
+    dsts: Rows<'a>,
 }
 
 /// What [`Memo`] compares of a frame: every field the part reads, and all
@@ -235,7 +223,7 @@ const IGNORED: [u8; 16] = {
     m
 };
 
-impl Default for Memo {
+impl Default for Memo<'_> {
     /// Matches no frame: the top bytes of a key's `rest` are 0.
     fn default() -> Self {
         Memo {
@@ -246,11 +234,62 @@ impl Default for Memo {
             part: 0,
             rules: 0,
             span: Span::NONE,
+            dsts: Rows::SEARCH,
         }
     }
 }
 
-impl Memo {
+impl<'a> Memo<'a> {
+    /// The memo without its borrow of the ruleset, to keep from one batch
+    /// to the next ([`Memo::attached`]). On its own it sends every frame
+    /// of its flow in the span of its rules to a search
+    /// ([`Rows::SEARCH`]): slower, never wrong.
+    pub(crate) fn detached(self) -> Memo<'static> {
+        Memo {
+            dsts: Rows::SEARCH,
+            ..self
+        }
+    }
+
+    /// A memo [`Memo::detached`] from the gate `q`, judging with it again.
+    pub(crate) fn attached(m: Memo<'_>, q: Quick<'a>) -> Memo<'a> {
+        Memo {
+            dsts: q.f.addrs[1].view(),
+            ..m
+        }
+    }
+
+    /// What the memo makes of `frame`, received on port `iif` and leaving
+    /// on `oif`, when the frame is of its flow: a compare of the header,
+    /// a test of the destination against the span of the rules left
+    /// ([`Fast::spans`]) and, inside it, its bucket and one test. Reads
+    /// the memo and the frame, nothing else.
+    #[inline(always)]
+    pub(crate) fn seen<const OIF: bool>(&self, frame: &[u8], iif: u8, oif: u8) -> Seen {
+        let Some(h) = frame.first_chunk::<38>() else {
+            return Seen::New;
+        };
+        if !self.holds(&Memo::key(h, iif, if OIF { oif } else { 0 })) {
+            return Seen::New;
+        }
+        // The rewrite reads the TTL and checksum next: without this, the
+        // compiler takes them from the 16 bytes just compared, kept on the
+        // stack (nine instructions a packet more).
+        barrier();
+        let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+        // Outside the span of the memo's rules, none of them matches: no
+        // bucket to load.
+        if !self.span.holds(dst) {
+            return Seen::Passes;
+        }
+        let row = self.dsts.row(dst);
+        if row & self.rules == 0 {
+            Seen::Passes
+        } else {
+            Seen::Rules(self.part & row)
+        }
+    }
+
     /// The key of the frame whose first bytes are `h`, received on port
     /// `iif` and leaving on `oif`.
     #[inline(always)]
@@ -293,6 +332,14 @@ fn same(a: &[u8; 16], b: &[u8; 16], ignored: &[u8; 16]) -> bool {
             .zip(ignored)
             .all(|((x, y), i)| x | i == y | i)
     }
+}
+
+/// Tells the compiler that memory may have changed, so that it reads the
+/// frame's bytes again where the path reads them next. No instruction.
+#[inline(always)]
+fn barrier() {
+    // SAFETY: an empty instruction; only the compiler sees it.
+    unsafe { std::arch::asm!("", options(nostack, preserves_flags)) }
 }
 
 impl Program {
@@ -572,10 +619,41 @@ struct Addr {
 impl Addr {
     #[inline(always)]
     fn row(&self, v: u32) -> u64 {
+        self.view().row(v)
+    }
+
+    /// Its buckets, borrowed.
+    #[inline(always)]
+    fn view(&self) -> Rows<'_> {
+        Rows {
+            buckets: &self.buckets,
+            shift: self.shift,
+        }
+    }
+}
+
+/// The buckets of an [`Addr`], borrowed: 2^(32 - `shift`) of them.
+#[derive(Debug, Clone, Copy)]
+struct Rows<'a> {
+    buckets: &'a [u64],
+    shift: u32,
+}
+
+impl Rows<'_> {
+    /// One bucket of all rules, to search, for every address: what may
+    /// match, not knowing the buckets.
+    const SEARCH: Rows<'static> = Rows {
+        buckets: &[!CLEAR],
+        shift: 32,
+    };
+
+    #[inline(always)]
+    fn row(self, v: u32) -> u64 {
         let b = (v as u64 >> self.shift) as usize;
         debug_assert!(b < self.buckets.len());
-        // SAFETY: `buckets` has 2^(32 - shift) entries ([`Fast::build`]),
-        // and a 32-bit value shifted right by `shift` is below that.
+        // SAFETY: `buckets` has 2^(32 - shift) entries ([`Fast::build`];
+        // 1 with `shift` 32 for `ALL`), and a 32-bit value shifted right
+        // by `shift` is below that.
         unsafe { *self.buckets.get_unchecked(b) }
     }
 }
@@ -1225,6 +1303,65 @@ mod tests {
                 (seen[0] > 100) == through && seen[2] > 100 && (seen[1] > 100) == prerouting,
                 "{seen:?}"
             );
+        }
+    }
+
+    /// A memo detached from its ruleset (carried to the next batch) gives
+    /// the verdicts of the memo it was, on frames of its flow to any
+    /// destination: with the sample ruleset, and with two rules on
+    /// destinations whose span holds others (10.1.0.0/16 and 10.3.0.0/16,
+    /// so that the buckets tell).
+    #[test]
+    fn a_detached_memo_judges_as_the_memo_it_was() {
+        let mut rs = Nft::default();
+        rs.chains
+            .push(base_chain(family::IPV4, "filter", "forward", 2, 0, true));
+        for (handle, net) in [(1, [10, 1, 0, 0]), (2, [10, 3, 0, 0])] {
+            let e = vec![
+                payload(1, 16, 4),
+                bitwise(&[255, 255, 0, 0]),
+                cmp(0, &net),
+                verdict(0, None),
+            ];
+            rs.rules
+                .push(rule(family::IPV4, "filter", "forward", handle, e));
+        }
+        let two = compile(&rs, &[]).with_counters(1, &[]);
+        for batch in [crate::filter::sample::twenty_rules(3), two] {
+            let q = batch.gate(Hook::Forward).quick().expect("forward only");
+            let mut x = XorShift(11);
+            let mut judged = [0usize; 2];
+            for _ in 0..300 {
+                let mut flow = packet(&mut x);
+                (flow.iif, flow.oif) = (flow.iif.min(2), flow.oif.min(1));
+                let mut memo = Memo::default();
+                let first = frame_of(&flow);
+                if q.learn::<true>(&mut memo, &first, (flow.iif, flow.oif)) == Judged::NotPlain {
+                    continue;
+                }
+                let detached = memo.detached();
+                for k in 0..32 {
+                    let r = x.next() as u32;
+                    let dst = match k % 3 {
+                        0 => 0xc0a8_0000 | r >> 16,
+                        1 => 0x0a00_0000 | r >> 14,
+                        _ => r,
+                    };
+                    let f = frame_of(&Meta { dst, ..flow });
+                    let verdict = |memo: &Memo| match memo.seen::<true>(&f, flow.iif, flow.oif) {
+                        Seen::Passes => Verdict::Accept,
+                        Seen::Rules(mask) => {
+                            let p = Plain::read(&f, flow.iif).expect("plain");
+                            q.verdict(mask, p.forwarded(flow.oif), None)
+                        }
+                        Seen::New => panic!("a frame of the memo's flow"),
+                    };
+                    let want = verdict(&memo);
+                    assert_eq!(verdict(&detached), want, "{flow:?} to {dst:#x}");
+                    judged[(want == Verdict::Accept) as usize] += 1;
+                }
+            }
+            assert!(judged[0] > 300 && judged[1] > 300, "{judged:?}");
         }
     }
 

@@ -660,6 +660,7 @@ pub fn compile(rs: &nft::Ruleset, ports: &[Iface]) -> Ruleset {
     }
     let mut out = Ruleset {
         generation: rs.generation,
+        id: Ruleset::next_id(),
         ..Ruleset::default()
     };
     let mut ids: HashMap<(u8, String, String, u64), u32> = HashMap::new();

@@ -524,6 +524,9 @@ pub struct Ruleset {
     pub kernel_reasons: Vec<String>,
     /// The nf_tables generation it was read at.
     pub generation: u32,
+    /// This compilation's number, unique in the process (0 for none): what
+    /// a worker's carried memo is checked against ([`crate::worker::Carry`]).
+    pub(crate) id: u64,
     /// Per worker counters, indexed by worker id.
     counters: Vec<RuleCounters>,
 }
@@ -540,6 +543,12 @@ impl Ruleset {
     #[inline(always)]
     pub fn kernel(&self, hook: Hook) -> bool {
         self.kernel_hooks & hook.bit() != 0
+    }
+
+    /// A number for a new compilation: never 0, never given twice.
+    pub(crate) fn next_id() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// No rule the engine judges: every hook is the kernel's, for `why`.

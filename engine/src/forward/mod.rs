@@ -1565,15 +1565,16 @@ mod tests {
     }
 
     /// Batches of runs of one flow to many destinations (the frames after
-    /// the first judged on the memo of the one before), through ports
-    /// with and without a rule on them, some to a connected neighbour
-    /// (out of the hot path): every frame forwarded or refused as the
-    /// ruleset judges it field by field, alone, with the same counts.
+    /// the first judged on the memo of the one before, a run going on
+    /// into the next batch with the memo carried), through ports with
+    /// and without a rule on them, some to a connected neighbour (out of
+    /// the hot path): every frame forwarded or refused as the ruleset
+    /// judges it field by field, alone, with the same counts.
     #[test]
     fn the_vector_path_filters_frames_as_judged_alone() {
         use crate::filter::Hook;
         use crate::testutil::XorShift;
-        use crate::worker::Hooks;
+        use crate::worker::{Carry, Hooks};
         let snap = three_ports();
         for oif in [false, true] {
             let (one, batch) = (forward_rules(oif).field_by_field(), forward_rules(oif));
@@ -1584,14 +1585,14 @@ mod tests {
             assert_eq!(quick.reads_oif(), oif);
             let mut x = XorShift(7 + oif as u64);
             let mut seen = [0usize; 3];
+            let mut carry = Carry::default();
+            let (mut src, mut proto, mut sport, mut dport, mut ttl) = ([0; 4], 0, 0u16, 0u16, 0);
             for _ in 0..200 {
                 let mut frames = Vec::new();
                 let mut ports = Vec::new();
-                let (mut src, mut proto, mut sport, mut dport, mut ttl) =
-                    ([0; 4], 0, 0u16, 0u16, 0);
                 for k in 0..64 {
                     let r = x.next();
-                    if k == 0 || r.is_multiple_of(4) {
+                    if src[0] == 0 || r.is_multiple_of(4) {
                         src =
                             [[10, 1, 0, 7], [10, 1, 200, 1], [10, 3, 9, 9]][(r >> 4) as usize % 3];
                         proto = [17, 6][(r >> 8) as usize % 2];
@@ -1628,7 +1629,9 @@ mod tests {
                 let mut bufs: Vec<&mut [u8]> = frames.iter_mut().map(|f| &mut f[..]).collect();
                 let mut refused = vec![None; 64];
                 let mut out = vec![Step::Slow; 64];
-                Hooks::new(&batch, 0, &mut refused).forward(&mut bufs[..], 0, &snap, &mut out);
+                Hooks::new(&batch, 0, &mut refused)
+                    .carrying(&mut carry)
+                    .forward(&mut bufs[..], 0, &snap, &mut out);
                 for (i, (passage, why)) in want.into_iter().enumerate() {
                     let step = match passage {
                         Passage::Through => Step::Tx {
@@ -1644,5 +1647,51 @@ mod tests {
             assert!(seen[0] > 3_000 && seen[2] > 1_000, "{seen:?}");
             assert_eq!(one.totals(), batch.totals());
         }
+    }
+
+    /// A memo carried from a batch judged by one ruleset is not used by
+    /// the next, judged by another: its frames of the same flow are
+    /// judged by the new rules from the first.
+    #[test]
+    fn a_carried_memo_serves_its_own_ruleset_alone() {
+        use crate::filter::compile::compile;
+        use crate::filter::nft::build::*;
+        use crate::filter::nft::{family::IPV4, Ruleset as Nft};
+        use crate::worker::{Carry, Hooks};
+        let snap = three_ports();
+        // Drops UDP to port 9999: the flow below.
+        let mut rs = Nft::default();
+        rs.chains
+            .push(base_chain(IPV4, "filter", "forward", 2, 0, true));
+        let e = vec![
+            meta(16),
+            cmp(0, &[17]),
+            payload(2, 2, 2),
+            cmp(0, &9999u16.to_be_bytes()),
+            verdict(0, None),
+        ];
+        rs.rules.push(rule(IPV4, "filter", "forward", 1, e));
+        let drops = compile(&rs, &[]).with_counters(1, &[]);
+        let passes = forward_rules(false);
+        let mut carry = Carry::default();
+        let mut batch = |rules: &crate::filter::Ruleset| {
+            let mut frames: Vec<Vec<u8>> = (0..64u8)
+                .map(|k| {
+                    let mut f = frame([10, 3, 9, 9], [10, 9, 1, k], 64, 8);
+                    f[36..38].copy_from_slice(&9999u16.to_be_bytes());
+                    f
+                })
+                .collect();
+            let mut bufs: Vec<&mut [u8]> = frames.iter_mut().map(|f| &mut f[..]).collect();
+            let (mut refused, mut out) = (vec![None; 64], vec![Step::Slow; 64]);
+            Hooks::new(rules, 0, &mut refused)
+                .carrying(&mut carry)
+                .forward(&mut bufs[..], 0, &snap, &mut out)
+        };
+        assert_eq!(batch(&passes), 64);
+        assert_eq!(batch(&drops), 0);
+        assert_eq!(batch(&passes), 64);
+        assert_eq!(batch(&passes), 64);
+        assert_eq!(batch(&drops), 0);
     }
 }

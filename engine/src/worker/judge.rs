@@ -9,7 +9,7 @@
 //! postrouting; when either is the kernel's, the engine hands the packet to
 //! the kernel through a raw socket, so the kernel's filter judges it there.
 
-use crate::filter::batch::{Gate, Judged, Memo, Plain, Quick};
+use crate::filter::batch::{Gate, Judged, Memo, Plain, Quick, Seen};
 use crate::filter::{Hook, Meta, Reject, RuleCounters, Verdict, NO_IFACE};
 use crate::forward::icmp::{self, IcmpState, Origin};
 use crate::forward::reject;
@@ -329,8 +329,22 @@ pub struct Hooks<'a> {
     /// matches passes with one test.
     forward_only: Option<Quick<'a>>,
     /// The last frame `forward_only` judged, for the next one.
-    memo: Memo,
+    memo: Memo<'a>,
+    /// Where the memo goes after the batch, for the next one.
+    carry: Option<&'a mut Carry>,
+    /// The ruleset's [`Ruleset::id`](crate::filter::Ruleset).
+    id: u64,
     counters: Option<&'a RuleCounters>,
+}
+
+/// What a worker's [`Hooks`] learned of the last flow of a batch, for
+/// the next batch ([`Hooks::carrying`]): the memo, and the ruleset it is
+/// of, by number (a ruleset freed and another made at its address has
+/// another).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carry {
+    id: u64,
+    memo: Memo<'static>,
 }
 
 /// The hooks of a forwarded packet, in order.
@@ -354,8 +368,39 @@ impl<'a> Hooks<'a> {
                 None
             },
             memo: Memo::default(),
+            carry: None,
+            id: rules.id,
             counters: rules.counters_of(worker),
         }
+    }
+
+    /// The hooks, starting from the memo of the batch before when it was
+    /// of the same ruleset, and leaving theirs in `carry` after
+    /// [`Hooks::forward`]: a queue whose batches carry the same flows
+    /// judges them on the memo from the first frame.
+    ///
+    /// ```
+    /// # use xdpip::forward::Step;
+    /// # use xdpip::worker::{Carry, Hooks};
+    /// # fn run(snap: &xdpip::snapshot::Snapshot, batches: &mut [Vec<&mut [u8]>]) {
+    /// let mut carry = Carry::default();
+    /// let mut refused = vec![None; 64];
+    /// let mut out = vec![Step::Slow; 64];
+    /// for frames in batches {
+    ///     Hooks::new(&snap.filter, 0, &mut refused)
+    ///         .carrying(&mut carry)
+    ///         .forward(&mut frames[..], 0, snap, &mut out);
+    /// }
+    /// # }
+    /// ```
+    pub fn carrying(mut self, carry: &'a mut Carry) -> Self {
+        if let Some(q) = self.forward_only {
+            if carry.id == self.id && self.id != 0 {
+                self.memo = Memo::attached(carry.memo, q);
+            }
+        }
+        self.carry = Some(carry);
+        self
     }
 
     /// [`forward_batch`](crate::forward::forward_batch) of `frames`,
@@ -381,7 +426,7 @@ impl<'a> Hooks<'a> {
         snap: &Snapshot,
         out: &mut [Step],
     ) -> usize {
-        match self.forward_only {
+        let n = match self.forward_only {
             // Without a rule on the output port, the memo's key leaves it
             // out: two instructions less a frame, for a copy of the path.
             Some(q) if q.reads_oif() => forward_batch(
@@ -399,21 +444,48 @@ impl<'a> Hooks<'a> {
                 out,
             ),
             None => forward_batch(frames, ingress, snap, self, out),
+        };
+        if let Some(c) = self.carry.as_deref_mut() {
+            *c = Carry {
+                id: self.id,
+                memo: self.memo.detached(),
+            };
         }
+        n
     }
 
     /// [`Judge::pass`](crate::forward::Judge::pass) when the forward hook
     /// alone has rules and its policy accepts (`q`); `OIF` as
-    /// [`Quick::judge_frame`] takes it.
+    /// [`Memo::seen`] takes it. A frame of the memo's flow is
+    /// judged on the memo alone; the others, out of line, are given
+    /// where the gate is (`q`), not what it holds, which the hot path
+    /// would otherwise load for every frame.
     #[inline(always)]
     fn pass_forward_only<const OIF: bool>(
         &mut self,
-        q: Quick,
+        q: &Quick<'a>,
         frame: &[u8],
         lane: u16,
         (iif, oif): (usize, u8),
     ) -> Passage {
-        match q.judge_frame::<OIF>(&mut self.memo, frame, iif as u8, oif) {
+        match self.memo.seen::<OIF>(frame, iif as u8, oif) {
+            Seen::Passes => Passage::Through,
+            Seen::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
+            Seen::New => self.learn::<OIF>(q, frame, lane, (iif, oif)),
+        }
+    }
+
+    /// [`Hooks::pass_forward_only`] for a frame of a flow the memo does
+    /// not hold: learned, then judged.
+    #[inline(never)]
+    fn learn<const OIF: bool>(
+        &mut self,
+        q: &Quick<'a>,
+        frame: &[u8],
+        lane: u16,
+        (iif, oif): (usize, u8),
+    ) -> Passage {
+        match q.learn::<OIF>(&mut self.memo, frame, (iif as u8, oif)) {
             Judged::Passes => Passage::Through,
             Judged::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
             Judged::NotPlain => self.pass_parsed(frame, lane, iif, oif),
@@ -448,7 +520,7 @@ impl<'a> Hooks<'a> {
     #[inline(never)]
     fn forward_verdict(
         &mut self,
-        q: Quick,
+        q: &Quick,
         mask: u64,
         frame: &[u8],
         lane: u16,
@@ -501,7 +573,7 @@ impl crate::forward::Judge for Hooks<'_> {
         // The vector path's frames have a header without options: their
         // fields are read where the frame holds them, once for every hook.
         if let Some(q) = self.forward_only {
-            return self.pass_forward_only::<true>(q, frame, lane, (iif, oif));
+            return self.pass_forward_only::<true>(&q, frame, lane, (iif, oif));
         }
         let Some(p) = Plain::read(frame, iif as u8) else {
             return self.pass_parsed(frame, lane, iif, oif);
@@ -536,6 +608,6 @@ impl<const OIF: bool> crate::forward::Judge for ForwardOnly<'_, '_, OIF> {
     #[inline(always)]
     fn pass(&mut self, frame: &[u8], lane: u16, iif: usize, oif: u8) -> Passage {
         self.hooks
-            .pass_forward_only::<OIF>(self.q, frame, lane, (iif, oif))
+            .pass_forward_only::<OIF>(&self.q, frame, lane, (iif, oif))
     }
 }

@@ -38,7 +38,7 @@ use crate::wire::ipopt;
 use crate::wire::ipv4::{self, Packet};
 use crate::xsk::ring::Desc;
 use crate::xsk::{self, BindMode, Frame, Pool, QueueSocket, Umem, WorkerSockets};
-pub use judge::Hooks;
+pub use judge::{Carry, Hooks};
 use judge::{Egress, Refusal};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -525,6 +525,8 @@ struct Running {
     /// Why the filter refused each frame of the batch the vector path
     /// marked [`Step::Refused`].
     refused: Vec<Option<(Hook, filter::Verdict)>>,
+    /// The filter's memo of the last flow, from one batch to the next.
+    carry: Carry,
     pollfds: Vec<libc::pollfd>,
     started: Instant,
     idle: idle::Idle,
@@ -660,6 +662,7 @@ impl Running {
             rx: Vec::with_capacity(batch),
             steps: vec![Step::Slow; batch],
             refused: vec![None; batch],
+            carry: Carry::default(),
             pollfds,
             started: Instant::now(),
             idle: idle::Idle::new(idle, id),
@@ -870,15 +873,17 @@ impl Running {
         let ingress = io.xsk.sockets[si].port;
         let bytes: u64 = rx.iter().map(|f| f.len() as u64).sum();
 
-        let forwarded = Hooks::new(&snap.filter, self.id, &mut self.refused).forward(
-            &mut InUmem {
-                umem: &io.xsk.umem,
-                frames: &mut rx,
-            },
-            ingress,
-            snap,
-            &mut self.steps,
-        );
+        let forwarded = Hooks::new(&snap.filter, self.id, &mut self.refused)
+            .carrying(&mut self.carry)
+            .forward(
+                &mut InUmem {
+                    umem: &io.xsk.umem,
+                    frames: &mut rx,
+                },
+                ingress,
+                snap,
+                &mut self.steps,
+            );
         let c = &*self.counters;
         c.mib(Mib::InReceives, n as u64);
         c.mib(Mib::ForwDatagrams, forwarded as u64);
