@@ -136,10 +136,11 @@ impl<'a> Quick<'a> {
             span,
             dsts: self.f.addrs[1].view(),
         };
-        match memo.seen::<OIF>(frame, iif, oif) {
+        // The frame is of the flow just learned: no compare of its key.
+        match memo.to(q.dst()) {
             Seen::Passes => Judged::Passes,
             Seen::Rules(mask) => Judged::Rules(mask),
-            Seen::New => unreachable!("a memo holds the frame it learned"),
+            Seen::New => unreachable!("Memo::to tells no new flow"),
         }
     }
 
@@ -276,7 +277,12 @@ impl<'a> Memo<'a> {
         // compiler takes them from the 16 bytes just compared, kept on the
         // stack (nine instructions a packet more).
         barrier();
-        let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+        self.to(u32::from_be_bytes([h[30], h[31], h[32], h[33]]))
+    }
+
+    /// What the memo makes of a frame of its flow to `dst`.
+    #[inline(always)]
+    fn to(&self, dst: u32) -> Seen {
         // Outside the span of the memo's rules, none of them matches: no
         // bucket to load.
         if !self.span.holds(dst) {
