@@ -101,9 +101,9 @@ impl<'a> Quick<'a> {
     }
 
     /// `memo` learns the flow of `frame`, received on `iif` and leaving
-    /// on `oif`, which it did not hold ([`Seen::New`]): what the gate
-    /// makes of the frame, [`Judged::NotPlain`] for a header that is not
-    /// plain. For a path that calls it out of line, to leave the
+    /// on `oif`, which it did not hold ([`Seen::New`]): what the memo then
+    /// makes of the frame (never [`Seen::New`]), `None` for a header that
+    /// is not plain. For a path that calls it out of line, to leave the
     /// registers of the vector path's stage to the frames of a burst.
     #[inline(always)]
     pub(crate) fn learn<const OIF: bool>(
@@ -111,11 +111,11 @@ impl<'a> Quick<'a> {
         memo: &mut Memo<'a>,
         frame: &[u8],
         (iif, oif): (u8, u8),
-    ) -> Judged {
+    ) -> Option<Seen> {
         let (Some(h), Some(p)) = (frame.first_chunk::<38>(), Plain::read(frame, iif)) else {
-            return Judged::NotPlain;
+            return None;
         };
-        let key = Memo::key(h, iif, if OIF { oif } else { 0 });
+        let key = Memo::key::<OIF>(h, iif, oif);
         let q = p.forwarded(oif);
         let part = self.f.part(q) & self.f.addrs[0].row(q.src());
         let rules = part & self.f.base;
@@ -137,11 +137,7 @@ impl<'a> Quick<'a> {
             dsts: self.f.addrs[1].view(),
         };
         // The frame is of the flow just learned: no compare of its key.
-        match memo.to(q.dst()) {
-            Seen::Passes => Judged::Passes,
-            Seen::Rules(mask) => Judged::Rules(mask),
-            Seen::New => unreachable!("Memo::to tells no new flow"),
-        }
+        Some(memo.to(q.dst()))
     }
 
     /// The verdict on `x`, whose mask [`Memo::seen`] or [`Quick::learn`] gave: as
@@ -157,7 +153,8 @@ impl<'a> Quick<'a> {
     }
 }
 
-/// What [`Memo::seen`] makes of a frame.
+/// What [`Memo::seen`] makes of a frame (and [`Quick::learn`] of a plain
+/// one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen {
     /// No rule matched: it passes.
@@ -166,17 +163,6 @@ pub(crate) enum Seen {
     Rules(u64),
     /// Not of the memo's flow: for [`Quick::learn`].
     New,
-}
-
-/// What [`Quick::learn`] makes of a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Judged {
-    /// No rule matched: it passes.
-    Passes,
-    /// This mask holds a rule of a base chain: [`Quick::verdict`].
-    Rules(u64),
-    /// Not a plain header: for the field-by-field judge.
-    NotPlain,
 }
 
 /// The fields but the destination of the last frame a [`Quick`] gate
@@ -270,7 +256,7 @@ impl<'a> Memo<'a> {
         let Some(h) = frame.first_chunk::<38>() else {
             return Seen::New;
         };
-        if !self.holds(&Memo::key(h, iif, if OIF { oif } else { 0 })) {
+        if !self.holds(&Memo::key::<OIF>(h, iif, oif)) {
             return Seen::New;
         }
         // The rewrite reads the TTL and checksum next: without this, the
@@ -297,9 +283,11 @@ impl<'a> Memo<'a> {
     }
 
     /// The key of the frame whose first bytes are `h`, received on port
-    /// `iif` and leaving on `oif`.
+    /// `iif` and leaving on `oif`; with the output port 0 unless `OIF`
+    /// ([`Quick::reads_oif`]).
     #[inline(always)]
-    fn key(h: &[u8; 38], iif: u8, oif: u8) -> Key {
+    fn key<const OIF: bool>(h: &[u8; 38], iif: u8, oif: u8) -> Key {
+        let oif = if OIF { oif } else { 0 };
         let mut head = [0; 16];
         head.copy_from_slice(&h[14..30]);
         let ports = u32::from_ne_bytes([h[34], h[35], h[36], h[37]]) as u64;
@@ -658,8 +646,8 @@ impl Rows<'_> {
         let b = (v as u64 >> self.shift) as usize;
         debug_assert!(b < self.buckets.len());
         // SAFETY: `buckets` has 2^(32 - shift) entries ([`Fast::build`];
-        // 1 with `shift` 32 for `ALL`), and a 32-bit value shifted right
-        // by `shift` is below that.
+        // 1 with `shift` 32 for `SEARCH`), and a 32-bit value shifted
+        // right by `shift` is below that.
         unsafe { *self.buckets.get_unchecked(b) }
     }
 }
@@ -1342,7 +1330,9 @@ mod tests {
                 (flow.iif, flow.oif) = (flow.iif.min(2), flow.oif.min(1));
                 let mut memo = Memo::default();
                 let first = frame_of(&flow);
-                if q.learn::<true>(&mut memo, &first, (flow.iif, flow.oif)) == Judged::NotPlain {
+                if q.learn::<true>(&mut memo, &first, (flow.iif, flow.oif))
+                    .is_none()
+                {
                     continue;
                 }
                 let detached = memo.detached();

@@ -9,7 +9,7 @@
 //! postrouting; when either is the kernel's, the engine hands the packet to
 //! the kernel through a raw socket, so the kernel's filter judges it there.
 
-use crate::filter::batch::{Gate, Judged, Memo, Plain, Quick, Seen};
+use crate::filter::batch::{Gate, Memo, Plain, Quick, Seen};
 use crate::filter::{Hook, Meta, Reject, RuleCounters, Verdict, NO_IFACE};
 use crate::forward::icmp::{self, IcmpState, Origin};
 use crate::forward::reject;
@@ -429,20 +429,10 @@ impl<'a> Hooks<'a> {
         let n = match self.forward_only {
             // Without a rule on the output port, the memo's key leaves it
             // out: two instructions less a frame, for a copy of the path.
-            Some(q) if q.reads_oif() => forward_batch(
-                frames,
-                ingress,
-                snap,
-                &mut ForwardOnly::<true> { q, hooks: self },
-                out,
-            ),
-            Some(q) => forward_batch(
-                frames,
-                ingress,
-                snap,
-                &mut ForwardOnly::<false> { q, hooks: self },
-                out,
-            ),
+            Some(q) if q.reads_oif() => {
+                self.forward_only_batch::<F, true>(q, frames, ingress, snap, out)
+            }
+            Some(q) => self.forward_only_batch::<F, false>(q, frames, ingress, snap, out),
             None => forward_batch(frames, ingress, snap, self, out),
         };
         if let Some(c) = self.carry.as_deref_mut() {
@@ -452,6 +442,25 @@ impl<'a> Hooks<'a> {
             };
         }
         n
+    }
+
+    /// [`Hooks::forward`] when the forward hook alone has rules and its
+    /// policy accepts (`q`); `OIF` as [`Memo::seen`] takes it.
+    fn forward_only_batch<F: Frames + ?Sized, const OIF: bool>(
+        &mut self,
+        q: Quick<'a>,
+        frames: &mut F,
+        ingress: usize,
+        snap: &Snapshot,
+        out: &mut [Step],
+    ) -> usize {
+        forward_batch(
+            frames,
+            ingress,
+            snap,
+            &mut ForwardOnly::<OIF> { q, hooks: self },
+            out,
+        )
     }
 
     /// [`Judge::pass`](crate::forward::Judge::pass) when the forward hook
@@ -468,7 +477,21 @@ impl<'a> Hooks<'a> {
         lane: u16,
         (iif, oif): (usize, u8),
     ) -> Passage {
-        match self.memo.seen::<OIF>(frame, iif as u8, oif) {
+        let seen = self.memo.seen::<OIF>(frame, iif as u8, oif);
+        self.passage::<OIF>(seen, q, frame, lane, (iif, oif))
+    }
+
+    /// The passage of `frame`, of which the memo made `seen`.
+    #[inline(always)]
+    fn passage<const OIF: bool>(
+        &mut self,
+        seen: Seen,
+        q: &Quick<'a>,
+        frame: &[u8],
+        lane: u16,
+        (iif, oif): (usize, u8),
+    ) -> Passage {
+        match seen {
             Seen::Passes => Passage::Through,
             Seen::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
             Seen::New => self.learn::<OIF>(q, frame, lane, (iif, oif)),
@@ -483,12 +506,12 @@ impl<'a> Hooks<'a> {
         q: &Quick<'a>,
         frame: &[u8],
         lane: u16,
-        (iif, oif): (usize, u8),
+        ifaces: (usize, u8),
     ) -> Passage {
-        match q.learn::<OIF>(&mut self.memo, frame, (iif as u8, oif)) {
-            Judged::Passes => Passage::Through,
-            Judged::Rules(mask) => self.forward_verdict(q, mask, frame, lane, (iif as u8, oif)),
-            Judged::NotPlain => self.pass_parsed(frame, lane, iif, oif),
+        match q.learn::<OIF>(&mut self.memo, frame, (ifaces.0 as u8, ifaces.1)) {
+            // Never New: the frame is of the flow just learned.
+            Some(seen) => self.passage::<OIF>(seen, q, frame, lane, ifaces),
+            None => self.pass_parsed(frame, lane, ifaces.0, ifaces.1),
         }
     }
 
